@@ -1,0 +1,164 @@
+"""Schema migrations for the SQLite store, applied in order, each exactly once.
+
+Append new migrations; never edit one that has shipped. Money and quantities
+are stored as decimal TEXT so that what was counted is what is read back.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[tuple[int, str, str], ...] = (
+    (
+        1,
+        "initial schema",
+        """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            mode TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            ended_at TEXT,
+            config_fingerprint TEXT NOT NULL,
+            config TEXT NOT NULL,
+            summary TEXT
+        );
+        CREATE TABLE orders (
+            client_order_id TEXT PRIMARY KEY,
+            run_id INTEGER NOT NULL,
+            symbol TEXT NOT NULL,
+            side TEXT NOT NULL,
+            quantity TEXT NOT NULL,
+            order_type TEXT NOT NULL,
+            limit_price TEXT,
+            time_in_force TEXT NOT NULL,
+            status TEXT NOT NULL,
+            broker_order_id TEXT,
+            filled_quantity TEXT NOT NULL DEFAULT '0',
+            average_price TEXT,
+            reason TEXT NOT NULL DEFAULT '',
+            decision_id INTEGER,
+            created_ts INTEGER NOT NULL,
+            updated_ts INTEGER NOT NULL,
+            message TEXT NOT NULL DEFAULT ''
+        );
+        CREATE INDEX orders_status ON orders(status);
+        CREATE TABLE order_events (
+            id INTEGER PRIMARY KEY,
+            client_order_id TEXT NOT NULL REFERENCES orders(client_order_id),
+            ts INTEGER NOT NULL,
+            from_status TEXT,
+            to_status TEXT NOT NULL,
+            message TEXT NOT NULL DEFAULT ''
+        );
+        CREATE TABLE fills (
+            fill_id TEXT PRIMARY KEY,
+            client_order_id TEXT NOT NULL,
+            run_id INTEGER NOT NULL,
+            symbol TEXT NOT NULL,
+            side TEXT NOT NULL,
+            quantity TEXT NOT NULL,
+            price TEXT NOT NULL,
+            fee TEXT NOT NULL,
+            ts INTEGER NOT NULL,
+            realized_pnl TEXT NOT NULL
+        );
+        CREATE TABLE trades (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL,
+            symbol TEXT NOT NULL,
+            direction INTEGER NOT NULL,
+            quantity TEXT NOT NULL,
+            entry_ts INTEGER NOT NULL,
+            exit_ts INTEGER NOT NULL,
+            entry_price TEXT NOT NULL,
+            exit_price TEXT NOT NULL,
+            fees TEXT NOT NULL,
+            pnl TEXT NOT NULL,
+            entry_reason TEXT NOT NULL DEFAULT '',
+            exit_reason TEXT NOT NULL DEFAULT ''
+        );
+        CREATE TABLE decisions (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL,
+            symbol TEXT NOT NULL,
+            ts INTEGER NOT NULL,
+            action TEXT NOT NULL,
+            confidence REAL,
+            probabilities TEXT,
+            reason TEXT NOT NULL DEFAULT '',
+            verdict TEXT,
+            verdict_layer TEXT,
+            verdict_reason TEXT,
+            order_quantity TEXT,
+            client_order_id TEXT,
+            extras TEXT
+        );
+        CREATE INDEX decisions_run_ts ON decisions(run_id, ts);
+        CREATE TABLE risk_events (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL,
+            ts INTEGER NOT NULL,
+            symbol TEXT,
+            layer TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            message TEXT NOT NULL DEFAULT ''
+        );
+        CREATE TABLE bar_rejections (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL,
+            ts INTEGER,
+            symbol TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT ''
+        );
+        CREATE TABLE equity_snapshots (
+            run_id INTEGER NOT NULL,
+            ts INTEGER NOT NULL,
+            equity REAL NOT NULL,
+            cash TEXT NOT NULL,
+            realized_pnl TEXT NOT NULL,
+            unrealized_pnl REAL NOT NULL
+        );
+        CREATE INDEX equity_run_ts ON equity_snapshots(run_id, ts);
+        CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_ts INTEGER NOT NULL);
+        """,
+    ),
+    (
+        2,
+        "model registry and recurrent states",
+        """
+        CREATE TABLE model_registry (
+            sha256 TEXT PRIMARY KEY,
+            path TEXT NOT NULL,
+            feature_hash TEXT NOT NULL,
+            metrics TEXT NOT NULL DEFAULT '{}',
+            is_production INTEGER NOT NULL DEFAULT 0,
+            is_gold INTEGER NOT NULL DEFAULT 0,
+            registered_ts INTEGER NOT NULL
+        );
+        CREATE TABLE cycle_metrics (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL,
+            ts INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            value REAL NOT NULL
+        );
+        CREATE TABLE parameter_drift_log (
+            id INTEGER PRIMARY KEY,
+            ts INTEGER NOT NULL,
+            parameter TEXT NOT NULL,
+            old_value TEXT,
+            new_value TEXT,
+            reason TEXT NOT NULL DEFAULT ''
+        );
+        CREATE TABLE recurrent_states (
+            symbol TEXT PRIMARY KEY,
+            model_sha256 TEXT NOT NULL,
+            ts INTEGER NOT NULL,
+            state BLOB NOT NULL
+        );
+        """,
+    ),
+)
+
+LATEST_VERSION = MIGRATIONS[-1][0]

@@ -1,0 +1,292 @@
+"""Positions, cash and P&L, counted from actual fills.
+
+Accounting is FIFO by lot with ``Decimal`` arithmetic, so realized P&L is a sum
+of products of fill quantities and fill prices — exact, no division. Marking to
+market (unrealized P&L, equity) is float: it is an estimate from the last bar,
+recomputed every bar, and never booked.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from brokers.base import ZERO, Fill, Position
+from strategies.base import PositionView
+
+_DAY = 86_400
+
+
+@dataclass(slots=True)
+class _Lot:
+    quantity: Decimal  # signed
+    price: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedTrade:
+    """One round trip: from flat to flat (a flip closes one trade and opens the next)."""
+
+    symbol: str
+    direction: int
+    quantity: Decimal
+    entry_ts: int
+    exit_ts: int
+    entry_price: Decimal
+    exit_price: Decimal
+    fees: Decimal
+    pnl: Decimal  # realized price P&L minus every fee paid in the round trip
+    entry_reason: str
+    exit_reason: str
+
+    def as_row(self) -> tuple[object, ...]:
+        return (
+            self.symbol,
+            self.direction,
+            str(self.quantity),
+            self.entry_ts,
+            self.exit_ts,
+            str(self.entry_price),
+            str(self.exit_price),
+            str(self.fees),
+            str(self.pnl),
+            self.entry_reason,
+            self.exit_reason,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FillEffect:
+    realized: Decimal  # price P&L realized by this fill, before fees
+    closed: tuple[ClosedTrade, ...] = ()
+
+
+@dataclass(slots=True)
+class _Holding:
+    symbol: str
+    lots: deque[_Lot] = field(default_factory=deque)
+    quantity: Decimal = ZERO
+    last_price: float = math.nan
+    bars_held: int = 0
+    peak_unrealized: float = 0.0
+    # the current round trip
+    entry_ts: int = 0
+    entry_quantity: Decimal = ZERO
+    entry_cost: Decimal = ZERO
+    exit_quantity: Decimal = ZERO
+    exit_value: Decimal = ZERO
+    trip_realized: Decimal = ZERO
+    trip_fees: Decimal = ZERO
+    entry_reason: str = ""
+
+    def unrealized(self) -> float:
+        if not self.quantity or math.isnan(self.last_price):
+            return 0.0
+        last = self.last_price
+        return sum(float(lot.quantity) * (last - float(lot.price)) for lot in self.lots)
+
+    def average_price(self) -> Decimal:
+        if not self.quantity:
+            return ZERO
+        cost = sum((lot.quantity * lot.price for lot in self.lots), ZERO)
+        return cost / self.quantity
+
+
+class Portfolio:
+    """The daemon's own books for one account."""
+
+    def __init__(self, starting_cash: Decimal, currency: str = "USD") -> None:
+        self.currency = currency
+        self.starting_cash = starting_cash
+        self.cash = starting_cash
+        self.realized = ZERO  # price P&L realized, before fees
+        self.fees = ZERO
+        self._holdings: dict[str, _Holding] = {}
+        self._cash_float = float(starting_cash)
+        self._day = -1
+        self.day_start_equity = float(starting_cash)
+        self.peak_equity = float(starting_cash)
+        self.fill_count = 0
+
+    # ------------------------------------------------------------------ booking
+    def apply_fill(self, fill: Fill, reason: str = "") -> FillEffect:
+        """Book one fill. A fill that crosses zero closes one round trip and opens another."""
+        holding = self._holding(fill.symbol)
+        signed = fill.signed_quantity
+        size = abs(signed)
+        self.cash -= signed * fill.price + fill.fee
+        self._cash_float = float(self.cash)
+        self.fees += fill.fee
+        self.fill_count += 1
+
+        held = holding.quantity
+        closing = min(size, abs(held)) if held and (held > 0) != (signed > 0) else ZERO
+        opening = size - closing
+        # A flip splits its fee between the trip it ends and the one it starts;
+        # the two shares add up to the fee exactly.
+        close_fee = fill.fee if not opening else (fill.fee * closing / size if closing else ZERO)
+        open_fee = fill.fee - close_fee
+
+        realized = ZERO
+        closed: tuple[ClosedTrade, ...] = ()
+        if closing:
+            direction = 1 if held > 0 else -1
+            realized = self._consume_lots(holding, closing, fill.price, direction)
+            holding.trip_fees += close_fee
+            if holding.quantity == 0:
+                closed = (self._close_trip(holding, fill.ts, direction, reason),)
+        if opening:
+            if holding.quantity == 0:
+                holding.entry_ts = fill.ts
+                holding.entry_reason = reason
+                holding.bars_held = 0
+                holding.peak_unrealized = 0.0
+            open_signed = opening if signed > 0 else -opening
+            holding.lots.append(_Lot(open_signed, fill.price))
+            holding.quantity += open_signed
+            holding.entry_quantity += opening
+            holding.entry_cost += opening * fill.price
+            holding.trip_fees += open_fee
+        self.realized += realized
+        return FillEffect(realized, closed)
+
+    @staticmethod
+    def _consume_lots(holding: _Holding, amount: Decimal, price: Decimal, direction: int) -> Decimal:
+        """Close ``amount`` first in, first out; returns the price P&L realized."""
+        realized = ZERO
+        left = amount
+        while left:
+            lot = holding.lots[0]
+            take = min(left, abs(lot.quantity))
+            realized += take * (price - lot.price) * direction
+            lot.quantity -= take * direction
+            holding.quantity -= take * direction
+            left -= take
+            if lot.quantity == 0:
+                holding.lots.popleft()
+        holding.trip_realized += realized
+        holding.exit_quantity += amount
+        holding.exit_value += amount * price
+        return realized
+
+    def _close_trip(self, holding: _Holding, ts: int, direction: int, reason: str) -> ClosedTrade:
+        trade = ClosedTrade(
+            symbol=holding.symbol,
+            direction=direction,
+            quantity=holding.entry_quantity,
+            entry_ts=holding.entry_ts,
+            exit_ts=ts,
+            entry_price=holding.entry_cost / holding.entry_quantity,
+            exit_price=holding.exit_value / holding.exit_quantity,
+            fees=holding.trip_fees,
+            pnl=holding.trip_realized - holding.trip_fees,
+            entry_reason=holding.entry_reason,
+            exit_reason=reason,
+        )
+        holding.entry_quantity = holding.entry_cost = ZERO
+        holding.exit_quantity = holding.exit_value = ZERO
+        holding.trip_realized = holding.trip_fees = ZERO
+        holding.bars_held = 0
+        holding.peak_unrealized = 0.0
+        return trade
+
+    def adopt_position(self, position: Position, ts: int) -> None:
+        """Take a broker-reported position as our own (start-up with an existing account)."""
+        holding = self._holding(position.symbol)
+        holding.lots = deque([_Lot(position.quantity, position.average_price)]) if position.quantity else deque()
+        holding.quantity = position.quantity
+        holding.entry_ts = ts
+        holding.entry_quantity = abs(position.quantity)
+        holding.entry_cost = abs(position.quantity) * position.average_price
+
+    def set_cash(self, cash: Decimal) -> None:
+        self.cash = cash
+        self._cash_float = float(cash)
+
+    # ------------------------------------------------------------------ marking
+    def mark(self, symbol: str, price: float, ts: int) -> None:
+        """Mark one symbol at a bar's close; rolls the trading day at UTC midnight."""
+        holding = self._holdings.get(symbol)
+        if holding is None:
+            holding = self._holding(symbol)
+        holding.last_price = price
+        if holding.quantity:
+            holding.bars_held += 1
+            unrealized = holding.unrealized()
+            if unrealized > holding.peak_unrealized:
+                holding.peak_unrealized = unrealized
+        day = ts // _DAY
+        equity = self.equity()
+        if day != self._day:
+            self._day = day
+            self.day_start_equity = equity
+        if equity > self.peak_equity:
+            self.peak_equity = equity
+
+    def equity(self) -> float:
+        value = self._cash_float
+        for holding in self._holdings.values():
+            if holding.quantity and not math.isnan(holding.last_price):
+                value += float(holding.quantity) * holding.last_price
+        return value
+
+    def unrealized(self) -> float:
+        return sum(h.unrealized() for h in self._holdings.values())
+
+    def gross_exposure(self) -> float:
+        return sum(
+            abs(float(h.quantity)) * h.last_price
+            for h in self._holdings.values()
+            if h.quantity and not math.isnan(h.last_price)
+        )
+
+    # ------------------------------------------------------------------ views
+    def quantity(self, symbol: str) -> Decimal:
+        holding = self._holdings.get(symbol)
+        return holding.quantity if holding else ZERO
+
+    def last_price(self, symbol: str) -> float:
+        holding = self._holdings.get(symbol)
+        return holding.last_price if holding else math.nan
+
+    def view(self, symbol: str) -> PositionView:
+        holding = self._holdings.get(symbol)
+        if holding is None or not holding.quantity:
+            return PositionView()
+        return PositionView(
+            quantity=holding.quantity,
+            average_price=float(holding.average_price()),
+            bars_held=holding.bars_held,
+            peak_unrealized=holding.peak_unrealized,
+        )
+
+    def positions(self) -> list[Position]:
+        return [
+            Position(h.symbol, h.quantity, h.average_price())
+            for h in sorted(self._holdings.values(), key=lambda h: h.symbol)
+            if h.quantity
+        ]
+
+    def position_rows(self) -> list[dict[str, object]]:
+        rows = []
+        for position in self.positions():
+            holding = self._holdings[position.symbol]
+            rows.append(
+                {
+                    "symbol": position.symbol,
+                    "quantity": str(position.quantity),
+                    "average_price": str(round(position.average_price, 8)),
+                    "last_price": holding.last_price,
+                    "unrealized_pnl": round(holding.unrealized(), 2),
+                    "bars_held": holding.bars_held,
+                }
+            )
+        return rows
+
+    def _holding(self, symbol: str) -> _Holding:
+        holding = self._holdings.get(symbol)
+        if holding is None:
+            holding = self._holdings[symbol] = _Holding(symbol)
+        return holding

@@ -1,0 +1,420 @@
+"""The SQLite store: the daemon's memory and its audit trail.
+
+Two write paths, chosen by what a loss would cost:
+
+* **Committed at once** — orders (journaled *before* they are sent), order
+  state changes, fills and state flags. Losing one of these could duplicate an
+  order or lose money, so each call waits for the commit.
+* **Buffered** — decisions, equity snapshots, bar rejections, risk events.
+  One row per bar would otherwise cost a thread hop per bar; they are written
+  in batches, and always before any order journal write so that an order
+  never refers to a decision that is not on disk.
+
+All access goes through aiosqlite's worker thread so the event loop never
+blocks on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from brokers.base import Fill, OrderRequest, OrderStatus
+from brokers.errors import StoreError
+from daemon.migrations import LATEST_VERSION, MIGRATIONS
+
+_DECISION_SQL = (
+    "INSERT INTO decisions (id, run_id, symbol, ts, action, confidence, probabilities, reason, verdict,"
+    " verdict_layer, verdict_reason, order_quantity, client_order_id, extras)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+_EQUITY_SQL = (
+    "INSERT INTO equity_snapshots (run_id, ts, equity, cash, realized_pnl, unrealized_pnl) VALUES (?,?,?,?,?,?)"
+)
+_REJECTION_SQL = "INSERT INTO bar_rejections (run_id, ts, symbol, reason, detail) VALUES (?,?,?,?,?)"
+_RISK_SQL = (
+    "INSERT INTO risk_events (run_id, ts, symbol, layer, kind, reason, message) VALUES (?,?,?,?,?,?,?)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRow:
+    client_order_id: str
+    symbol: str
+    side: str
+    quantity: Decimal
+    status: OrderStatus
+    filled_quantity: Decimal
+    average_price: Decimal | None
+    broker_order_id: str | None
+    created_ts: int
+    reason: str
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _dec(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+class Store:
+    """Async facade over one SQLite database file."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path, flush_rows: int) -> None:
+        self._db = db
+        self.path = path
+        self._flush_rows = flush_rows
+        self._decisions: list[tuple[Any, ...]] = []
+        self._equity: list[tuple[Any, ...]] = []
+        self._rejections: list[tuple[Any, ...]] = []
+        self._risk: list[tuple[Any, ...]] = []
+        self._pending = 0
+        self._next_decision_id = 1
+        self.run_id = 0
+        self.instance_id = ""
+        # One connection, many coroutines: a transaction must not interleave with
+        # another coroutine's statements, so every write holds this lock.
+        self._lock = asyncio.Lock()
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[None]:
+        async with self._lock:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+            await self._db.execute("COMMIT")
+
+    # ------------------------------------------------------------------ open/close
+    @classmethod
+    async def open(cls, path: str | Path, *, flush_rows: int = 4096, instance_id: str | None = None) -> Store:
+        """Open (creating and migrating) the database.
+
+        ``instance_id`` fixes the client-order-id prefix for a new database
+        (backtests use a constant so that two runs journal identical ids); a
+        live database gets a random one once, at creation, and keeps it.
+        """
+        db_path = Path(path)
+        if str(db_path) != ":memory:":
+            db_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            db = await aiosqlite.connect(str(db_path), isolation_level=None)
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=FULL")
+            await db.execute("PRAGMA foreign_keys=ON")
+            store = cls(db, db_path, flush_rows)
+            await store._migrate()
+            await store._load_meta(instance_id)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{db_path}: not a usable tradectl database: {exc}") from None
+        return store
+
+    async def close(self) -> None:
+        await self.flush()
+        await self._db.close()
+
+    async def _migrate(self) -> None:
+        await self._db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT, applied_at TEXT)"
+        )
+        async with self._db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations") as cur:
+            row = await cur.fetchone()
+        current = int(row[0]) if row else 0
+        if current > LATEST_VERSION:
+            raise StoreError(
+                f"{self.path}: schema version {current} is newer than this tradectl ({LATEST_VERSION}); upgrade"
+            )
+        for version, name, sql in MIGRATIONS:
+            if version <= current:
+                continue
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in filter(None, (s.strip() for s in sql.split(";"))):
+                    await self._db.execute(statement)
+                await self._db.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?,?,?)",
+                    (version, name, _utc_now()),
+                )
+                await self._db.execute("COMMIT")
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+
+    async def _load_meta(self, instance_id: str | None) -> None:
+        meta = dict(await self._fetchall("SELECT key, value FROM meta"))
+        if "instance_id" not in meta:
+            chosen = instance_id or secrets.token_hex(3)
+            await self._db.execute("BEGIN IMMEDIATE")
+            await self._db.execute("INSERT INTO meta (key, value) VALUES ('instance_id', ?)", (chosen,))
+            await self._db.execute("INSERT INTO meta (key, value) VALUES ('order_seq', '0')")
+            await self._db.execute("COMMIT")
+            meta = {"instance_id": chosen, "order_seq": "0"}
+        self.instance_id = meta["instance_id"]
+        row = await self._fetchone("SELECT COALESCE(MAX(id), 0) FROM decisions")
+        self._next_decision_id = int(row[0]) + 1 if row else 1
+
+    async def schema_version(self) -> int:
+        row = await self._fetchone("SELECT MAX(version) FROM schema_migrations")
+        return int(row[0]) if row and row[0] is not None else 0
+
+    # ------------------------------------------------------------------ runs
+    async def begin_run(self, mode: str, fingerprint: str, config: dict[str, Any]) -> int:
+        async with self._lock:
+            cur = await self._db.execute(
+                "INSERT INTO runs (mode, started_at, config_fingerprint, config) VALUES (?,?,?,?)",
+                (mode, _utc_now(), fingerprint, json.dumps(config, sort_keys=True)),
+            )
+        self.run_id = int(cur.lastrowid or 0)
+        return self.run_id
+
+    async def end_run(self, summary: dict[str, Any]) -> None:
+        await self.flush()
+        await self._write(
+            "UPDATE runs SET ended_at = ?, summary = ? WHERE id = ?",
+            (_utc_now(), json.dumps(summary, sort_keys=True, default=str), self.run_id),
+        )
+
+    # ------------------------------------------------------------------ orders (committed)
+    async def order_sequence(self) -> int:
+        row = await self._fetchone("SELECT value FROM meta WHERE key = 'order_seq'")
+        return int(row[0]) if row else 0
+
+    async def journal_order(
+        self,
+        client_order_id: str,
+        sequence: int,
+        request: OrderRequest,
+        *,
+        decision_id: int | None,
+        ts: int,
+    ) -> None:
+        """Write a NEW order and its id sequence in one committed transaction.
+
+        Buffered rows go first, in the same transaction, so the decision that
+        caused the order is durable with it.
+        """
+        async with self._transaction():
+            await self._write_buffers()
+            await self._db.execute(
+                "INSERT INTO orders (client_order_id, run_id, symbol, side, quantity, order_type, limit_price,"
+                " time_in_force, status, reason, decision_id, created_ts, updated_ts)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    client_order_id,
+                    self.run_id,
+                    request.symbol,
+                    request.side.value,
+                    str(request.quantity),
+                    request.order_type.value,
+                    _dec(request.limit_price),
+                    request.time_in_force.value,
+                    OrderStatus.NEW.value,
+                    request.reason,
+                    decision_id,
+                    ts,
+                    ts,
+                ),
+            )
+            await self._db.execute(
+                "INSERT INTO order_events (client_order_id, ts, from_status, to_status, message) VALUES (?,?,?,?,?)",
+                (client_order_id, ts, None, OrderStatus.NEW.value, "journaled"),
+            )
+            await self._db.execute("UPDATE meta SET value = ? WHERE key = 'order_seq'", (str(sequence),))
+
+    async def update_order(
+        self,
+        client_order_id: str,
+        *,
+        from_status: OrderStatus,
+        to_status: OrderStatus,
+        ts: int,
+        broker_order_id: str | None = None,
+        filled_quantity: Decimal | None = None,
+        average_price: Decimal | None = None,
+        message: str = "",
+    ) -> None:
+        async with self._transaction():
+            await self._db.execute(
+                "UPDATE orders SET status = ?, updated_ts = ?, message = ?,"
+                " broker_order_id = COALESCE(?, broker_order_id),"
+                " filled_quantity = COALESCE(?, filled_quantity),"
+                " average_price = COALESCE(?, average_price) WHERE client_order_id = ?",
+                (
+                    to_status.value,
+                    ts,
+                    message,
+                    broker_order_id,
+                    _dec(filled_quantity),
+                    _dec(average_price),
+                    client_order_id,
+                ),
+            )
+            await self._db.execute(
+                "INSERT INTO order_events (client_order_id, ts, from_status, to_status, message) VALUES (?,?,?,?,?)",
+                (client_order_id, ts, from_status.value, to_status.value, message),
+            )
+
+    async def record_fill(self, fill: Fill, realized_pnl: Decimal) -> bool:
+        """Store a fill once. Returns False when its fill id is already stored."""
+        row = (
+            fill.fill_id,
+            fill.client_order_id,
+            self.run_id,
+            fill.symbol,
+            fill.side.value,
+            str(fill.quantity),
+            str(fill.price),
+            str(fill.fee),
+            fill.ts,
+            str(realized_pnl),
+        )
+        async with self._lock:
+            cur = await self._db.execute(
+                "INSERT OR IGNORE INTO fills (fill_id, client_order_id, run_id, symbol, side, quantity, price,"
+                " fee, ts, realized_pnl) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                row,
+            )
+        return cur.rowcount == 1
+
+    async def has_fill(self, fill_id: str) -> bool:
+        return await self._fetchone("SELECT 1 FROM fills WHERE fill_id = ?", (fill_id,)) is not None
+
+    async def record_trade(self, row: Sequence[Any]) -> None:
+        await self._write(
+            "INSERT INTO trades (run_id, symbol, direction, quantity, entry_ts, exit_ts, entry_price, exit_price,"
+            " fees, pnl, entry_reason, exit_reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (self.run_id, *row),
+        )
+
+    async def open_orders(self) -> list[OrderRow]:
+        terminal = tuple(s.value for s in OrderStatus if s.is_terminal)
+        marks = ",".join("?" * len(terminal))
+        rows = await self._fetchall(
+            "SELECT client_order_id, symbol, side, quantity, status, filled_quantity, average_price,"
+            f" broker_order_id, created_ts, reason FROM orders WHERE status NOT IN ({marks})"
+            " ORDER BY created_ts, client_order_id",
+            terminal,
+        )
+        return [
+            OrderRow(
+                r[0], r[1], r[2], Decimal(r[3]), OrderStatus(r[4]), Decimal(r[5]),
+                Decimal(r[6]) if r[6] is not None else None, r[7], int(r[8]), r[9],
+            )
+            for r in rows
+        ]
+
+    # ------------------------------------------------------------------ buffered rows
+    def next_decision_id(self) -> int:
+        decision_id = self._next_decision_id
+        self._next_decision_id += 1
+        return decision_id
+
+    def add_decision(self, row: tuple[Any, ...]) -> None:
+        """``row`` matches the decisions columns after ``run_id`` is inserted by us."""
+        self._decisions.append((row[0], self.run_id, *row[1:]))
+        self._pending += 1
+
+    def add_equity(self, ts: int, equity: float, cash: Decimal, realized: Decimal, unrealized: float) -> None:
+        self._equity.append((self.run_id, ts, equity, str(cash), str(realized), unrealized))
+        self._pending += 1
+
+    def add_rejection(self, ts: int | None, symbol: str, reason: str, detail: str) -> None:
+        self._rejections.append((self.run_id, ts, symbol, reason, detail))
+        self._pending += 1
+
+    def add_risk_event(self, ts: int, symbol: str | None, layer: str, kind: str, reason: str, message: str) -> None:
+        self._risk.append((self.run_id, ts, symbol, layer, kind, reason, message))
+        self._pending += 1
+
+    @property
+    def should_flush(self) -> bool:
+        return self._pending >= self._flush_rows
+
+    async def flush(self) -> None:
+        if not self._pending:
+            return
+        async with self._transaction():
+            await self._write_buffers()
+
+    async def _write_buffers(self) -> None:
+        if not self._pending:
+            return
+        for sql, rows in (
+            (_DECISION_SQL, self._decisions),
+            (_EQUITY_SQL, self._equity),
+            (_REJECTION_SQL, self._rejections),
+            (_RISK_SQL, self._risk),
+        ):
+            if rows:
+                await self._db.executemany(sql, rows)
+                rows.clear()
+        self._pending = 0
+
+    # ------------------------------------------------------------------ state flags
+    async def get_state(self, key: str) -> str | None:
+        row = await self._fetchone("SELECT value FROM state WHERE key = ?", (key,))
+        return None if row is None else str(row[0])
+
+    async def set_state(self, key: str, value: str, ts: int) -> None:
+        await self._write(
+            "INSERT INTO state (key, value, updated_ts) VALUES (?,?,?)"
+            " ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_ts = excluded.updated_ts",
+            (key, value, ts),
+        )
+
+    async def save_blob(self, symbol: str, model_sha256: str, ts: int, state: bytes) -> None:
+        await self._write(
+            "INSERT INTO recurrent_states (symbol, model_sha256, ts, state) VALUES (?,?,?,?)"
+            " ON CONFLICT(symbol) DO UPDATE SET model_sha256 = excluded.model_sha256, ts = excluded.ts,"
+            " state = excluded.state",
+            (symbol, model_sha256, ts, state),
+        )
+
+    async def load_blobs(self) -> list[tuple[str, str, int, bytes]]:
+        rows = await self._fetchall("SELECT symbol, model_sha256, ts, state FROM recurrent_states")
+        return [(r[0], r[1], int(r[2]), bytes(r[3])) for r in rows]
+
+    # ------------------------------------------------------------------ reading
+    async def query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        """Read-only helper for reports and tests."""
+        return await self._fetchall(sql, tuple(params))
+
+    async def order_journal_text(self) -> str:
+        """A canonical dump of orders, their events and fills (used to compare runs)."""
+        lines: list[str] = []
+        for table, order in (
+            ("orders", "client_order_id"),
+            ("order_events", "id"),
+            ("fills", "fill_id"),
+        ):
+            rows = await self._fetchall(f"SELECT * FROM {table} ORDER BY {order}")
+            lines.extend(f"{table}\t" + "\t".join("" if v is None else str(v) for v in row) for row in rows)
+        return "\n".join(lines) + "\n"
+
+    async def _write(self, sql: str, params: Sequence[Any]) -> None:
+        async with self._lock:
+            await self._db.execute(sql, tuple(params))
+
+    async def _fetchall(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        async with self._db.execute(sql, params) as cur:
+            return [tuple(r) for r in await cur.fetchall()]
+
+    async def _fetchone(self, sql: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
+        async with self._db.execute(sql, params) as cur:
+            row = await cur.fetchone()
+        return None if row is None else tuple(row)
