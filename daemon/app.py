@@ -1,0 +1,295 @@
+"""Wiring: build the components from a configuration and run them in one event loop.
+
+Deliberately thin. Every decision lives in a component (guard, strategy,
+sizing, governor, order manager, portfolio, store); this module only connects
+them, starts the background tasks and shuts everything down in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from brokers.base import Bar
+from brokers.errors import ConfigError, RiskStateError
+from brokers.replay import ReplayFeed, load_bars, load_bundled
+from brokers.sim import SimBroker
+from daemon.api import ControlApi
+from daemon.bar_guard import BarGuard
+from daemon.config import TradectlConfig
+from daemon.looplag import LoopLagMonitor
+from daemon.orders import OrderManager
+from daemon.pipeline import TradingPipeline
+from daemon.portfolio import Portfolio
+from daemon.report import Summary, summarize
+from daemon.store import Store
+from risk.governor import RiskGovernor, TradingState
+from risk.layers import build_layers
+from risk.sizing import build_sizer
+from strategies.base import Strategy
+from strategies.sma_cross import SmaCrossStrategy
+
+log = structlog.get_logger(__name__)
+
+BACKTEST_INSTANCE_ID = "bt"
+_STATE_KEY = "trading_state"
+
+
+def build_strategy(config: TradectlConfig) -> Strategy:
+    kind = config.strategy.kind
+    if kind == "sma_cross":
+        sma = config.strategy.sma_cross
+        try:
+            return SmaCrossStrategy(sma.fast, sma.slow, sma.allow_short)
+        except ValueError as exc:
+            raise ConfigError(f"strategy.sma_cross: {exc}") from None
+    from strategies.recurrent import RecurrentStrategy
+
+    return RecurrentStrategy.from_config(config.strategy.recurrent, config)
+
+
+def load_data(config: TradectlConfig, override: Path | None = None) -> list[Bar]:
+    data = config.data
+    path = override or data.path
+    if path is None:
+        return load_bundled()
+    return load_bars(
+        path,
+        data.symbol,
+        columns=data.columns or None,
+        timezone=data.timezone,
+        stamp=data.stamp,
+        bar_seconds=data.bar_seconds,
+    )
+
+
+@dataclass
+class Daemon:
+    """The assembled daemon for one run (live replay or backtest)."""
+
+    config: TradectlConfig
+    mode: str
+    store: Store
+    feed: ReplayFeed
+    broker: SimBroker
+    pipeline: TradingPipeline
+    orders: OrderManager
+    governor: RiskGovernor
+    portfolio: Portfolio
+    strategy: Strategy
+    started: float = field(default_factory=time.monotonic)
+    lag: LoopLagMonitor = field(default_factory=LoopLagMonitor)
+    api: ControlApi | None = None
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    # ------------------------------------------------------------------ assembly
+    @classmethod
+    async def assemble(
+        cls,
+        config: TradectlConfig,
+        *,
+        mode: str = "run",
+        data: Path | None = None,
+        db_path: Path | None = None,
+        pace: float | None = None,
+    ) -> Daemon:
+        backtest = mode == "backtest"
+        bars = load_data(config, data)
+        store = await Store.open(
+            db_path or config.store.path,
+            flush_rows=config.store.flush_rows,
+            instance_id=BACKTEST_INSTANCE_ID if backtest else None,
+        )
+        await store.begin_run(mode, config.fingerprint(), config.public_dict())
+        feed = ReplayFeed(bars, pace=None if backtest else (config.data.pace if pace is None else pace))
+        sim = config.broker.sim
+        broker = SimBroker(
+            feed, sim.costs.model(), starting_cash=sim.starting_cash, fill_at=sim.fill_at, currency=sim.currency
+        )
+        await broker.connect()
+        account = await broker.account()
+        portfolio = Portfolio(account.cash, account.currency)
+        for position in await broker.positions():
+            portfolio.adopt_position(position, bars[0].ts if bars else 0)
+        state = TradingState.ACTIVE
+        saved = await store.get_state(_STATE_KEY)
+        if saved in (TradingState.PAUSED.value, TradingState.HALTED.value) and not backtest:
+            state = TradingState(saved)
+            log.warning("trading state restored from the store; resume to trade", state=saved)
+        governor = RiskGovernor(build_layers(config.risk), state=state)
+        strategy = build_strategy(config)
+        pipeline = TradingPipeline(
+            broker=broker,
+            guard=BarGuard(config.guard.max_gap_seconds),
+            strategy=strategy,
+            sizer=build_sizer(config.sizing),
+            governor=governor,
+            portfolio=portfolio,
+            store=store,
+        )
+        orders = await OrderManager.create(store, broker, on_fill=pipeline.on_fill, on_anomaly=pipeline.on_anomaly)
+        pipeline.attach(orders)
+        daemon = cls(config, mode, store, feed, broker, pipeline, orders, governor, portfolio, strategy)
+        governor.on_transition(daemon._persist_transition)
+        return daemon
+
+    def _persist_transition(self, previous: TradingState, to: TradingState, reason: str) -> None:
+        log.warning("trading state changed", previous=previous.value, to=to.value, reason=reason)
+        ts = self.pipeline.last_bar.ts if self.pipeline.last_bar else 0
+        self._spawn(self.store.set_state(_STATE_KEY, to.value, ts))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------ control
+    def request_stop(self) -> None:
+        if not self._stop.is_set():
+            log.info("stop requested; finishing in-flight work")
+        self._stop.set()
+        self.feed.stop()
+
+    async def pause(self) -> dict[str, Any]:
+        changed = self._change_state(TradingState.PAUSED, "manual pause")
+        return {"state": self.governor.state.value, "changed": changed}
+
+    async def resume(self) -> dict[str, Any]:
+        changed = self._change_state(TradingState.ACTIVE, "manual resume")
+        return {"state": self.governor.state.value, "changed": changed}
+
+    def _change_state(self, to: TradingState, reason: str) -> bool:
+        try:
+            return self.governor.transition(to, reason)
+        except RiskStateError as exc:
+            log.warning("state change refused", error=str(exc))
+            return False
+
+    def status(self) -> dict[str, Any]:
+        doc = self.pipeline.status()
+        last = self.feed.last_bar
+        doc.update(
+            mode=self.mode,
+            broker=self.broker.name,
+            strategy=self.strategy.describe(),
+            feed={
+                "position": self.feed.position,
+                "total": self.feed.total,
+                "lag_seconds": round(self.feed.lag_seconds, 3),
+                "last_bar_ts": last.time.isoformat() if last is not None else None,
+                "done": self.feed.done,
+            },
+            uptime_seconds=round(time.monotonic() - self.started, 1),
+            loop_lag_ms=self.lag.snapshot(),
+            run_id=self.store.run_id,
+        )
+        return doc
+
+    def health(self) -> tuple[bool, str]:
+        if self._stop.is_set():
+            return False, "stopping"
+        return True, "ok"
+
+    # ------------------------------------------------------------------ running
+    async def run(self, *, progress: Callable[[int], None] | None = None, install_signals: bool = True) -> Summary:
+        loop = asyncio.get_running_loop()
+        if install_signals:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self.request_stop)
+        self.lag.start()
+        if self.config.api.enabled and self.mode == "run":
+            token = self.config.api.token.get_secret_value() if self.config.api.token else None
+            self.api = ControlApi(
+                status=self.status,
+                health=self.health,
+                actions={"pause": self.pause, "resume": self.resume},
+                token=token,
+                host=self.config.api.host,
+                port=self.config.api.port,
+            )
+            await self.api.start()
+            log.info("control API listening", url=f"http://{self.config.api.host}:{self.api.port}")
+        flusher = loop.create_task(self._flush_periodically()) if self.mode == "run" else None
+        log.info(
+            "trading started",
+            mode=self.mode,
+            strategy=self.strategy.name,
+            bars=self.feed.total,
+            state=self.governor.state.value,
+        )
+        try:
+            await self._trade(progress)
+        finally:
+            if flusher is not None:
+                flusher.cancel()
+            summary = await self._shutdown()
+            if install_signals:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+        return summary
+
+    async def _trade(self, progress: Callable[[int], None] | None) -> None:
+        pipeline = self.pipeline
+        stop = self._stop
+        n = 0
+        async for bar in self.broker.bars():
+            await pipeline.on_bar(bar)
+            n += 1
+            if progress is not None and n % 1024 == 0:
+                progress(1024)
+            if stop.is_set():
+                break
+        if progress is not None:
+            progress(n % 1024)
+        # apply what arrived after the last bar so no fill is left unbooked
+        for update in self.broker.drain_updates():
+            await pipeline.on_update(update)
+
+    async def _flush_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.store.flush_seconds)
+            await self.store.flush()
+
+    async def _shutdown(self) -> Summary:
+        await self.lag.stop()
+        if self.api is not None:
+            await self.api.stop()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        pipeline = self.pipeline
+        curve = pipeline.equity_curve
+        counts = {
+            "bars": pipeline.counts.bars,
+            "rejected_bars": pipeline.counts.rejected_bars,
+            "orders": pipeline.counts.orders,
+            "fills": pipeline.counts.fills,
+        }
+        summary = summarize(
+            ts=curve.ts if curve else [],
+            equity=curve.values if curve else [],
+            starting_equity=float(self.portfolio.starting_cash),
+            trades=pipeline.closed_trades,
+            counts=counts,
+            fees=self.portfolio.fees,
+            realized_net=self.portfolio.realized - self.portfolio.fees,
+            elapsed=time.monotonic() - self.started,
+        )
+        await self.store.end_run(summary.as_dict())
+        await self.broker.close()
+        await self.store.close()
+        log.info("stopped", **{k: v for k, v in summary.as_dict().items() if k in ("bars", "trades", "final_equity")})
+        return summary
+
+
+def print_summary(title: str, summary: Summary, stream: Any = None) -> None:
+    out = stream or sys.stdout
+    print(f"\n{title}\n{summary.render()}", file=out)

@@ -1,0 +1,187 @@
+"""`tradectl` command line.
+
+Every command catches tradectl's own errors and prints them as one clear
+message with a non-zero exit code; a traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from brokers.errors import TradectlError
+from daemon.config import TradectlConfig, load_config
+from daemon.logs import configure_logging
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
+
+def _config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", type=Path, default=None, help="YAML config (default: embedded defaults)")
+
+
+def _api_args(parser: argparse.ArgumentParser) -> None:
+    _config_arg(parser)
+    parser.add_argument("--host", default=None, help="daemon API host (default from config)")
+    parser.add_argument("--port", type=int, default=None, help="daemon API port (default from config)")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tradectl", description="Event-driven trading daemon")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the daemon (default: sim broker replaying the bundled data)")
+    _config_arg(run)
+    run.add_argument("--data", type=Path, default=None, help="replay this CSV/Parquet instead of the configured data")
+    run.add_argument("--pace", type=float, default=None, help="bars per second (0 = as fast as possible)")
+    run.add_argument("--db", type=Path, default=None, help="SQLite database (default from config)")
+
+    backtest = sub.add_parser("backtest", help="replay data through the same pipeline as fast as possible")
+    _config_arg(backtest)
+    backtest.add_argument("--data", type=Path, default=None, help="CSV/Parquet bars (default: bundled dataset)")
+    backtest.add_argument("--db", type=Path, default=Path("var/backtest.db"), help="fresh database for this run")
+    backtest.add_argument("--json", action="store_true", help="print the summary as JSON")
+    backtest.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    status = sub.add_parser("status", help="show the running daemon's state")
+    _api_args(status)
+    status.add_argument("--json", action="store_true", help="print the raw JSON document")
+
+    for name, text in (("pause", "stop opening orders until resumed"), ("resume", "lift a pause or halt")):
+        cmd = sub.add_parser(name, help=text)
+        _api_args(cmd)
+        cmd.add_argument("--json", action="store_true")
+
+    config = sub.add_parser("config", help="configuration tools")
+    config_sub = config.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
+    check = config_sub.add_parser("check", help="validate a config file (and the environment overrides)")
+    check.add_argument("file", type=Path, nargs="?", default=None)
+    check.add_argument("--show", action="store_true", help="print the effective configuration")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+        "run": _cmd_run,
+        "backtest": _cmd_backtest,
+        "status": _cmd_status,
+        "pause": _cmd_action,
+        "resume": _cmd_action,
+        "config": _cmd_config,
+    }
+    try:
+        return handlers[args.command](args)
+    except TradectlError as exc:
+        print(f"tradectl {args.command}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+# ---------------------------------------------------------------------- run / backtest
+def _cmd_run(args: argparse.Namespace) -> int:
+    from daemon.app import Daemon, print_summary
+
+    config = load_config(args.config)
+    configure_logging(config.logging.level, config.logging.json_output)
+
+    async def _main() -> int:
+        daemon = await Daemon.assemble(config, mode="run", data=args.data, db_path=args.db, pace=args.pace)
+        summary = await daemon.run()
+        print_summary("tradectl run summary", summary)
+        return EXIT_OK
+
+    return asyncio.run(_main())
+
+
+def _cmd_backtest(args: argparse.Namespace) -> int:
+    from daemon.app import Daemon, print_summary
+
+    config = load_config(args.config)
+    configure_logging("warning", config.logging.json_output)
+    db = Path(args.db)
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(db) + suffix).unlink(missing_ok=True)
+
+    async def _main() -> int:
+        daemon = await Daemon.assemble(config, mode="backtest", data=args.data, db_path=db)
+        progress = None
+        bar = None
+        if not args.no_progress and not args.json:
+            from tqdm import tqdm
+
+            bar = tqdm(total=daemon.feed.total, unit="bar", file=sys.stderr, mininterval=0.5)
+            progress = bar.update
+        try:
+            summary = await daemon.run(progress=progress)
+        finally:
+            if bar is not None:
+                bar.close()
+        if args.json:
+            print(json.dumps(summary.as_dict(), indent=2))
+        else:
+            print_summary(f"backtest ({daemon.strategy.name}) — journal in {db}", summary)
+        return EXIT_OK
+
+    return asyncio.run(_main())
+
+
+# ---------------------------------------------------------------------- talking to a daemon
+def _endpoint(args: argparse.Namespace) -> tuple[str, int, str | None]:
+    config: TradectlConfig = load_config(args.config)
+    host = args.host or config.api.host
+    port = args.port if args.port is not None else config.api.port
+    token = config.api.token.get_secret_value() if config.api.token else None
+    return host, port, token
+
+
+def _request(args: argparse.Namespace, path: str, method: str = "GET") -> dict[str, Any]:
+    from daemon.api import fetch_json
+
+    host, port, token = _endpoint(args)
+    return asyncio.run(fetch_json(host, port, path, method=method, token=token))
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from daemon.statusview import render_status
+
+    try:
+        doc = _request(args, "/status")
+    except TradectlError as exc:
+        print(f"tradectl status: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    print(json.dumps(doc, indent=2) if args.json else render_status(doc))
+    return EXIT_OK
+
+
+def _cmd_action(args: argparse.Namespace) -> int:
+    try:
+        doc = _request(args, f"/{args.command}", method="POST")
+    except TradectlError as exc:
+        print(f"tradectl {args.command}: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    print(json.dumps(doc, indent=2) if args.json else f"{args.command}: state is now {doc.get('state', '?')}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------- config
+def _cmd_config(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    source = str(args.file) if args.file else "embedded defaults"
+    if args.show:
+        print(json.dumps(config.public_dict(), indent=2, default=str))
+    print(f"{source}: OK (fingerprint {config.fingerprint()})")
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""The daemon's configuration: pydantic models, a YAML file, environment overrides.
+
+The models' defaults ARE the embedded default configuration (what `make run`
+uses); ``config/default.yaml`` spells every default out with its meaning and a
+test keeps the two equal. Precedence: environment (``TRADECTL_<SECTION>__<KEY>``)
+over the YAML file over the defaults. Secrets are read only from the
+environment: a secret in a file is refused, because config files get committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from brokers.costs import CostModel
+from brokers.errors import ConfigError
+from risk.config import RiskConfig, SizingConfig
+
+ENV_PREFIX = "TRADECTL_"
+
+# Dotted paths of fields that may only come from the environment.
+SECRET_FIELDS: tuple[str, ...] = ("api.token", "telegram.token")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CostConfig(_Section):
+    spread_bps: Decimal = Field(Decimal("1.0"), ge=0, description="full bid/ask spread in basis points")
+    slippage_bps: Decimal = Field(Decimal("0.5"), ge=0, description="adverse slippage per fill, bps")
+    commission_bps: Decimal = Field(Decimal("0.2"), ge=0, description="commission as bps of notional")
+    min_commission: Decimal = Field(Decimal("0"), ge=0, description="minimum commission per fill")
+    price_increment: Decimal = Field(Decimal("0.00001"), gt=0, description="instrument tick size")
+    fee_increment: Decimal = Field(Decimal("0.01"), gt=0, description="smallest fee unit counted")
+
+    def model(self) -> CostModel:
+        return CostModel(**self.model_dump())
+
+
+class SimBrokerConfig(_Section):
+    starting_cash: Decimal = Field(Decimal("100000"), gt=0)
+    currency: str = "USD"
+    fill_at: Literal["next_open", "close"] = "next_open"
+    costs: CostConfig = Field(default_factory=CostConfig)
+
+
+class BrokerConfig(_Section):
+    kind: Literal["sim"] = "sim"
+    sim: SimBrokerConfig = Field(default_factory=SimBrokerConfig)
+
+
+class DataConfig(_Section):
+    """Where bars come from for the simulated broker and backtests."""
+
+    path: Path | None = Field(None, description="CSV/Parquet file; None = the bundled EUR/USD 2017 hourly bars")
+    symbol: str = "EURUSD"
+    columns: dict[str, str] = Field(default_factory=dict, description="our column -> file column")
+    timezone: str = Field("UTC", description="zone of naive timestamps in the file")
+    stamp: Literal["close", "open"] = "close"
+    bar_seconds: int = Field(3600, gt=0)
+    pace: float = Field(20.0, ge=0, description="bars per second for `tradectl run`; 0 = as fast as possible")
+
+
+class GuardConfig(_Section):
+    max_gap_seconds: int = Field(
+        259_200, gt=0, description="a gap longer than this rejects the bar and restarts the symbol's episode"
+    )
+
+
+class SmaCrossConfig(_Section):
+    fast: int = Field(10, ge=1)
+    slow: int = Field(30, ge=2)
+    allow_short: bool = True
+
+
+class RecurrentConfig(_Section):
+    model: Path | None = Field(None, description="model zip; None = the bundled default model")
+    max_state_age_seconds: int = Field(
+        604_800, gt=0, description="saved LSTM states older than this are re-warmed from history"
+    )
+
+
+class StrategyConfig(_Section):
+    kind: Literal["sma_cross", "recurrent"] = "sma_cross"
+    sma_cross: SmaCrossConfig = Field(default_factory=SmaCrossConfig)
+    recurrent: RecurrentConfig = Field(default_factory=RecurrentConfig)
+
+
+class StoreConfig(_Section):
+    path: Path = Field(Path("var/tradectl.db"), description="SQLite database (WAL mode)")
+    flush_rows: int = Field(4096, gt=0, description="buffered decision/equity rows before a write")
+    flush_seconds: float = Field(1.0, gt=0, description="longest a buffered row waits in live runs")
+
+
+class ApiConfig(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8787, ge=0, le=65535)
+    token: SecretStr | None = Field(None, description="bearer token; environment only: TRADECTL_API__TOKEN")
+
+
+class LoggingConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    json_output: bool | None = Field(None, description="None = JSON when stderr is not a terminal")
+
+
+class TelegramConfig(_Section):
+    token: SecretStr | None = Field(None, description="bot token; environment only: TRADECTL_TELEGRAM__TOKEN")
+
+
+class TradectlConfig(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    broker: BrokerConfig = Field(default_factory=BrokerConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    guard: GuardConfig = Field(default_factory=GuardConfig)
+    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    sizing: SizingConfig = Field(default_factory=SizingConfig)
+    risk: RiskConfig = Field(default_factory=RiskConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    telegram: TelegramConfig = Field(default_factory=TelegramConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment wins over the file (passed as init kwargs).
+        return (env_settings, init_settings)
+
+    def fingerprint(self) -> str:
+        """A hash of the effective configuration without secrets, stored with each run."""
+        doc = self.model_dump(mode="json", exclude={"api": {"token"}, "telegram": {"token"}})
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+    def public_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude={"api": {"token"}, "telegram": {"token"}})
+
+
+def load_config(path: str | Path | None = None) -> TradectlConfig:
+    """Load ``path`` (or the embedded defaults) with environment overrides.
+
+    Every problem becomes one ``ConfigError`` whose lines read ``file: field: message``.
+    """
+    source = str(path) if path is not None else "<defaults>"
+    raw = _read_yaml(Path(path)) if path is not None else {}
+    _refuse_file_secrets(raw, source)
+    try:
+        return TradectlConfig(**raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(source, exc)) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        doc = yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(doc).__name__}")
+    return doc
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys instead of silently keeping the last."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    mapping: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in mapping:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        mapping[key] = loader.construct_object(value_node, deep=deep)
+    return mapping
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _refuse_file_secrets(raw: dict[str, Any], source: str) -> None:
+    problems = []
+    for dotted in SECRET_FIELDS:
+        section, key = dotted.split(".")
+        block = raw.get(section)
+        if isinstance(block, dict) and block.get(key) is not None:
+            env = f"{ENV_PREFIX}{section.upper()}__{key.upper()}"
+            problems.append(f"{source}: {dotted}: secrets are read only from the environment; set {env}")
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+def _format_errors(source: str, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"{source}: {loc}: {message}")
+    return "\n".join(lines)

@@ -1,0 +1,353 @@
+"""The path of one bar: guard → strategy → sizing → governor → order manager.
+
+Fills come back through ``on_fill``: portfolio → store → trade records →
+governor observers. The pipeline holds no I/O of its own beyond awaiting the
+store and the order manager, so it runs the same under the live daemon, the
+backtester and tests.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Any, Protocol
+
+import structlog
+
+from brokers.base import Bar, Broker, Fill, OrderRequest, OrderUpdate, Side
+from daemon.bar_guard import BarGuard
+from daemon.orders import ManagedOrder, OrderManager
+from daemon.portfolio import ClosedTrade, Portfolio
+from daemon.store import Store
+from risk.governor import RiskContext, RiskGovernor, TradingState, Verdict, VerdictKind
+from strategies.base import Action, Decision, PositionView, Strategy
+
+log = structlog.get_logger(__name__)
+
+AlertSink = Callable[[str, str, dict[str, Any]], Awaitable[None] | None]
+
+
+class Sizer(Protocol):
+    """Turns a decision into a target signed position (None = leave the position alone)."""
+
+    def target(self, decision: Decision, *, equity: float, price: float, position: PositionView) -> Decimal | None: ...
+
+
+@dataclass(slots=True)
+class Counts:
+    bars: int = 0
+    rejected_bars: int = 0
+    decisions: int = 0
+    orders: int = 0
+    fills: int = 0
+    risk_denials: int = 0
+    trades: int = 0
+
+
+@dataclass(slots=True)
+class LastDecision:
+    symbol: str
+    ts: int
+    action: str
+    confidence: float | None
+    verdict: str
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class _Equity:
+    ts: list[int] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+
+
+def order_for_target(symbol: str, current: Decimal, target: Decimal, reason: str) -> OrderRequest | None:
+    delta = target - current
+    if not delta:
+        return None
+    return OrderRequest(symbol, Side.BUY if delta > 0 else Side.SELL, abs(delta), reason=reason)
+
+
+class TradingPipeline:
+    def __init__(
+        self,
+        *,
+        broker: Broker,
+        guard: BarGuard,
+        strategy: Strategy,
+        sizer: Sizer,
+        governor: RiskGovernor,
+        portfolio: Portfolio,
+        store: Store,
+        alert: AlertSink | None = None,
+        live_clock: bool = False,
+        equity_every: int = 1,
+        keep_equity_curve: bool = True,
+    ) -> None:
+        self.broker = broker
+        self.guard = guard
+        self.strategy = strategy
+        self.sizer = sizer
+        self.governor = governor
+        self.portfolio = portfolio
+        self.store = store
+        self.orders: OrderManager | None = None
+        self._alert = alert
+        self._live_clock = live_clock
+        self._equity_every = max(1, equity_every)
+        self.counts = Counts()
+        self.last_decision: LastDecision | None = None
+        self.last_bar: Bar | None = None
+        self.equity_curve = _Equity() if keep_equity_curve else None
+        self.closed_trades: list[ClosedTrade] = []
+        self._observers = [layer for layer in governor.layers if hasattr(layer, "on_fill")]
+        self._trade_observers = [layer for layer in governor.layers if hasattr(layer, "on_trade_closed")]
+        self._order_observers = [layer for layer in governor.layers if hasattr(layer, "on_order_sent")]
+
+    def attach(self, orders: OrderManager) -> None:
+        self.orders = orders
+
+    # ------------------------------------------------------------------ bars
+    async def on_bar(self, bar: Bar) -> None:
+        """Handle one bar end to end. Never raises for bad data: rejects and counts."""
+        assert self.orders is not None, "attach() an OrderManager first"
+        updates = self.broker.drain_updates()
+        for update in updates:
+            await self.orders.apply(update)
+        counts = self.counts
+        counts.bars += 1
+        result = self.guard.check(bar, time.time() if self._live_clock else None)
+        if not result.accepted:
+            counts.rejected_bars += 1
+            ts = bar.ts if isinstance(bar.ts, int) else None
+            self.store.add_rejection(ts, bar.symbol, result.reason, result.detail)
+            log.warning("bar rejected", symbol=bar.symbol, ts=ts, reason=result.reason, detail=result.detail)
+            if result.reason == "gap":
+                self.strategy.reset(bar.symbol)
+            return
+        if result.episode_start:
+            self.strategy.reset(bar.symbol)
+        self.last_bar = bar
+        portfolio = self.portfolio
+        portfolio.mark(bar.symbol, bar.close, bar.ts)
+        for decision in self.strategy.decide((bar,), (portfolio.view(bar.symbol),)):
+            await self._act(decision, bar)
+        if counts.bars % self._equity_every == 0:
+            equity = portfolio.equity()
+            self.store.add_equity(bar.ts, equity, portfolio.cash, portfolio.realized - portfolio.fees,
+                                  equity - float(portfolio.cash))
+            if self.equity_curve is not None:
+                self.equity_curve.ts.append(bar.ts)
+                self.equity_curve.values.append(equity)
+        if self.store.should_flush:
+            await self.store.flush()
+
+    async def on_update(self, update: OrderUpdate) -> None:
+        assert self.orders is not None
+        await self.orders.apply(update)
+
+    # ------------------------------------------------------------------ decisions
+    async def _act(self, decision: Decision, bar: Bar) -> None:
+        self.counts.decisions += 1
+        portfolio = self.portfolio
+        symbol = decision.symbol
+        decision_id = self.store.next_decision_id()
+        request = None
+        if decision.action is not Action.HOLD:
+            target = self.sizer.target(
+                decision, equity=portfolio.equity(), price=bar.close, position=portfolio.view(symbol)
+            )
+            if target is not None:
+                assert self.orders is not None
+                current = portfolio.quantity(symbol) + self.orders.pending_quantity(symbol)
+                request = order_for_target(symbol, current, target, decision.action.name.lower())
+        if request is None:
+            self._record(decision_id, decision, None, None, None)
+            return
+        verdict = self.governor.check(request, self._context(request, bar, decision))
+        if not verdict.allowed:
+            await self._denied(decision_id, decision, request, verdict, bar.ts)
+            return
+        if verdict.quantity is not None and verdict.quantity != request.quantity:
+            request = replace(request, quantity=verdict.quantity)
+        assert self.orders is not None
+        order = await self._send(request, decision_id, decision, verdict, bar.ts)
+        self._record(decision_id, decision, verdict, request.signed_quantity, order.client_order_id)
+
+    def _context(self, request: OrderRequest, bar: Bar, decision: Decision) -> RiskContext:
+        portfolio = self.portfolio
+        return RiskContext(
+            state=self.governor.state,
+            ts=bar.ts,
+            position=portfolio.quantity(request.symbol),
+            last_price=bar.close,
+            equity=portfolio.equity(),
+            day_start_equity=portfolio.day_start_equity,
+            peak_equity=portfolio.peak_equity,
+            gross_exposure=portfolio.gross_exposure(),
+            confidence=decision.confidence,
+            extras={"bar_ts": bar.ts, **decision.extras},
+        )
+
+    async def _send(
+        self, request: OrderRequest, decision_id: int, decision: Decision, verdict: Verdict, ts: int
+    ) -> ManagedOrder:
+        assert self.orders is not None
+        order = await self.orders.submit(request, ts=ts, decision_id=decision_id)
+        self.counts.orders += 1
+        for layer in self._order_observers:
+            layer.on_order_sent(request.symbol, ts)  # type: ignore[attr-defined]
+        log.info(
+            "order",
+            client_order_id=order.client_order_id,
+            symbol=request.symbol,
+            side=request.side.value,
+            quantity=str(request.quantity),
+            status=order.status.value,
+            action=decision.action.name,
+            resized=verdict.kind is VerdictKind.RESIZE,
+        )
+        return order
+
+    async def _denied(
+        self, decision_id: int, decision: Decision, request: OrderRequest, verdict: Verdict, ts: int
+    ) -> None:
+        self.counts.risk_denials += 1
+        self._record(decision_id, decision, verdict, request.signed_quantity, None)
+        self.store.add_risk_event(ts, request.symbol, verdict.layer, verdict.kind.value, verdict.reason, verdict.message)
+        log.warning(
+            "risk denied order",
+            symbol=request.symbol,
+            layer=verdict.layer,
+            verdict=verdict.kind.value,
+            reason=verdict.reason,
+            message=verdict.message,
+        )
+        await self._emit("risk_" + verdict.kind.value, verdict.message, {"layer": verdict.layer, "reason": verdict.reason})
+
+    def _record(
+        self,
+        decision_id: int,
+        decision: Decision,
+        verdict: Verdict | None,
+        quantity: Decimal | None,
+        client_order_id: str | None,
+    ) -> None:
+        probabilities = json.dumps(list(decision.probabilities)) if decision.probabilities is not None else None
+        extras = json.dumps(decision.extras, default=str, sort_keys=True) if decision.extras else None
+        self.store.add_decision(
+            (
+                decision_id,
+                decision.symbol,
+                decision.ts,
+                decision.action.name,
+                decision.confidence,
+                probabilities,
+                decision.reason,
+                verdict.kind.value if verdict is not None else None,
+                verdict.layer if verdict is not None else None,
+                verdict.reason if verdict is not None else None,
+                str(quantity) if quantity is not None else None,
+                client_order_id,
+                extras,
+            )
+        )
+        self.last_decision = LastDecision(
+            decision.symbol,
+            decision.ts,
+            decision.action.name,
+            decision.confidence,
+            verdict.kind.value if verdict is not None else "no_order",
+            verdict.reason if verdict is not None else "",
+        )
+
+    # ------------------------------------------------------------------ fills
+    async def on_fill(self, fill: Fill, order: ManagedOrder) -> None:
+        """Called by the order manager once per new fill id."""
+        effect = self.portfolio.apply_fill(fill, reason=order.request.reason)
+        await self.store.record_fill(fill, effect.realized)
+        self.counts.fills += 1
+        for layer in self._observers:
+            layer.on_fill(fill, order.request.quantity, order.filled_quantity)  # type: ignore[attr-defined]
+        log.info(
+            "fill",
+            client_order_id=fill.client_order_id,
+            symbol=fill.symbol,
+            side=fill.side.value,
+            quantity=str(fill.quantity),
+            price=str(fill.price),
+            fee=str(fill.fee),
+        )
+        for trade in effect.closed:
+            await self._trade_closed(trade)
+
+    async def _trade_closed(self, trade: ClosedTrade) -> None:
+        self.counts.trades += 1
+        self.closed_trades.append(trade)
+        await self.store.record_trade(trade.as_row())
+        for layer in self._trade_observers:
+            layer.on_trade_closed(trade.symbol, float(trade.pnl), trade.exit_ts)  # type: ignore[attr-defined]
+        log.info("trade closed", symbol=trade.symbol, direction=trade.direction, pnl=str(trade.pnl))
+        await self._emit("exit", f"{trade.symbol} closed, P&L {trade.pnl}", {"pnl": str(trade.pnl)})
+
+    async def on_anomaly(self, kind: str, message: str, order: ManagedOrder | None) -> None:
+        """Order-manager anomalies: an overfill halts trading; unknown orders are alerted."""
+        log.error("order anomaly", kind=kind, message=message)
+        ts = self.last_bar.ts if self.last_bar else 0
+        self.store.add_risk_event(ts, order.request.symbol if order else None, "orders", "halt" if kind == "overfill"
+                                  else "alert", kind, message)
+        if kind == "overfill" and self.governor.state is not TradingState.HALTED:
+            self.governor.transition(TradingState.HALTED, f"orders:{kind}")
+        await self._emit(kind, message, {})
+
+    async def _emit(self, kind: str, message: str, data: dict[str, Any]) -> None:
+        if self._alert is None:
+            return
+        try:
+            result = self._alert(kind, message, data)
+            if result is not None:
+                await result
+        except Exception as exc:  # alerts never break trading
+            log.warning("alert failed", kind=kind, error=repr(exc))
+
+    # ------------------------------------------------------------------ status
+    def status(self) -> dict[str, Any]:
+        portfolio = self.portfolio
+        equity = portfolio.equity()
+        last = self.last_decision
+        return {
+            "state": self.governor.state.value,
+            "equity": round(equity, 2),
+            "cash": str(portfolio.cash),
+            "pnl_today": round(equity - portfolio.day_start_equity, 2),
+            "realized_pnl": str(portfolio.realized - portfolio.fees),
+            "unrealized_pnl": round(portfolio.unrealized(), 2),
+            "fees": str(portfolio.fees),
+            "positions": portfolio.position_rows(),
+            "last_decision": None
+            if last is None
+            else {
+                "symbol": last.symbol,
+                "ts": last.ts,
+                "action": last.action,
+                "confidence": last.confidence,
+                "verdict": last.verdict,
+                "reason": last.reason,
+            },
+            "counts": {
+                "bars": self.counts.bars,
+                "rejected_bars": self.counts.rejected_bars,
+                "decisions": self.counts.decisions,
+                "orders": self.counts.orders,
+                "fills": self.counts.fills,
+                "trades": self.counts.trades,
+                "risk_denials": self.counts.risk_denials,
+            },
+            "rejected_by_reason": dict(self.guard.rejected),
+        }
+
+
+def positions_from(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
+    return {str(r["symbol"]): str(r["quantity"]) for r in rows}

@@ -1,0 +1,84 @@
+"""SMA-cross baseline: the control group and the benchmark workload.
+
+Long while the fast moving average of closes is above the slow one, short (or
+flat when shorting is off) while below. Running sums over ring buffers keep it
+O(1) per bar; the sums are recomputed from the window every ``_RESYNC`` bars so
+float error cannot accumulate over a long replay.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from brokers.base import Bar
+from strategies.base import Action, Decision, PositionView
+
+_RESYNC = 10_000
+
+
+@dataclass(slots=True)
+class _Window:
+    size: int
+    values: deque[float] = field(default_factory=deque)
+    total: float = 0.0
+    updates: int = 0
+
+    def push(self, value: float) -> None:
+        values = self.values
+        values.append(value)
+        self.total += value
+        if len(values) > self.size:
+            self.total -= values.popleft()
+        self.updates += 1
+        if self.updates % _RESYNC == 0:
+            self.total = sum(values)
+
+    @property
+    def full(self) -> bool:
+        return len(self.values) == self.size
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.size
+
+
+class SmaCrossStrategy:
+    name = "sma_cross"
+
+    def __init__(self, fast: int = 10, slow: int = 30, allow_short: bool = True) -> None:
+        if fast >= slow:
+            raise ValueError(f"sma_cross: fast window ({fast}) must be shorter than slow window ({slow})")
+        self.fast = fast
+        self.slow = slow
+        self.allow_short = allow_short
+        self.warmup_bars = slow
+        self._windows: dict[str, tuple[_Window, _Window]] = {}
+        self._below = Action.SELL if allow_short else Action.CLOSE
+
+    def reset(self, symbol: str) -> None:
+        self._windows.pop(symbol, None)
+
+    def decide(self, bars: Sequence[Bar], positions: Sequence[PositionView]) -> list[Decision]:
+        decisions = []
+        for bar in bars:
+            windows = self._windows.get(bar.symbol)
+            if windows is None:
+                windows = self._windows[bar.symbol] = (_Window(self.fast), _Window(self.slow))
+            fast, slow = windows
+            fast.push(bar.close)
+            slow.push(bar.close)
+            if not slow.full:
+                continue
+            f, s = fast.mean, slow.mean
+            if f > s:
+                decisions.append(Decision(bar.symbol, bar.ts, Action.BUY, reason="fast_above_slow"))
+            elif f < s:
+                decisions.append(Decision(bar.symbol, bar.ts, self._below, reason="fast_below_slow"))
+            else:
+                decisions.append(Decision(bar.symbol, bar.ts, Action.HOLD, reason="averages_equal"))
+        return decisions
+
+    def describe(self) -> dict[str, object]:
+        return {"name": self.name, "fast": self.fast, "slow": self.slow, "allow_short": self.allow_short}
