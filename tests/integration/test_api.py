@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import Enum
@@ -46,7 +46,7 @@ def _status() -> dict[str, Any]:
 
 async def _request(
     api: ControlApi, method: str, path: str, token: str | None = None
-) -> tuple[int, dict[str, Any], aiohttp.typedefs.LooseHeaders]:
+) -> tuple[int, dict[str, Any], Mapping[str, str]]:
     headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
     async with (
         aiohttp.ClientSession() as session,
