@@ -7,6 +7,7 @@ A blocking call anywhere in the daemon shows up here as a late wake-up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 
 
@@ -23,10 +24,8 @@ class LoopLagMonitor:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

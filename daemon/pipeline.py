@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, Protocol
@@ -136,8 +136,8 @@ class TradingPipeline:
             await self._act(decision, bar)
         if counts.bars % self._equity_every == 0:
             equity = portfolio.equity()
-            self.store.add_equity(bar.ts, equity, portfolio.cash, portfolio.realized - portfolio.fees,
-                                  equity - float(portfolio.cash))
+            realized = portfolio.realized - portfolio.fees
+            self.store.add_equity(bar.ts, equity, portfolio.cash, realized, portfolio.unrealized())
             if self.equity_curve is not None:
                 self.equity_curve.ts.append(bar.ts)
                 self.equity_curve.values.append(equity)
@@ -216,7 +216,9 @@ class TradingPipeline:
     ) -> None:
         self.counts.risk_denials += 1
         self._record(decision_id, decision, verdict, request.signed_quantity, None)
-        self.store.add_risk_event(ts, request.symbol, verdict.layer, verdict.kind.value, verdict.reason, verdict.message)
+        self.store.add_risk_event(
+            ts, request.symbol, verdict.layer, verdict.kind.value, verdict.reason, verdict.message
+        )
         log.warning(
             "risk denied order",
             symbol=request.symbol,
@@ -225,7 +227,8 @@ class TradingPipeline:
             reason=verdict.reason,
             message=verdict.message,
         )
-        await self._emit("risk_" + verdict.kind.value, verdict.message, {"layer": verdict.layer, "reason": verdict.reason})
+        data = {"layer": verdict.layer, "reason": verdict.reason}
+        await self._emit("risk_" + verdict.kind.value, verdict.message, data)
 
     def _record(
         self,
@@ -296,8 +299,8 @@ class TradingPipeline:
         """Order-manager anomalies: an overfill halts trading; unknown orders are alerted."""
         log.error("order anomaly", kind=kind, message=message)
         ts = self.last_bar.ts if self.last_bar else 0
-        self.store.add_risk_event(ts, order.request.symbol if order else None, "orders", "halt" if kind == "overfill"
-                                  else "alert", kind, message)
+        symbol = order.request.symbol if order else None
+        self.store.add_risk_event(ts, symbol, "orders", "halt" if kind == "overfill" else "alert", kind, message)
         if kind == "overfill" and self.governor.state is not TradingState.HALTED:
             self.governor.transition(TradingState.HALTED, f"orders:{kind}")
         await self._emit(kind, message, {})
@@ -347,7 +350,3 @@ class TradingPipeline:
             },
             "rejected_by_reason": dict(self.guard.rejected),
         }
-
-
-def positions_from(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
-    return {str(r["symbol"]): str(r["quantity"]) for r in rows}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -72,7 +73,7 @@ def sharpe_ratio(ts: Sequence[int], equity: Sequence[float]) -> float | None:
     """Annualised Sharpe of per-bar returns (no risk-free rate), bars per year from the data's own span."""
     if len(equity) < 3 or ts[-1] <= ts[0]:
         return None
-    returns = [b / a - 1.0 for a, b in zip(equity, equity[1:], strict=False) if a > 0]
+    returns = [b / a - 1.0 for a, b in itertools.pairwise(equity) if a > 0]
     n = len(returns)
     mean = sum(returns) / n
     var = sum((r - mean) ** 2 for r in returns) / (n - 1)
