@@ -184,4 +184,4 @@ def render_status(doc: Mapping[str, Any] | None) -> str:
         _positions(doc),
         _last_decision(doc) + _counts(doc),
     ]
-    return "\n\n".join("\n".join(block) for block in blocks) + "\n"
+    return "\n\n".join("\n".join(block) for block in blocks)
