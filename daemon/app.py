@@ -217,7 +217,6 @@ class Daemon:
                 port=self.config.api.port,
             )
             await self.api.start()
-            log.info("control API listening", url=f"http://{self.config.api.host}:{self.api.port}")
         flusher = loop.create_task(self._flush_periodically()) if self.mode == "run" else None
         log.info(
             "trading started",
