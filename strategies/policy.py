@@ -1,0 +1,549 @@
+"""Pure-numpy inference for a trained sb3-contrib ``RecurrentPPO`` (MlpLstmPolicy).
+
+Live trading calls the policy once per bar per symbol. ``model.predict`` costs
+about a millisecond per call, almost all of it torch dispatch and tensor
+conversion for matrices far too small to benefit from torch. This module reads
+the actor's weights once and replays exactly the computation of
+``RecurrentActorCriticPolicy.get_distribution`` in numpy:
+
+    obs -> float32 cast (and /255 for image spaces, as sb3 does)
+        -> flatten -> zero state rows where an episode starts
+        -> stacked LSTM -> mlp_extractor.policy_net -> action_net -> softmax
+
+Only the actor path is replicated: the critic (separate LSTM, shared LSTM or
+plain Linear) never influences the action distribution, so all three critic
+options are supported without reading the critic at all.
+
+``StreamStates`` keeps one LSTM state per stream (symbol) so callers can never
+run the policy statelessly by forgetting to pass the state back, and exports
+the states as bytes for the store so a restart continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import struct
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from brokers.errors import ModelError
+
+if TYPE_CHECKING:
+    from sb3_contrib import RecurrentPPO
+    from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
+
+__all__ = ["LstmPolicyRunner", "LstmState", "StreamStates", "greedy"]
+
+LstmState = tuple[np.ndarray, np.ndarray]
+"""(h, c), each shaped (n_layers, n_streams, hidden) like sb3's predict state."""
+
+_Activation = Callable[[np.ndarray], None]
+
+
+def _tanh(x: np.ndarray) -> None:
+    np.tanh(x, out=x)
+
+
+def _relu(x: np.ndarray) -> None:
+    np.maximum(x, 0.0, out=x)
+
+
+def _sigmoid(x: np.ndarray) -> None:
+    # 0.5·(1 + tanh(x/2)) is the logistic function without exp overflow warnings.
+    x *= 0.5
+    np.tanh(x, out=x)
+    x *= 0.5
+    x += 0.5
+
+
+def _identity(x: np.ndarray) -> None:
+    return None
+
+
+def _leaky_relu(slope: float) -> _Activation:
+    def apply(x: np.ndarray) -> None:
+        np.copyto(x, np.where(x >= 0.0, x, x * slope))
+
+    return apply
+
+
+def _elu(alpha: float) -> _Activation:
+    def apply(x: np.ndarray) -> None:
+        np.copyto(x, np.where(x > 0.0, x, alpha * np.expm1(np.minimum(x, 0.0))))
+
+    return apply
+
+
+def _silu(x: np.ndarray) -> None:
+    s = x.copy()
+    _sigmoid(s)
+    x *= s
+
+
+def _activation_for(module: Any) -> _Activation:
+    """Map a torch activation module to an in-place numpy function, or refuse."""
+    from torch import nn
+
+    if isinstance(module, nn.Tanh):
+        return _tanh
+    if isinstance(module, nn.ReLU):
+        return _relu
+    if isinstance(module, nn.Sigmoid):
+        return _sigmoid
+    if isinstance(module, nn.Identity):
+        return _identity
+    if isinstance(module, nn.LeakyReLU):
+        return _leaky_relu(float(module.negative_slope))
+    if isinstance(module, nn.ELU):
+        return _elu(float(module.alpha))
+    if isinstance(module, nn.SiLU):
+        return _silu
+    raise ModelError(
+        f"unsupported activation {type(module).__name__} in the policy network "
+        "(supported: Tanh, ReLU, LeakyReLU, ELU, SiLU, Sigmoid, Identity)"
+    )
+
+
+def _f64(t: Any) -> np.ndarray:
+    return t.detach().cpu().double().numpy().copy()
+
+
+_DEFAULT_DTYPE = np.float32
+
+
+@dataclass(frozen=True, slots=True)
+class _LstmLayer:
+    """One LSTM layer with its gate matmuls fused into a single matrix.
+
+    Rows are [input; h; 1] so one matmul gives all four gate pre-activations,
+    bias included. Columns are reordered to (i, f, o, g) and the sigmoid gates
+    pre-scaled by 0.5, so a single tanh over all 4H columns followed by
+    ``0.5·t + 0.5`` on the first 3H gives sigmoid(i, f, o) and tanh(g).
+    """
+
+    in_size: int
+    weight: np.ndarray  # (in_size + hidden + 1, 4 * hidden)
+
+
+@dataclass(frozen=True, slots=True)
+class _Dense:
+    """A Linear layer as rows [W^T; bias], fed an input that ends in a 1 column."""
+
+    weight: np.ndarray  # (in + 1, out)
+    activation: _Activation
+
+    @property
+    def out_size(self) -> int:
+        return int(self.weight.shape[1])
+
+
+class _Workspace:
+    """Scratch buffers (and views into them) for one batch size, reused every step.
+
+    Every layer's input buffer carries a trailing column of ones for the bias,
+    and each layer writes its output straight into the next layer's buffer,
+    so a step does no bias additions and no intermediate allocations.
+    """
+
+    __slots__ = ("dense_in", "dense_out", "f", "g", "gates", "h_out", "i", "lstm_in", "o", "sig", "tmp")
+
+    def __init__(
+        self, layers: Sequence[_LstmLayer], head: Sequence[_Dense], hidden: int, n: int, dtype: np.dtype
+    ) -> None:
+        hid = hidden
+
+        def with_ones(width: int) -> np.ndarray:
+            buf = np.zeros((n, width + 1), dtype=dtype)
+            buf[:, -1] = 1.0
+            return buf
+
+        self.lstm_in = [with_ones(layer.in_size + hid) for layer in layers]
+        self.dense_in = [with_ones(d.weight.shape[0] - 1) for d in head]
+        # Where each LSTM layer's h goes: the next layer's input, or the head's.
+        self.h_out = [buf[:, :hid] for buf in [*self.lstm_in[1:], self.dense_in[0]]]
+        logits = np.empty((n, head[-1].out_size), dtype=dtype)
+        self.dense_out = [nxt[:, : d.out_size] for d, nxt in zip(head, [*self.dense_in[1:], logits], strict=True)]
+        self.gates = np.empty((n, 4 * hid), dtype=dtype)
+        self.sig = self.gates[:, : 3 * hid]
+        self.i = self.gates[:, :hid]
+        self.f = self.gates[:, hid : 2 * hid]
+        self.o = self.gates[:, 2 * hid : 3 * hid]
+        self.g = self.gates[:, 3 * hid :]
+        self.tmp = np.empty((n, hid), dtype=dtype)
+
+
+def _fuse_lstm_layer(w_ih: np.ndarray, w_hh: np.ndarray, bias: np.ndarray, hidden: int) -> _LstmLayer:
+    h = hidden
+    # torch gate order is (i, f, g, o); we want (i, f, o, g).
+    order = np.concatenate([np.arange(0, 2 * h), np.arange(3 * h, 4 * h), np.arange(2 * h, 3 * h)])
+    stacked = np.concatenate([w_ih.T, w_hh.T, bias[None, :]], axis=0)[:, order]
+    stacked[:, : 3 * h] *= 0.5
+    return _LstmLayer(in_size=w_ih.shape[1], weight=np.ascontiguousarray(stacked))
+
+
+def _dense_from_linear(module: Any, activation: _Activation) -> _Dense:
+    bias = np.zeros(module.out_features) if module.bias is None else _f64(module.bias)
+    return _Dense(np.ascontiguousarray(np.concatenate([_f64(module.weight).T, bias[None, :]])), activation)
+
+
+def _policy_of(model: Any) -> RecurrentActorCriticPolicy:
+    from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
+
+    policy = getattr(model, "policy", model)
+    if not isinstance(policy, RecurrentActorCriticPolicy):
+        raise ModelError(f"expected a RecurrentPPO model or RecurrentActorCriticPolicy, got {type(model).__name__}")
+    return policy
+
+
+def _check_spaces(policy: RecurrentActorCriticPolicy) -> tuple[int, bool]:
+    """Return (flat observation size, divide-by-255) or refuse unsupported spaces."""
+    from gymnasium import spaces
+    from stable_baselines3.common.preprocessing import is_image_space
+    from stable_baselines3.common.torch_layers import FlattenExtractor
+
+    if not isinstance(policy.action_space, spaces.Discrete):
+        raise ModelError(
+            f"unsupported action space {policy.action_space}: only Discrete actions "
+            "(a categorical distribution) can be run"
+        )
+    if int(policy.action_space.start) != 0:
+        raise ModelError(f"unsupported Discrete action space starting at {policy.action_space.start}")
+    obs_space = policy.observation_space
+    if not isinstance(obs_space, spaces.Box):
+        raise ModelError(f"unsupported observation space {obs_space}: only Box observations are supported")
+    if not isinstance(policy.pi_features_extractor, FlattenExtractor):
+        raise ModelError(
+            f"unsupported features extractor {type(policy.pi_features_extractor).__name__}: "
+            "only FlattenExtractor (MlpLstmPolicy) is supported"
+        )
+    scale_image = bool(policy.normalize_images) and is_image_space(obs_space)
+    return int(np.prod(obs_space.shape)), scale_image
+
+
+def _read_lstm(policy: RecurrentActorCriticPolicy) -> tuple[list[_LstmLayer], int]:
+    from torch import nn
+
+    lstm = policy.lstm_actor
+    if type(lstm) is not nn.LSTM:
+        raise ModelError(f"unsupported recurrent layer {type(lstm).__name__}: only torch.nn.LSTM")
+    if lstm.bidirectional or lstm.proj_size or lstm.batch_first:
+        raise ModelError(
+            "unsupported LSTM options: bidirectional, proj_size and batch_first must be unset "
+            f"(got bidirectional={lstm.bidirectional}, proj_size={lstm.proj_size}, "
+            f"batch_first={lstm.batch_first})"
+        )
+    hidden = int(lstm.hidden_size)
+    layers = []
+    for k in range(lstm.num_layers):
+        w_ih = _f64(getattr(lstm, f"weight_ih_l{k}"))
+        w_hh = _f64(getattr(lstm, f"weight_hh_l{k}"))
+        bias = np.zeros(4 * hidden)
+        if lstm.bias:
+            bias = _f64(getattr(lstm, f"bias_ih_l{k}")) + _f64(getattr(lstm, f"bias_hh_l{k}"))
+        layers.append(_fuse_lstm_layer(w_ih, w_hh, bias, hidden))
+    return layers, hidden
+
+
+def _read_head(policy: RecurrentActorCriticPolicy) -> list[_Dense]:
+    """policy_net (Linear/activation pairs) followed by action_net, as dense layers."""
+    from torch import nn
+
+    linears: list[Any] = []
+    activations: list[_Activation] = []
+    for module in policy.mlp_extractor.policy_net:
+        if isinstance(module, nn.Linear):
+            linears.append(module)
+            activations.append(_identity)
+        elif linears and activations[-1] is _identity:
+            # An activation applies to the Linear just before it.
+            activations[-1] = _activation_for(module)
+        else:
+            raise ModelError(f"unsupported policy network: {type(module).__name__} not directly after a Linear layer")
+    action_net = policy.action_net
+    if not isinstance(action_net, nn.Linear):
+        raise ModelError(f"unsupported action_net {type(action_net).__name__}: expected Linear")
+    dense = [_dense_from_linear(m, act) for m, act in zip(linears, activations, strict=True)]
+    dense.append(_dense_from_linear(action_net, _identity))
+    return dense
+
+
+class LstmPolicyRunner:
+    """The actor of a RecurrentPPO MlpLstmPolicy as a numpy function.
+
+    Probabilities match ``policy.get_distribution(...).distribution.probs``
+    (eval mode) to well within 1e-5; LSTM dropout is an inference no-op and is
+    ignored like torch does in eval mode.
+
+    ``dtype`` defaults to float32, the precision the network was trained and
+    is run in by sb3: numpy's float64 tanh is not vectorised and costs about
+    3x the float32 one, which dominates a single-stream step. float64 is there
+    for callers that want the exact-arithmetic reference.
+    """
+
+    def __init__(
+        self,
+        model: RecurrentPPO | RecurrentActorCriticPolicy,
+        *,
+        dtype: type[np.floating] | np.dtype = _DEFAULT_DTYPE,
+    ) -> None:
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise ModelError(f"unsupported inference dtype {self.dtype}: use float32 or float64")
+        policy = _policy_of(model)
+        self.obs_dim, self._scale_image = _check_spaces(policy)
+        layers, self.hidden_size = _read_lstm(policy)
+        if layers[0].in_size != self.obs_dim:
+            raise ModelError(f"LSTM input size {layers[0].in_size} differs from observation size {self.obs_dim}")
+        head = _read_head(policy)
+        self.n_layers = len(layers)
+        self.n_actions = int(policy.action_space.n)
+        if head[-1].out_size != self.n_actions:
+            raise ModelError(f"action_net has {head[-1].out_size} outputs for {self.n_actions} actions")
+        self.fingerprint = self._fingerprint(layers, head)
+        self._layers = [_LstmLayer(lay.in_size, lay.weight.astype(self.dtype)) for lay in layers]
+        self._head = [_Dense(d.weight.astype(self.dtype), d.activation) for d in head]
+        self._workspaces: dict[int, _Workspace] = {}
+
+    def _fingerprint(self, layers: Sequence[_LstmLayer], head: Sequence[_Dense]) -> str:
+        """Identify the weights (in float64, whatever ``dtype``) so a saved LSTM
+        state is never fed to another model."""
+        digest = hashlib.sha256()
+        dims = (self.obs_dim, self.hidden_size, self.n_layers, self.n_actions, int(self._scale_image))
+        digest.update(struct.pack("<5q", *dims))
+        for layer in layers:
+            digest.update(layer.weight.tobytes())
+        for dense in head:
+            digest.update(dense.weight.tobytes())
+        return digest.hexdigest()[:16]
+
+    def initial_state(self, n_streams: int) -> LstmState:
+        shape = (self.n_layers, n_streams, self.hidden_size)
+        return np.zeros(shape, dtype=self.dtype), np.zeros(shape, dtype=self.dtype)
+
+    def _workspace(self, n: int) -> _Workspace:
+        ws = self._workspaces.get(n)
+        if ws is None:
+            if len(self._workspaces) >= 16:
+                self._workspaces.clear()
+            ws = _Workspace(self._layers, self._head, self.hidden_size, n, self.dtype)
+            self._workspaces[n] = ws
+        return ws
+
+    def _prepare_obs(self, obs: np.ndarray) -> np.ndarray:
+        # sb3 casts observations to float32 before anything else; do the same so
+        # float64 callers see exactly what the trained network saw.
+        x = np.asarray(obs, dtype=np.float32)
+        if x.ndim != 2:
+            x = x.reshape(-1, self.obs_dim) if x.ndim == 1 else x.reshape(x.shape[0], -1)
+        if x.shape[1] != self.obs_dim:
+            raise ModelError(f"observation size: model {self.obs_dim}, got {x.shape[1]}")
+        if self._scale_image:
+            x = x / np.float32(255.0)
+        return x
+
+    def step(
+        self,
+        obs: np.ndarray,
+        state: LstmState,
+        episode_start: np.ndarray | Sequence[bool] | None = None,
+    ) -> tuple[np.ndarray, LstmState]:
+        """One recurrent step for n streams at once.
+
+        ``obs`` is (n, obs_dim); ``state`` is (h, c) shaped (n_layers, n, hidden);
+        ``episode_start[i]`` zeroes stream i's state before the step, as sb3 does.
+        Returns (probabilities (n, n_actions), new state). Inputs are not modified.
+        """
+        x = self._prepare_obs(obs)
+        n = x.shape[0]
+        h_prev, c_prev = state
+        shape = (self.n_layers, n, self.hidden_size)
+        if h_prev.shape != shape or c_prev.shape != shape:
+            raise ModelError(f"LSTM state shapes {h_prev.shape} and {c_prev.shape}, expected {shape}")
+        if episode_start is not None:
+            starts = np.asarray(episode_start, dtype=bool)
+            if np.count_nonzero(starts):  # a tenth of the cost of .any() on tiny arrays
+                keep = (~starts.reshape(-1)).astype(self.dtype)[None, :, None]
+                h_prev = h_prev * keep
+                c_prev = c_prev * keep
+        ws = self._workspaces.get(n) or self._workspace(n)
+        h_new = np.empty(shape, dtype=self.dtype)
+        c_new = np.empty(shape, dtype=self.dtype)
+        gates, tmp = ws.gates, ws.tmp
+        ws.lstm_in[0][:, : self.obs_dim] = x
+        for k, layer in enumerate(self._layers):
+            buf = ws.lstm_in[k]
+            buf[:, layer.in_size : -1] = h_prev[k]
+            np.matmul(buf, layer.weight, out=gates)
+            np.tanh(gates, out=gates)
+            ws.sig *= 0.5
+            ws.sig += 0.5
+            c_k = c_new[k]
+            np.multiply(ws.f, c_prev[k], out=c_k)
+            np.multiply(ws.i, ws.g, out=tmp)
+            c_k += tmp
+            h_k = ws.h_out[k]
+            np.tanh(c_k, out=h_k)
+            h_k *= ws.o
+            h_new[k] = h_k
+        for dense, buf, out in zip(self._head, ws.dense_in, ws.dense_out, strict=True):
+            np.matmul(buf, dense.weight, out=out)
+            dense.activation(out)
+        return _softmax(ws.dense_out[-1], self.dtype), (h_new, c_new)
+
+
+def _softmax(logits: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Row softmax into a new array; one row goes through Python floats because
+    numpy's per-call overhead dwarfs the arithmetic on a handful of actions."""
+    if logits.shape[0] == 1:
+        row = logits[0].tolist()
+        top = max(row)
+        e = [math.exp(v - top) for v in row]
+        total = sum(e)
+        return np.array([[v / total for v in e]], dtype=dtype)
+    out = logits - logits.max(axis=1, keepdims=True)
+    np.exp(out, out=out)
+    out /= out.sum(axis=1, keepdims=True)
+    return out
+
+
+def greedy(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic actions (argmax, as sb3's deterministic predict) and their probabilities."""
+    actions = probs.argmax(axis=1)
+    return actions, probs[np.arange(probs.shape[0]), actions]
+
+
+_BLOB_MAGIC = b"TLS1"
+_BLOB_HEADER = struct.Struct("<4sII16s")
+
+
+class StreamStates:
+    """One LSTM state per stream id, carried from call to call.
+
+    Streams that decide on the same timestamp are batched into one ``step``.
+    States live in two pooled arrays (n_layers, capacity, hidden) so a
+    single-stream decision reads its state as a view instead of a copy.
+    """
+
+    def __init__(self, runner: LstmPolicyRunner, capacity: int = 8) -> None:
+        self.runner = runner
+        self._slots: dict[str, int] = {}
+        shape = (runner.n_layers, max(1, capacity), runner.hidden_size)
+        self._h = np.zeros(shape, dtype=runner.dtype)
+        self._c = np.zeros(shape, dtype=runner.dtype)
+
+    def __contains__(self, stream_id: object) -> bool:
+        return stream_id in self._slots
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self._slots)
+
+    def _slot(self, stream_id: str) -> int:
+        slot = self._slots.get(stream_id)
+        if slot is None:
+            slot = len(self._slots)
+            if slot == self._h.shape[1]:
+                self._grow()
+            self._h[:, slot] = 0.0
+            self._c[:, slot] = 0.0
+            self._slots[stream_id] = slot
+        return slot
+
+    def _grow(self) -> None:
+        pad = np.zeros_like(self._h)
+        self._h = np.concatenate([self._h, pad], axis=1)
+        self._c = np.concatenate([self._c, pad], axis=1)
+
+    def decide(
+        self,
+        ids: Sequence[str],
+        obs_batch: np.ndarray,
+        episode_starts: Sequence[bool] | np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Step the given streams together; returns probabilities (len(ids), n_actions).
+
+        A stream seen for the first time starts from a zero state, which is what
+        an episode start means anyway.
+        """
+        n = len(ids)
+        if n == 1:
+            slot = self._slot(ids[0])
+            sel: slice | np.ndarray = slice(slot, slot + 1)
+        else:
+            if len(set(ids)) != n:
+                raise ValueError(f"duplicate stream ids in one decision batch: {list(ids)}")
+            sel = np.fromiter((self._slot(i) for i in ids), dtype=np.intp, count=n)
+        obs = np.asarray(obs_batch)
+        if obs.shape[0] != n:
+            raise ValueError(f"{n} stream ids but {obs.shape[0]} observations")
+        probs, (h, c) = self.runner.step(obs, (self._h[:, sel], self._c[:, sel]), episode_starts)
+        self._h[:, sel] = h
+        self._c[:, sel] = c
+        return probs
+
+    def reset(self, stream_id: str) -> None:
+        """Episode start for one stream (first bar, or after a data gap)."""
+        slot = self._slots.get(stream_id)
+        if slot is not None:
+            self._h[:, slot] = 0.0
+            self._c[:, slot] = 0.0
+
+    def state(self, stream_id: str) -> LstmState:
+        """Copy of one stream's (h, c), each (n_layers, 1, hidden)."""
+        slot = self._slots[stream_id]
+        return self._h[:, slot : slot + 1].copy(), self._c[:, slot : slot + 1].copy()
+
+    def export(self) -> dict[str, bytes]:
+        """Every stream's state as a self-describing blob for the store.
+
+        The blob carries the model fingerprint so a state is never restored
+        into a different model, where it would be meaningless. Values are
+        little-endian float64 whatever the runner's dtype, so the format does
+        not depend on it.
+        """
+        r = self.runner
+        header = _BLOB_HEADER.pack(_BLOB_MAGIC, r.n_layers, r.hidden_size, r.fingerprint.encode("ascii"))
+        return {
+            sid: header + self._h[:, slot].astype("<f8").tobytes() + self._c[:, slot].astype("<f8").tobytes()
+            for sid, slot in self._slots.items()
+        }
+
+    def restore(self, blobs: Mapping[str, bytes]) -> None:
+        """Load exported states (all or nothing); streams not named are untouched."""
+        decoded = {sid: self._decode(sid, blob) for sid, blob in blobs.items()}
+        for sid, (h, c) in decoded.items():
+            slot = self._slot(sid)
+            self._h[:, slot] = h
+            self._c[:, slot] = c
+
+    def _decode(self, stream_id: str, blob: bytes) -> LstmState:
+        r = self.runner
+        size = r.n_layers * r.hidden_size * 8
+        if len(blob) != _BLOB_HEADER.size + 2 * size:
+            raise ModelError(
+                f"saved LSTM state for {stream_id!r} has {len(blob)} bytes, expected "
+                f"{_BLOB_HEADER.size + 2 * size} (n_layers {r.n_layers}, hidden {r.hidden_size})"
+            )
+        magic, layers, hidden, fingerprint = _BLOB_HEADER.unpack_from(blob)
+        if magic != _BLOB_MAGIC:
+            raise ModelError(f"saved LSTM state for {stream_id!r} is not an LSTM state blob")
+        if (layers, hidden) != (r.n_layers, r.hidden_size):
+            raise ModelError(
+                f"saved LSTM state for {stream_id!r}: n_layers {layers}, hidden {hidden}; "
+                f"model has n_layers {r.n_layers}, hidden {r.hidden_size}"
+            )
+        if fingerprint.decode("ascii", "replace") != r.fingerprint:
+            raise ModelError(
+                f"saved LSTM state for {stream_id!r} belongs to another model "
+                f"(fingerprint {fingerprint.decode('ascii', 'replace')}, loaded {r.fingerprint}); re-warm it"
+            )
+        data = np.frombuffer(blob, dtype="<f8", offset=_BLOB_HEADER.size)
+        shape = (r.n_layers, r.hidden_size)
+        return data[: size // 8].reshape(shape), data[size // 8 :].reshape(shape)
