@@ -1,0 +1,539 @@
+"""A deterministic simulated broker driven by a ``ReplayFeed``.
+
+The simulation has no clock of its own and no randomness: "now" is the close
+time of the last bar it has delivered, and every execution is a pure function
+of the bars and the ``CostModel``. Two runs over the same bars with the same
+orders therefore produce identical updates, which is what makes a backtest
+reproducible and a live-vs-backtest comparison meaningful.
+
+All of the broker's memory lives in one ``SimState`` so it can be written to a
+file and read back by a later process, making the simulator behave like an
+external broker that survives daemon restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
+from typing import Any, Literal
+
+from brokers.base import (
+    ZERO,
+    AccountSnapshot,
+    Bar,
+    Fill,
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    OrderUpdate,
+    Position,
+    Side,
+    TimeInForce,
+    UpdateInbox,
+)
+from brokers.costs import CostModel
+from brokers.errors import BrokerError, DataError, OrderRejected
+from brokers.replay import ReplayFeed
+
+STATE_VERSION = 1
+_DAY = 86_400
+# Divisions (average prices) use a fixed context so results cannot depend on whatever
+# the process-wide decimal context has been set to.
+_DIV = Context(prec=28, rounding=ROUND_HALF_EVEN)
+
+
+@dataclass(slots=True)
+class SimOrder:
+    """One order as the simulated exchange remembers it (cumulative fill, not per-fill detail)."""
+
+    client_order_id: str
+    broker_order_id: str
+    symbol: str
+    side: Side
+    quantity: Decimal
+    order_type: OrderType
+    limit_price: Decimal | None
+    time_in_force: TimeInForce
+    submitted_ts: int
+    updated_ts: int
+    status: OrderStatus = OrderStatus.ACCEPTED
+    filled_quantity: Decimal = ZERO
+    average_price: Decimal | None = None
+    fill_count: int = 0
+    message: str = ""
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.quantity - self.filled_quantity
+
+
+@dataclass(slots=True)
+class SimState:
+    """Everything the simulated broker knows; ``to_json``/``from_json`` round-trip it exactly.
+
+    ``feed_position`` and ``feed_last_ts`` tie the state to a point in the bar
+    sequence, so a restored broker resumes where it stopped and can tell when it
+    is given a different data set.
+    """
+
+    cash: Decimal
+    currency: str = "USD"
+    clock_ts: int = 0
+    order_seq: int = 0
+    feed_position: int = 0
+    feed_last_ts: int | None = None
+    orders: dict[str, SimOrder] = field(default_factory=dict)
+    fills: list[Fill] = field(default_factory=list)
+    positions: dict[str, Position] = field(default_factory=dict)
+    last_prices: dict[str, Decimal] = field(default_factory=dict)
+    last_bar_ts: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        doc = {
+            "version": STATE_VERSION,
+            "cash": str(self.cash),
+            "currency": self.currency,
+            "clock_ts": self.clock_ts,
+            "order_seq": self.order_seq,
+            "feed_position": self.feed_position,
+            "feed_last_ts": self.feed_last_ts,
+            "orders": [_order_to_dict(o) for o in self.orders.values()],
+            "fills": [_fill_to_dict(f) for f in self.fills],
+            "positions": {s: [str(p.quantity), str(p.average_price)] for s, p in self.positions.items()},
+            "last_prices": {s: str(p) for s, p in self.last_prices.items()},
+            "last_bar_ts": dict(self.last_bar_ts),
+        }
+        return json.dumps(doc, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> SimState:
+        """Parse ``to_json`` output; any malformation is a ``DataError`` (never a half-loaded state)."""
+        try:
+            doc = json.loads(text)
+            if doc.get("version") != STATE_VERSION:
+                raise DataError(f"unsupported sim state version {doc.get('version')!r} (expected {STATE_VERSION})")
+            orders = [_order_from_dict(d) for d in doc["orders"]]
+            return cls(
+                cash=Decimal(doc["cash"]),
+                currency=str(doc["currency"]),
+                clock_ts=int(doc["clock_ts"]),
+                order_seq=int(doc["order_seq"]),
+                feed_position=int(doc["feed_position"]),
+                feed_last_ts=None if doc["feed_last_ts"] is None else int(doc["feed_last_ts"]),
+                orders={o.client_order_id: o for o in orders},
+                fills=[_fill_from_dict(d) for d in doc["fills"]],
+                positions={s: Position(s, Decimal(q), Decimal(avg)) for s, (q, avg) in doc["positions"].items()},
+                last_prices={s: Decimal(p) for s, p in doc["last_prices"].items()},
+                last_bar_ts={s: int(t) for s, t in doc["last_bar_ts"].items()},
+            )
+        except DataError:
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError, InvalidOperation) as exc:
+            raise DataError(f"malformed sim state: {type(exc).__name__}: {exc}") from exc
+
+
+class SimBroker:
+    """The ``Broker`` protocol over replayed bars.
+
+    Orders submitted while the daemon handles bar N execute when bar N+1 is
+    delivered (before the daemon sees it), so the fill is already in the inbox
+    when the daemon drains updates for N+1 — the same order of events a live
+    broker produces. ``fill_at="close"`` instead fills market orders at bar
+    N's close inside ``submit``, the convention of most training environments.
+    """
+
+    def __init__(
+        self,
+        feed: ReplayFeed,
+        cost_model: CostModel,
+        *,
+        starting_cash: Decimal = Decimal("100000"),
+        fill_at: Literal["next_open", "close"] = "next_open",
+        currency: str = "USD",
+        max_fill_quantity: Decimal | None = None,
+        name: str = "sim",
+    ) -> None:
+        if fill_at not in ("next_open", "close"):
+            raise ValueError(f"fill_at must be 'next_open' or 'close', not {fill_at!r}")
+        if max_fill_quantity is not None and not max_fill_quantity > 0:
+            raise ValueError(f"max_fill_quantity must be positive, got {max_fill_quantity}")
+        self.name = name
+        self.feed = feed
+        self.cost_model = cost_model
+        self.fill_at = fill_at
+        self.max_fill_quantity = max_fill_quantity
+        self.state = SimState(cash=Decimal(starting_cash), currency=currency)
+        self._working: dict[str, SimOrder] = {}
+        self._inbox = UpdateInbox()
+        self._sync_feed_position()
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Nothing to connect to; present for protocol symmetry with real adapters."""
+
+    async def close(self) -> None:
+        self.feed.stop()
+
+    # --- market data -------------------------------------------------------------------------
+
+    async def bars(self) -> AsyncIterator[Bar]:
+        async for bar in self.feed:
+            self._on_bar(bar)
+            yield bar
+
+    async def historical_bars(self, symbol: str, start_ts: int, end_ts: int) -> list[Bar]:
+        """Bars with ``start_ts <= ts <= end_ts`` that the feed has already passed: no look-ahead."""
+        seen = self.feed.bars[: self.feed.position]
+        return [b for b in seen if b.symbol == symbol and start_ts <= b.ts <= end_ts]
+
+    # --- order updates -----------------------------------------------------------------------
+
+    async def next_update(self) -> OrderUpdate:
+        return await self._inbox.get()
+
+    def drain_updates(self) -> list[OrderUpdate]:
+        return self._inbox.drain()
+
+    # --- orders ------------------------------------------------------------------------------
+
+    async def submit(self, client_order_id: str, request: OrderRequest) -> OrderUpdate:
+        self._validate(client_order_id, request)
+        state = self.state
+        state.order_seq += 1
+        order = SimOrder(
+            client_order_id=client_order_id,
+            broker_order_id=f"sim-{state.order_seq}",
+            symbol=request.symbol,
+            side=request.side,
+            quantity=request.quantity,
+            order_type=request.order_type,
+            limit_price=request.limit_price if request.order_type is OrderType.LIMIT else None,
+            time_in_force=request.time_in_force,
+            submitted_ts=state.clock_ts,
+            updated_ts=state.clock_ts,
+        )
+        state.orders[client_order_id] = order
+        self._working[client_order_id] = order
+        accepted = _update(order)
+        if self.fill_at == "close" and order.order_type is OrderType.MARKET:
+            price = self.cost_model.fill_price(order.side, state.last_prices[order.symbol])
+            self._execute(order, price, state.clock_ts)
+            self._expire_if_ioc(order, state.clock_ts)
+        return accepted
+
+    async def cancel(self, client_order_id: str) -> OrderUpdate:
+        order = self.state.orders.get(client_order_id)
+        if order is None:
+            raise BrokerError(f"cancel: unknown client_order_id {client_order_id!r}")
+        if order.status.is_terminal:
+            return _update(order)
+        self._finish(order, OrderStatus.CANCELLED, self.state.clock_ts, "cancelled by client")
+        return _update(order)
+
+    async def get_order(self, client_order_id: str) -> OrderUpdate | None:
+        order = self.state.orders.get(client_order_id)
+        return None if order is None else _update(order)
+
+    async def open_orders(self) -> list[OrderUpdate]:
+        return [_update(o) for o in self._working.values()]
+
+    # --- account -----------------------------------------------------------------------------
+
+    async def positions(self) -> list[Position]:
+        return list(self.state.positions.values())
+
+    async def account(self) -> AccountSnapshot:
+        state = self.state
+        equity = state.cash + sum((p.quantity * state.last_prices[s] for s, p in state.positions.items()), start=ZERO)
+        return AccountSnapshot(cash=state.cash, equity=equity, currency=state.currency, ts=state.clock_ts)
+
+    # --- persistence -------------------------------------------------------------------------
+
+    def save_state(self, path: str | pathlib.Path) -> None:
+        """Write the state atomically: a crash leaves either the old file or the new one, never half."""
+        self._sync_feed_position()
+        _atomic_write(pathlib.Path(path), self.state.to_json())
+
+    def load_state(self, path: str | pathlib.Path) -> None:
+        """Replace this broker's state with a saved one and move the feed to where that state stopped.
+
+        Updates still waiting in the inbox belonged to the replaced state and are
+        discarded; a restarted daemon learns order outcomes by reconciling
+        (``get_order``/``open_orders``), as it would with a real broker.
+        """
+        path = pathlib.Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read sim state: {exc}") from exc
+        try:
+            state = SimState.from_json(text)
+        except DataError as exc:
+            raise DataError(f"{path}: {exc}") from exc
+        self._check_feed_matches(path, state)
+        self.state = state
+        self._working = {cid: o for cid, o in state.orders.items() if not o.status.is_terminal}
+        self._inbox.drain()
+        self.feed.seek(state.feed_position)
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _validate(self, client_order_id: str, request: OrderRequest) -> None:
+        if not client_order_id:
+            raise OrderRejected("client_order_id must not be empty")
+        existing = self.state.orders.get(client_order_id)
+        if existing is not None:
+            raise OrderRejected(
+                f"duplicate client_order_id {client_order_id!r}: already used by order {existing.broker_order_id}"
+            )
+        quantity = request.quantity
+        if not isinstance(quantity, Decimal) or not quantity.is_finite() or quantity <= 0:
+            raise OrderRejected(f"quantity must be a positive Decimal, got {quantity!r}")
+        if request.order_type is OrderType.LIMIT:
+            limit = request.limit_price
+            if limit is None:
+                raise OrderRejected("limit order without a limit_price")
+            if not isinstance(limit, Decimal) or not limit.is_finite() or limit <= 0:
+                raise OrderRejected(f"limit_price must be a positive Decimal, got {limit!r}")
+        if request.symbol not in self.state.last_prices:
+            raise OrderRejected(f"no price known yet for {request.symbol!r}: no bar for it has been replayed")
+
+    def _on_bar(self, bar: Bar) -> None:
+        """Execute working orders against a newly delivered bar, then mark its close."""
+        state = self.state
+        self._sync_feed_position()
+        previous = state.last_bar_ts.get(bar.symbol)
+        if not _is_tradeable(bar) or (previous is not None and bar.ts <= previous):
+            # The daemon's bar guard rejects such a bar; trading on it would let bad data move the account.
+            return
+        state.last_bar_ts[bar.symbol] = bar.ts
+        state.clock_ts = max(state.clock_ts, bar.ts)
+        for order in [o for o in self._working.values() if o.symbol == bar.symbol]:
+            if order.time_in_force is TimeInForce.DAY and (bar.ts - 1) // _DAY > order.submitted_ts // _DAY:
+                self._finish(order, OrderStatus.EXPIRED, bar.ts, "day order expired at the end of its UTC day")
+                continue
+            price = self._execution_price(order, bar)
+            if price is not None:
+                self._execute(order, price, bar.ts)
+            self._expire_if_ioc(order, bar.ts)
+        state.last_prices[bar.symbol] = _dec(bar.close)
+
+    def _execution_price(self, order: SimOrder, bar: Bar) -> Decimal | None:
+        """Where ``order`` trades in ``bar``, or None if the bar never reached its limit."""
+        cm = self.cost_model
+        if order.order_type is OrderType.MARKET:
+            return cm.fill_price(order.side, bar.open if self.fill_at == "next_open" else bar.close)
+        limit = order.limit_price
+        assert limit is not None
+        bar_open = _dec(bar.open)
+        if order.side is Side.BUY:
+            return cm.round_price(min(bar_open, limit)) if _dec(bar.low) <= limit else None
+        return cm.round_price(max(bar_open, limit)) if _dec(bar.high) >= limit else None
+
+    def _execute(self, order: SimOrder, price: Decimal, ts: int) -> None:
+        quantity = order.remaining
+        if self.max_fill_quantity is not None:
+            quantity = min(quantity, self.max_fill_quantity)
+        fee = self.cost_model.commission(quantity, price)
+        order.fill_count += 1
+        fill = Fill(
+            fill_id=f"{order.broker_order_id}-{order.fill_count}",
+            client_order_id=order.client_order_id,
+            symbol=order.symbol,
+            side=order.side,
+            quantity=quantity,
+            price=price,
+            fee=fee,
+            ts=ts,
+        )
+        filled = order.filled_quantity + quantity
+        if order.average_price is None:
+            order.average_price = price
+        else:
+            order.average_price = _DIV.divide(order.average_price * order.filled_quantity + price * quantity, filled)
+        order.filled_quantity = filled
+        order.status = OrderStatus.FILLED if filled >= order.quantity else OrderStatus.PARTIALLY_FILLED
+        order.updated_ts = ts
+        if order.status.is_terminal:
+            del self._working[order.client_order_id]
+        self.state.fills.append(fill)
+        self._apply_to_account(fill)
+        self._inbox.put(_update(order, fill))
+
+    def _apply_to_account(self, fill: Fill) -> None:
+        state = self.state
+        notional = fill.quantity * fill.price
+        if fill.side is Side.BUY:
+            state.cash -= notional + fill.fee
+        else:
+            state.cash += notional - fill.fee
+        held = state.positions.get(fill.symbol)
+        quantity, average = _roll_position(
+            held.quantity if held else ZERO, held.average_price if held else ZERO, fill.signed_quantity, fill.price
+        )
+        if quantity == 0:
+            state.positions.pop(fill.symbol, None)
+        else:
+            state.positions[fill.symbol] = Position(fill.symbol, quantity, average)
+
+    def _expire_if_ioc(self, order: SimOrder, ts: int) -> None:
+        """An IOC order gets exactly one chance to trade; whatever it did not fill then is expired."""
+        if order.time_in_force is TimeInForce.IOC and not order.status.is_terminal:
+            self._finish(order, OrderStatus.EXPIRED, ts, "immediate-or-cancel remainder expired")
+
+    def _finish(self, order: SimOrder, status: OrderStatus, ts: int, message: str) -> None:
+        order.status = status
+        order.updated_ts = ts
+        order.message = message
+        self._working.pop(order.client_order_id, None)
+        self._inbox.put(_update(order))
+
+    def _sync_feed_position(self) -> None:
+        state = self.state
+        state.feed_position = self.feed.position
+        state.feed_last_ts = self.feed.bars[state.feed_position - 1].ts if state.feed_position else None
+
+    def _check_feed_matches(self, path: pathlib.Path, state: SimState) -> None:
+        position = state.feed_position
+        if position > self.feed.total:
+            raise DataError(f"{path}: sim state is at bar {position} but the feed has only {self.feed.total} bars")
+        actual = self.feed.bars[position - 1].ts if position else None
+        if actual != state.feed_last_ts:
+            raise DataError(
+                f"{path}: sim state does not match this feed: bar {position - 1} has ts {actual}, "
+                f"the state expects {state.feed_last_ts}"
+            )
+
+
+def _roll_position(quantity: Decimal, average: Decimal, delta: Decimal, price: Decimal) -> tuple[Decimal, Decimal]:
+    """New signed quantity and average price after a fill of signed ``delta`` at ``price``.
+
+    Adding averages, reducing keeps the entry price (so realised P&L is measured
+    against it), and flipping through zero starts the new side at the fill price.
+    """
+    new_quantity = quantity + delta
+    if new_quantity == 0:
+        return ZERO, ZERO
+    if quantity == 0 or (quantity > 0) == (delta > 0):
+        return new_quantity, _DIV.divide(abs(quantity) * average + abs(delta) * price, abs(new_quantity))
+    if abs(delta) < abs(quantity):
+        return new_quantity, average
+    return new_quantity, price
+
+
+def _is_tradeable(bar: Bar) -> bool:
+    values = (bar.open, bar.high, bar.low, bar.close)
+    if not all(math.isfinite(v) and v > 0 for v in values):
+        return False
+    return bar.low <= min(bar.open, bar.close) and bar.high >= max(bar.open, bar.close)
+
+
+def _dec(value: float) -> Decimal:
+    """Float market data to Decimal by its shortest repr, the same conversion the cost model uses."""
+    return Decimal(repr(value))
+
+
+def _update(order: SimOrder, fill: Fill | None = None) -> OrderUpdate:
+    return OrderUpdate(
+        client_order_id=order.client_order_id,
+        status=order.status,
+        ts=order.updated_ts,
+        broker_order_id=order.broker_order_id,
+        symbol=order.symbol,
+        filled_quantity=order.filled_quantity,
+        average_price=order.average_price,
+        fill=fill,
+        message=order.message,
+    )
+
+
+def _atomic_write(path: pathlib.Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        pathlib.Path(tmp_name).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
+
+
+def _order_to_dict(order: SimOrder) -> dict[str, Any]:
+    return {
+        "client_order_id": order.client_order_id,
+        "broker_order_id": order.broker_order_id,
+        "symbol": order.symbol,
+        "side": order.side.value,
+        "quantity": str(order.quantity),
+        "order_type": order.order_type.value,
+        "limit_price": None if order.limit_price is None else str(order.limit_price),
+        "time_in_force": order.time_in_force.value,
+        "submitted_ts": order.submitted_ts,
+        "updated_ts": order.updated_ts,
+        "status": order.status.value,
+        "filled_quantity": str(order.filled_quantity),
+        "average_price": None if order.average_price is None else str(order.average_price),
+        "fill_count": order.fill_count,
+        "message": order.message,
+    }
+
+
+def _order_from_dict(d: dict[str, Any]) -> SimOrder:
+    return SimOrder(
+        client_order_id=str(d["client_order_id"]),
+        broker_order_id=str(d["broker_order_id"]),
+        symbol=str(d["symbol"]),
+        side=Side(d["side"]),
+        quantity=Decimal(d["quantity"]),
+        order_type=OrderType(d["order_type"]),
+        limit_price=None if d["limit_price"] is None else Decimal(d["limit_price"]),
+        time_in_force=TimeInForce(d["time_in_force"]),
+        submitted_ts=int(d["submitted_ts"]),
+        updated_ts=int(d["updated_ts"]),
+        status=OrderStatus(d["status"]),
+        filled_quantity=Decimal(d["filled_quantity"]),
+        average_price=None if d["average_price"] is None else Decimal(d["average_price"]),
+        fill_count=int(d["fill_count"]),
+        message=str(d["message"]),
+    )
+
+
+def _fill_to_dict(fill: Fill) -> dict[str, Any]:
+    return {
+        "fill_id": fill.fill_id,
+        "client_order_id": fill.client_order_id,
+        "symbol": fill.symbol,
+        "side": fill.side.value,
+        "quantity": str(fill.quantity),
+        "price": str(fill.price),
+        "fee": str(fill.fee),
+        "ts": fill.ts,
+    }
+
+
+def _fill_from_dict(d: dict[str, Any]) -> Fill:
+    return Fill(
+        fill_id=str(d["fill_id"]),
+        client_order_id=str(d["client_order_id"]),
+        symbol=str(d["symbol"]),
+        side=Side(d["side"]),
+        quantity=Decimal(d["quantity"]),
+        price=Decimal(d["price"]),
+        fee=Decimal(d["fee"]),
+        ts=int(d["ts"]),
+    )
