@@ -23,7 +23,7 @@ Reward per step, in percent of the starting equity:
 The bonus comes from ``DualLaneController`` with
 ``error = target_hold_rate - observed_hold_rate``: the regime detector's
 target vs the share of HOLD over the last ``hold_window`` actions of the
-episode. ``market_multiplier = 1 + |score| / 3``: the further the regime is
+episode. ``market_multiplier = 1 + |score| / regime_clamp`` (in [1, 2]): the further the regime is
 from neutral, the faster the fast lane corrects.
 
 Episodes are random windows that never cross a data gap (consecutive bar
@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -49,7 +49,7 @@ from brokers.base import ZERO, Bar, Side
 from brokers.costs import CostModel
 from strategies.base import ACTION_MAP, FLAT, Action, PositionView
 from strategies.controller import DualLaneController
-from strategies.features import DEFAULT_FEATURE_CONFIG, FEATURE_SCHEMA_VERSION, FeatureConfig, FeatureProcessor
+from strategies.features import DEFAULT_FEATURE_CONFIG, FeatureConfig, FeatureProcessor
 
 DEFAULT_MAX_GAP_SECONDS = 3 * 86_400
 
@@ -181,6 +181,7 @@ class TradingEnv(gym.Env[np.ndarray, int]):
         self.hold_window = hold_window
         self.controller = DualLaneController(base_bonus, fast_kp=fast_kp, slow_kp=slow_kp, slow_every=slow_every)
         self._reward_scale = 100.0 / float(self.initial_equity)
+        self._clamp = feature_config.regime_clamp
         self._controller_params = {
             "base_bonus": base_bonus, "fast_kp": fast_kp, "slow_kp": slow_kp, "slow_every": slow_every,
         }  # fmt: skip
@@ -212,13 +213,9 @@ class TradingEnv(gym.Env[np.ndarray, int]):
         """What a trained model must record to be refused where it does not fit."""
         cm = self.cost_model
         return {
-            "feature_schema_version": FEATURE_SCHEMA_VERSION,
-            "feature_hash": self.features.feature_hash,
-            "feature_names": list(self.features.names),
-            "feature_config": asdict(self.features.config),
+            **self.features.describe(),
             "action_map": list(ACTION_MAP),
             "observation_shape": list(self.observation_space.shape),
-            "warmup_bars": self.features.warmup_bars,
             "cost_model": {k: str(getattr(cm, k)) for k in cm.__dataclass_fields__},
             "trade_units": str(self.trade_units),
             "initial_equity": str(self.initial_equity),
@@ -281,7 +278,7 @@ class TradingEnv(gym.Env[np.ndarray, int]):
         regime = self.features.regime(self.symbol)
         target = regime.target_hold_rate
         observed = self._hold_count / len(self._holds) if self._holds else target
-        bonus = self.controller.update(target - observed, 1.0 + abs(regime.score) / 3.0)
+        bonus = self.controller.update(target - observed, 1.0 + abs(regime.score) / self._clamp)
         self._record(act is Action.HOLD)
 
         self._i += 1

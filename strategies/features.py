@@ -47,7 +47,7 @@ Unbounded quantities use squash(x, s) = (2/π)·arctan(x/s), which is linear
 s = return_scale·√k so every horizon has a similar spread; volatility, ATR,
 range and the position quantities are non-negative and land in [0, 1).
 RSI is already in [-1, 1]; time encodings are sin/cos. Regime z-scores and
-score are clipped to [-regime_clip, regime_clip] and divided by it.
+score are clipped to [-regime_clamp, regime_clamp] and divided by it.
 """
 
 from __future__ import annotations
@@ -84,12 +84,13 @@ class FeatureConfig:
     rsi_window: int = 14
     atr_window: int = 14
     regime_window: int = 96
+    regime_weights: tuple[float, float, float] = (0.4, 0.3, 0.3)  # momentum, volatility, divergence
+    regime_clamp: float = 3.0  # the score's clamp; z-scores are clipped to it too, then divided by it
     return_scale: float = 0.001  # per √bar; EUR/USD 1h std of 1-bar log returns ≈ 0.0009
     vol_scale: float = 0.001
     atr_scale: float = 0.001
     range_scale: float = 0.001
     z_scale: float = 2.0
-    regime_clip: float = 3.0
     bars_held_scale: float = 24.0
     pnl_scale: float = 0.005
 
@@ -106,7 +107,7 @@ class FeatureConfig:
             raise ValueError("rsi/atr windows must be >= 1 and the regime window >= 2")
         scales = (
             self.return_scale, self.vol_scale, self.atr_scale, self.range_scale,
-            self.z_scale, self.regime_clip, self.bars_held_scale, self.pnl_scale,
+            self.z_scale, self.regime_clamp, self.bars_held_scale, self.pnl_scale,
         )  # fmt: skip
         if min(scales) <= 0:
             raise ValueError("scales must be positive")
@@ -228,7 +229,9 @@ class _SymbolState:
         self.smas = [RollingStats(w) for w in config.sma_windows]
         self.moves = _RollingSum(config.rsi_window)
         self.atr = _RollingSum(config.atr_window)
-        self.detector = MarketRegimeDetector(window=config.regime_window)
+        self.detector = MarketRegimeDetector(
+            window=config.regime_window, weights=config.regime_weights, clamp=config.regime_clamp
+        )
         self.regime: RegimeState = NEUTRAL_REGIME
         self.ready = False
         self.vec = np.zeros(n_features, dtype=np.float64)
@@ -258,9 +261,19 @@ class FeatureProcessor:
         self._inv_atr = 1.0 / c.atr_scale
         self._inv_range = 1.0 / c.range_scale
         self._inv_z = 1.0 / c.z_scale
-        self._clip = c.regime_clip
+        self._clip = c.regime_clamp
         self._inv_bars = 1.0 / c.bars_held_scale
         self._inv_pnl = 1.0 / c.pnl_scale
+
+    def describe(self) -> dict[str, object]:
+        """The schema facts a model records at training time and is checked against at load time."""
+        return {
+            "feature_schema_version": FEATURE_SCHEMA_VERSION,
+            "feature_hash": self.feature_hash,
+            "feature_names": list(self.names),
+            "feature_config": asdict(self.config),
+            "warmup_bars": self.warmup_bars,
+        }
 
     # ------------------------------------------------------------------ state
     def reset(self, symbol: str | None = None) -> None:
@@ -339,8 +352,7 @@ class FeatureProcessor:
         closes[idx] = c
         state.closes_idx = idx + 1 if idx + 1 < size else 0
 
-        state.smas[0].push(c)
-        for sma in state.smas[1:]:
+        for sma in state.smas:
             sma.push(c)
         if n == 1:
             return state  # everything else needs a previous close

@@ -206,7 +206,7 @@ def _scaled(name: str, raw: pd.Series) -> np.ndarray:
     if name == "range":
         return (2 / np.pi) * np.arctan(values / CFG.range_scale)
     if name.startswith("regime_"):
-        return np.clip(values, -CFG.regime_clip, CFG.regime_clip) / CFG.regime_clip
+        return np.clip(values, -CFG.regime_clamp, CFG.regime_clamp) / CFG.regime_clamp
     return values  # rsi: already (RSI - 50) / 50
 
 
@@ -327,6 +327,8 @@ def test_hash_changes_with_anything_that_changes_values() -> None:
         FeatureConfig(rsi_window=10),
         FeatureConfig(atr_window=20),
         FeatureConfig(regime_window=48),
+        FeatureConfig(regime_weights=(0.5, 0.25, 0.25)),
+        FeatureConfig(regime_clamp=2.5),
         FeatureConfig(return_scale=0.002),
         FeatureConfig(pnl_scale=0.01),
     ]
