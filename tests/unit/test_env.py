@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from brokers.base import Bar, Fill, Side
+from brokers.base import Bar, Fill, OrderRequest, Side
 from brokers.costs import CostModel
-from brokers.replay import load_bundled
+from brokers.replay import ReplayFeed, load_bundled
+from brokers.sim import SimBroker
 from daemon.portfolio import Portfolio
 from strategies.base import ACTION_MAP, FLAT, Action
 from strategies.env import TradingEnv, gap_free_segments
@@ -266,3 +267,40 @@ def test_obs_bounded_and_info_complete(bundled: list[Bar]) -> None:
         assert key in info
     assert 0.0 <= info["hold_rate"] <= 1.0
     assert info["position_view"] != FLAT or info["position"] == 0.0
+
+
+async def test_execution_matches_the_sim_broker_bar_for_bar(bundled: list[Bar]) -> None:
+    """Training and backtest agree: the same decisions through SimBroker give the same fills, cash and equity."""
+    episode = 200
+    env = TradingEnv(bundled, episode_bars=episode)
+    _, info = env.reset(seed=11)
+    start = info["bar_index"] - WARMUP + 1
+    window = bundled[start : start + WARMUP + episode]
+    symbol = window[0].symbol
+    feed = ReplayFeed(window)
+    broker = SimBroker(feed, CostModel(), starting_cash=Decimal(100_000))
+    actions = _scripted_actions(episode)
+    units = Decimal(100_000)
+    infos: list[dict[str, object]] = []
+    fills = 0
+    async for bar in broker.bars():
+        j = feed.position - 1
+        fills += sum(1 for u in broker.drain_updates() if u.fill is not None)
+        if j >= WARMUP:  # the decision taken on bar j-1 has just executed at bar j's open in both
+            step_info = infos[j - WARMUP]
+            assert step_info["bar_index"] == start + j
+            held = broker.state.positions.get(symbol)
+            assert env._book.quantity == (held.quantity if held else 0)
+            assert env._book.average_price == (held.average_price if held else 0)
+            assert env._book.cash == broker.state.cash
+            assert env._book.equity(bar.close) == (await broker.account()).equity
+        k = j - WARMUP + 1
+        if 0 <= k < episode:
+            action = Action(actions[k])
+            held_qty = broker.state.positions[symbol].quantity if symbol in broker.state.positions else Decimal(0)
+            target = {Action.BUY: units, Action.SELL: -units, Action.CLOSE: Decimal(0)}.get(action, held_qty)
+            if target != held_qty:
+                side = Side.BUY if target > held_qty else Side.SELL
+                await broker.submit(f"c{j}", OrderRequest(symbol, side, abs(target - held_qty)))
+            infos.append(env.step(action)[4])
+    assert len(infos) == episode and fills > 20
