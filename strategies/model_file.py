@@ -1,0 +1,312 @@
+"""A model file and its metadata: the only way a policy gets into the daemon.
+
+``model.zip`` is what ``RecurrentPPO.save`` writes; ``model.zip.meta.json``
+beside it records what the model was trained on (feature schema, action map,
+data, configuration, versions) and the SHA-256 of the zip. Loading refuses,
+with a message naming exactly what differs, any model that does not match the
+running configuration: the seed system once ran a 9-action model in a
+5-action environment and nobody noticed.
+
+The zip holds pickled objects, so its hash is checked before anything in it
+is unpickled, and the model is then loaded from the very bytes that were
+hashed (no window for the file to change in between).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import platform
+import tempfile
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from brokers.errors import ModelError
+
+if TYPE_CHECKING:
+    from sb3_contrib import RecurrentPPO
+
+__all__ = [
+    "METADATA_KEYS",
+    "META_SCHEMA_VERSION",
+    "load_model",
+    "meta_path",
+    "read_metadata",
+    "save_model",
+]
+
+META_SCHEMA_VERSION = 1
+META_SUFFIX = ".meta.json"
+
+METADATA_KEYS: tuple[str, ...] = (
+    "schema_version",
+    "feature_names",
+    "feature_hash",
+    "obs_dim",
+    "action_map",
+    "lstm_hidden_size",
+    "n_lstm_layers",
+    "data_file_sha256",
+    "data_start",
+    "data_end",
+    "config",
+    "seed",
+    "training_metrics",
+    "created_at",
+    "versions",
+    "sha256",
+)
+"""Keys the train command fills; ``save_model`` derives the model-shaped ones
+(obs_dim, lstm_hidden_size, n_lstm_layers, versions, created_at, sha256)
+when absent. Other keys are kept as given."""
+
+_REQUIRED_ON_SAVE = ("action_map", "feature_hash")
+_REQUIRED_ON_LOAD = ("sha256", "obs_dim", "action_map", "feature_hash")
+
+
+def meta_path(path: str | os.PathLike[str]) -> Path:
+    """``model.zip`` -> ``model.zip.meta.json``."""
+    return Path(f"{os.fspath(path)}{META_SUFFIX}")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    import gymnasium
+    import sb3_contrib
+    import stable_baselines3
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+        "gymnasium": gymnasium.__version__,
+        "stable_baselines3": stable_baselines3.__version__,
+        "sb3_contrib": sb3_contrib.__version__,
+    }
+
+
+def _model_shape(model: Any) -> dict[str, int]:
+    """What the model file itself says about its interface, for cross-checks."""
+    from gymnasium import spaces
+
+    policy = model.policy
+    if not isinstance(model.action_space, spaces.Discrete):
+        raise ModelError(f"model action space {model.action_space} is not Discrete")
+    lstm = getattr(policy, "lstm_actor", None)
+    if lstm is None:
+        raise ModelError(f"model policy {type(policy).__name__} has no LSTM: not a RecurrentPPO policy")
+    return {
+        "obs_dim": int(spaces.flatdim(model.observation_space)),
+        "n_actions": int(model.action_space.n),
+        "lstm_hidden_size": int(lstm.hidden_size),
+        "n_lstm_layers": int(lstm.num_layers),
+    }
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.name
+    if isinstance(value, Decimal | os.PathLike):
+        return str(value)
+    if isinstance(value, set | frozenset):
+        return sorted(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write via a temporary file and rename, so a crash never leaves half a file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_model(model: RecurrentPPO, path: str | os.PathLike[str], metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """Save ``model`` to ``path`` (zip) and its metadata to ``<path>.meta.json``.
+
+    Returns the metadata as written. Refuses (ModelError) metadata that
+    contradicts the model, since a wrong record is worse than none.
+    """
+    path = Path(path)
+    missing = [k for k in _REQUIRED_ON_SAVE if k not in metadata]
+    if missing:
+        raise ModelError(f"model metadata lacks {', '.join(missing)}: load could not check the model")
+    shape = _model_shape(model)
+    action_map = tuple(str(a) for a in metadata["action_map"])
+    if len(action_map) != shape["n_actions"]:
+        raise ModelError(f"action map {action_map} has {len(action_map)} actions, model has {shape['n_actions']}")
+    for key in ("obs_dim", "lstm_hidden_size", "n_lstm_layers"):
+        if key in metadata and metadata[key] != shape[key]:
+            raise ModelError(f"metadata {key} is {metadata[key]} but the model has {shape[key]}")
+
+    meta: dict[str, Any] = {
+        "schema_version": META_SCHEMA_VERSION,
+        "obs_dim": shape["obs_dim"],
+        "lstm_hidden_size": shape["lstm_hidden_size"],
+        "n_lstm_layers": shape["n_lstm_layers"],
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "versions": _versions(),
+        **metadata,
+        "action_map": list(action_map),
+    }
+    buf = io.BytesIO()
+    model.save(buf)
+    data = buf.getvalue()
+    meta["sha256"] = _sha256(data)
+    meta["model_file"] = path.name
+    meta["model_bytes"] = len(data)
+    try:
+        meta_json = json.dumps(meta, indent=2, sort_keys=True, default=_json_default)
+    except (TypeError, ValueError) as e:
+        raise ModelError(f"model metadata cannot be written as JSON: {e}") from e
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Zip first: a crash before the metadata lands leaves a model that load refuses.
+    _atomic_write(path, data)
+    _atomic_write(meta_path(path), (meta_json + "\n").encode())
+    return json.loads(meta_json)
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and validate ``<path>.meta.json`` without touching the model zip."""
+    mpath = meta_path(path)
+    try:
+        raw = mpath.read_bytes()
+    except FileNotFoundError:
+        raise ModelError(
+            f"model metadata {mpath} is missing: without it the model cannot be checked "
+            "against the running configuration"
+        ) from None
+    except OSError as e:
+        raise ModelError(f"model metadata {mpath} cannot be read: {e}") from e
+    try:
+        meta = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelError(f"model metadata {mpath} is corrupt (not valid JSON: {e})") from e
+    if not isinstance(meta, dict):
+        raise ModelError(f"model metadata {mpath} is corrupt (expected a JSON object)")
+    _validate_metadata(mpath, meta)
+    meta["action_map"] = tuple(meta["action_map"])
+    if isinstance(meta.get("feature_names"), list):
+        meta["feature_names"] = tuple(meta["feature_names"])
+    return meta
+
+
+def _validate_metadata(mpath: Path, meta: dict[str, Any]) -> None:
+    version = meta.get("schema_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ModelError(f"model metadata {mpath}: schema_version missing or not an integer")
+    if version > META_SCHEMA_VERSION:
+        raise ModelError(
+            f"model metadata {mpath}: schema_version {version} is newer than this tradectl "
+            f"understands ({META_SCHEMA_VERSION})"
+        )
+    missing = [k for k in _REQUIRED_ON_LOAD if k not in meta]
+    if missing:
+        raise ModelError(f"model metadata {mpath} lacks {', '.join(missing)}")
+    sha = meta["sha256"]
+    if not (isinstance(sha, str) and len(sha) == 64 and all(ch in "0123456789abcdef" for ch in sha)):
+        raise ModelError(f"model metadata {mpath}: sha256 is not a SHA-256 hex digest")
+    if not isinstance(meta["obs_dim"], int) or isinstance(meta["obs_dim"], bool):
+        raise ModelError(f"model metadata {mpath}: obs_dim is not an integer")
+    amap = meta["action_map"]
+    if not isinstance(amap, list) or not all(isinstance(a, str) for a in amap):
+        raise ModelError(f"model metadata {mpath}: action_map is not a list of action names")
+    if not isinstance(meta["feature_hash"], str):
+        raise ModelError(f"model metadata {mpath}: feature_hash is not a string")
+
+
+def _differences(meta: Mapping[str, Any], obs_dim: int, action_map: tuple[str, ...], feature_hash: str) -> list[str]:
+    diffs = []
+    if meta["obs_dim"] != obs_dim:
+        diffs.append(f"observation size: model {meta['obs_dim']}, running configuration {obs_dim}")
+    if tuple(meta["action_map"]) != action_map:
+        diffs.append(
+            f"action map: model ({', '.join(meta['action_map'])}) vs running configuration ({', '.join(action_map)})"
+        )
+    if meta["feature_hash"] != feature_hash:
+        diffs.append(f"feature hash: model {meta['feature_hash']}, running configuration {feature_hash}")
+    return diffs
+
+
+def load_model(
+    path: str | os.PathLike[str],
+    *,
+    expected_obs_dim: int,
+    expected_action_map: Sequence[str],
+    expected_feature_hash: str,
+    device: str = "cpu",
+) -> tuple[RecurrentPPO, dict[str, Any]]:
+    """Load a model saved by ``save_model`` after proving it fits the running configuration.
+
+    Every refusal is a ModelError; a corrupt or truncated file never escapes
+    as a raw traceback from zipfile, torch or pickle.
+    """
+    path = Path(path)
+    meta = read_metadata(path)
+    diffs = _differences(meta, expected_obs_dim, tuple(expected_action_map), expected_feature_hash)
+    if diffs:
+        raise ModelError(f"model {path} does not match the running configuration: " + "; ".join(diffs))
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ModelError(f"model file {path} is missing (its metadata is there)") from None
+    except OSError as e:
+        raise ModelError(f"model file {path} cannot be read: {e}") from e
+    if _sha256(data) != meta["sha256"]:
+        raise ModelError(f"SHA-256 of {path.name} does not match its metadata (file changed or corrupt)")
+    model = _load_verified(path, data, device)
+    _cross_check(path, model, meta)
+    return model, meta
+
+
+def _load_verified(path: Path, data: bytes, device: str) -> RecurrentPPO:
+    from sb3_contrib import RecurrentPPO
+
+    try:
+        model = RecurrentPPO.load(io.BytesIO(data), device=device)
+    except Exception as e:
+        raise ModelError(f"model file {path} could not be loaded ({type(e).__name__}: {e})") from e
+    from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
+
+    if not isinstance(model.policy, RecurrentActorCriticPolicy):
+        raise ModelError(f"model file {path} holds a {type(model.policy).__name__}, not a recurrent policy")
+    return model
+
+
+def _cross_check(path: Path, model: RecurrentPPO, meta: Mapping[str, Any]) -> None:
+    """The metadata matched the configuration; make sure the model matches the metadata."""
+    shape = _model_shape(model)
+    claims = {
+        "obs_dim": meta["obs_dim"],
+        "n_actions": len(meta["action_map"]),
+        "lstm_hidden_size": meta.get("lstm_hidden_size", shape["lstm_hidden_size"]),
+        "n_lstm_layers": meta.get("n_lstm_layers", shape["n_lstm_layers"]),
+    }
+    wrong = [f"{k}: metadata {v}, model file {shape[k]}" for k, v in claims.items() if v != shape[k]]
+    if wrong:
+        raise ModelError(f"model file {path} contradicts its metadata: " + "; ".join(wrong))
