@@ -9,6 +9,7 @@ the whole bar-to-order path has a budget of a few hundred microseconds.
 
 from __future__ import annotations
 
+import warnings
 from bisect import bisect_right
 from datetime import date
 from typing import Protocol
@@ -56,7 +57,10 @@ class ExchangeSessions:
     def __init__(self, code: str, start: date | None = None) -> None:
         import exchange_calendars as xc  # imported here: ~0.7 s, and FX setups never need it
 
-        schedule = xc.get_calendar(code, start=start).schedule
+        with warnings.catch_warnings():
+            # exchange_calendars trips newer pandas' deprecations internally; nothing for us to act on.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            schedule = xc.get_calendar(code, start=start).schedule
         self.name = code
         self._opens = [_epoch(t) for t in schedule["open"]]
         self._closes = [_epoch(t) for t in schedule["close"]]

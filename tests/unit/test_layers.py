@@ -8,22 +8,50 @@ from decimal import Decimal
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import BaseModel, ValidationError
 
-from brokers.base import OrderRequest, OrderType, Side
+from brokers.base import Fill, OrderRequest, OrderType, Side
 from risk.config import (
+    ConfidenceConfig,
+    CooldownConfig,
     DailyLossConfig,
+    DrawdownConfig,
+    DripConfig,
     FatFingerConfig,
+    GrossExposureConfig,
     KillSwitchConfig,
+    LossStreakConfig,
     PositionLimitConfig,
+    RiskConfig,
+    StaleDataConfig,
+    SubmitRateConfig,
+    TradeCountConfig,
+    TradingWindowConfig,
+    VolatilityRegimeConfig,
 )
 from risk.governor import RiskContext, RiskGovernor, TradingState, Verdict, VerdictKind
 from risk.layers import (
     FLATTEN,
+    ConfidenceLayer,
+    CooldownLayer,
     DailyLossLimitLayer,
+    DrawdownLayer,
+    DripLayer,
     FatFingerLayer,
+    FillGuardLayer,
+    GrossExposureLayer,
     KillSwitchLayer,
+    LossStreakLayer,
+    ObservingLayer,
     PositionLimitLayer,
+    ReconciliationLayer,
     RiskHooks,
+    StaleDataLayer,
+    SubmitRateLayer,
+    TradeCountLayer,
+    TradingWindowLayer,
+    VolatilityRegimeLayer,
+    build_layers,
 )
 
 D = Decimal
@@ -335,3 +363,476 @@ class TestDailyLoss:
         assert hooks.apply(governor) is HALTED
         assert governor.state is HALTED
         assert hooks.requested_state() == (HALTED, "daily_loss:daily_loss")
+
+
+# ---------------------------------------------------------------------------- latches
+
+
+class TestFillGuard:
+    def test_fill_within_the_order_passes(self) -> None:
+        layer = FillGuardLayer()
+        expect(layer.validate_fill(D(10), D(4)), ALLOW)
+        expect(layer.validate_fill(D(10), D(10)), ALLOW)
+        assert not layer.tripped
+
+    def test_overfill_halts_and_latches_until_resume(self) -> None:
+        layer = FillGuardLayer()
+        verdict = layer.validate_fill(D(10), D(11), ts=T0, client_order_id="c-1")
+        expect(verdict, HALT, "overfill")
+        assert verdict.message == "order c-1 filled 11 of 10"
+        assert layer.requested_state is HALTED
+        expect(layer.check(sell(10), ctx(10, flatten=True)), HALT, "overfill")  # books untrusted: no flatten
+        layer.on_resume(T0 + 60)
+        assert layer.requested_state is None
+        expect(layer.check(buy(1), ctx()), ALLOW)
+
+    def test_on_fill_hook_and_governor(self) -> None:
+        layer = FillGuardLayer()
+        governor = RiskGovernor([KillSwitchLayer(KillSwitchConfig()), layer])
+        fill = Fill("f-1", "c-9", "EURUSD", Side.BUY, D(6), D("1.1"), D(0), T0)
+        RiskHooks(governor.layers).fill(fill, D(10), D(12))
+        assert layer.tripped
+        expect(governor.check(buy(1), ctx()), HALT, "overfill")
+        assert governor.state is HALTED
+
+
+class TestReconciliation:
+    def test_mismatch_halts_until_resume(self) -> None:
+        layer = ReconciliationLayer()
+        governor = RiskGovernor([KillSwitchLayer(KillSwitchConfig()), layer])
+        hooks = RiskHooks(governor.layers)
+        expect(hooks.reconciliation_mismatch("EURUSD broker 100 books 0", T0), HALT, "reconciliation_mismatch")
+        assert hooks.apply(governor) is HALTED
+        expect(layer.check(buy(1), ctx()), HALT, "reconciliation_mismatch")
+        assert layer.figures()["detail"] == "EURUSD broker 100 books 0"
+        hooks.resumed(T0 + 60)
+        governor.transition(ACTIVE, "operator resume")
+        expect(governor.check(buy(1), ctx()), ALLOW)
+
+
+# ---------------------------------------------------------------------------- trading window and drip
+
+
+class TestFxWindow:
+    layer = TradingWindowLayer(TradingWindowConfig(calendar=None, entry_cutoff_minutes=15))
+
+    @pytest.mark.parametrize(
+        ("when", "kind", "reason"),
+        [
+            (utc(2017, 3, 3, 20, 0), ALLOW, ""),  # Friday, an hour before the close
+            (utc(2017, 3, 3, 20, 45), ALLOW, ""),  # exactly at the cut-off
+            (utc(2017, 3, 3, 20, 50), BLOCK, "entry_cutoff"),
+            (utc(2017, 3, 3, 21, 0), BLOCK, "market_closed"),
+            (utc(2017, 3, 4, 12, 0), BLOCK, "market_closed"),  # Saturday
+            (utc(2017, 3, 5, 20, 59), BLOCK, "market_closed"),
+            (utc(2017, 3, 5, 21, 0), ALLOW, ""),  # Sunday open
+            (utc(2017, 3, 6, 0, 0), ALLOW, ""),
+        ],
+    )
+    def test_entries(self, when: int, kind: VerdictKind, reason: str) -> None:
+        expect(self.layer.check(buy(10), ctx(ts=when)), kind, reason)
+
+    def test_exits_pass_on_the_weekend_and_flips_keep_the_close(self) -> None:
+        saturday = utc(2017, 3, 4, 12, 0)
+        expect(self.layer.check(sell(10), ctx(10, ts=saturday)), ALLOW)
+        expect(self.layer.check(sell(30), ctx(10, ts=saturday)), RESIZE, "market_closed", 10)
+
+    def test_figures(self) -> None:
+        self.layer.check(buy(10), ctx(ts=utc(2017, 3, 3, 20, 0)))
+        assert self.layer.figures()["value"] == 60
+        assert self.layer.figures()["calendar"] == "FX24x5"
+
+
+@pytest.fixture(scope="module")
+def nyse() -> TradingWindowLayer:
+    return TradingWindowLayer(TradingWindowConfig(calendar="XNYS", entry_cutoff_minutes=15))
+
+
+class TestExchangeWindow:
+    @pytest.mark.parametrize(
+        ("when", "kind", "reason"),
+        [
+            (utc(2017, 7, 5, 14, 0), ALLOW, ""),  # 10:00 New York
+            (utc(2017, 7, 5, 13, 0), BLOCK, "market_closed"),  # before the 13:30 UTC open
+            (utc(2017, 7, 5, 19, 50), BLOCK, "entry_cutoff"),  # 10 min before the 20:00 UTC close
+            (utc(2017, 7, 4, 15, 0), BLOCK, "market_closed"),  # Independence Day
+            (utc(2017, 7, 3, 16, 0), ALLOW, ""),  # early close at 17:00 UTC: an hour left
+            (utc(2017, 7, 3, 16, 50), BLOCK, "entry_cutoff"),
+            (utc(2017, 7, 3, 18, 0), BLOCK, "market_closed"),  # a normal day would still be open
+            (utc(1990, 1, 3, 15, 0), BLOCK, "calendar_range"),
+        ],
+    )
+    def test_entries(self, nyse: TradingWindowLayer, when: int, kind: VerdictKind, reason: str) -> None:
+        expect(nyse.check(buy(10), ctx(ts=when)), kind, reason)
+
+    def test_exits_pass_on_a_holiday(self, nyse: TradingWindowLayer) -> None:
+        expect(nyse.check(sell(10), ctx(10, ts=utc(2017, 7, 4, 15, 0))), ALLOW)
+
+
+class TestDrip:
+    start = datetime(2017, 3, 1, tzinfo=UTC)
+    layer = DripLayer(int(start.timestamp()), [0.25, 0.5, 0.75])
+
+    @pytest.mark.parametrize(
+        ("day", "quantity"), [(-1, 250), (0, 250), (1, 500), (2, 750)]
+    )
+    def test_schedule_scales_entries(self, day: int, quantity: int) -> None:
+        when = utc(2017, 3, 1, 12) + day * 86_400
+        expect(self.layer.check(buy(1000), ctx(ts=when)), RESIZE, "drip_size", quantity)
+
+    def test_full_size_after_the_schedule(self) -> None:
+        expect(self.layer.check(buy(1000), ctx(ts=utc(2017, 3, 4, 0))), ALLOW)
+
+    def test_scales_the_target_not_each_order(self) -> None:
+        day2 = utc(2017, 3, 2, 12)
+        expect(self.layer.check(buy(750), ctx(250, ts=day2)), RESIZE, "drip_size", 250)  # 1000 -> 500
+        expect(self.layer.check(buy(500), ctx(500, ts=day2)), BLOCK, "drip_size")
+        expect(self.layer.check(sell(500), ctx(500, ts=day2)), ALLOW)
+
+    def test_built_from_config(self) -> None:
+        cfg = RiskConfig(drip=DripConfig(deployment_start=self.start, schedule=[0.5]))
+        layer = next(x for x in build_layers(cfg) if x.name == "drip")
+        expect(layer.check(buy(1000), ctx(ts=utc(2017, 3, 1, 1))), RESIZE, "drip_size", 500)
+
+
+# ---------------------------------------------------------------------------- data and model
+
+
+class TestStaleData:
+    layer = StaleDataLayer(StaleDataConfig(max_age_seconds=300))
+
+    def test_old_bar_blocks_entries(self) -> None:
+        expect(self.layer.check(buy(10), ctx(bar_ts=T0 - 300)), ALLOW)
+        expect(self.layer.check(buy(10), ctx(bar_ts=T0 - 301)), BLOCK, "stale_data")
+        assert self.layer.figures()["value"] == 301
+
+    def test_exits_and_unknown_bar_time_pass(self) -> None:
+        expect(self.layer.check(sell(10), ctx(10, bar_ts=T0 - 3600)), ALLOW)
+        expect(self.layer.check(buy(10), ctx()), ALLOW)
+
+
+class TestConfidence:
+    layer = ConfidenceLayer(ConfidenceConfig(min_confidence=0.35))
+
+    @pytest.mark.parametrize(
+        ("confidence", "kind", "reason"),
+        [(None, ALLOW, ""), (0.35, ALLOW, ""), (0.9, ALLOW, ""), (0.34, BLOCK, "low_confidence"),
+         (float("nan"), BLOCK, "low_confidence")],
+    )
+    def test_entries(self, confidence: float | None, kind: VerdictKind, reason: str) -> None:
+        expect(self.layer.check(buy(10), ctx(confidence=confidence)), kind, reason)
+
+    def test_exits_pass(self) -> None:
+        expect(self.layer.check(sell(10), ctx(10, confidence=0.1)), ALLOW)
+
+
+# ---------------------------------------------------------------------------- activity
+
+
+class TestCooldown:
+    def test_entries_wait_for_the_cooldown(self) -> None:
+        layer = CooldownLayer(CooldownConfig(bars=1, seconds=0), bar_seconds=3600)
+        expect(layer.check(buy(10), ctx()), ALLOW)
+        layer.on_order_sent("EURUSD", T0)
+        expect(layer.check(buy(10), ctx(ts=T0 + 1800)), BLOCK, "cooldown")
+        expect(layer.check(buy(10, "GBPUSD"), ctx(ts=T0 + 1800)), ALLOW)
+        expect(layer.check(sell(10), ctx(10, ts=T0 + 1800)), ALLOW)
+        expect(layer.check(buy(10), ctx(ts=T0 + 3600)), ALLOW)
+
+    def test_longer_of_bars_and_seconds(self) -> None:
+        assert CooldownLayer(CooldownConfig(bars=1, seconds=7200), bar_seconds=3600).seconds == 7200
+        assert CooldownLayer(CooldownConfig(bars=3, seconds=60), bar_seconds=900).seconds == 2700
+
+
+class TestTradeCount:
+    def test_limits_per_symbol_and_per_day(self) -> None:
+        layer = TradeCountLayer(TradeCountConfig(max_per_symbol=2, max_total=3))
+        layer.on_order_sent("EURUSD", T0)
+        layer.on_order_sent("EURUSD", T0 + 60)
+        expect(layer.check(buy(10), ctx(ts=T0 + 120)), BLOCK, "max_trades_symbol")
+        expect(layer.check(buy(10, "GBPUSD"), ctx(ts=T0 + 120)), ALLOW)
+        layer.on_order_sent("GBPUSD", T0 + 120)
+        expect(layer.check(buy(10, "GBPUSD"), ctx(ts=T0 + 180)), BLOCK, "max_trades_day")
+        expect(layer.check(sell(10), ctx(10, ts=T0 + 180)), ALLOW)
+        assert layer.figures()["value"] == 3
+
+    def test_counts_reset_at_the_utc_day(self) -> None:
+        layer = TradeCountLayer(TradeCountConfig(max_per_symbol=1, max_total=1))
+        layer.on_order_sent("EURUSD", utc(2017, 3, 1, 23, 59))
+        expect(layer.check(buy(10), ctx(ts=utc(2017, 3, 1, 23, 59, 59))), BLOCK, "max_trades_symbol")
+        expect(layer.check(buy(10), ctx(ts=utc(2017, 3, 2, 0, 0))), ALLOW)
+
+
+class TestSubmitRate:
+    def test_rolling_window(self) -> None:
+        layer = SubmitRateLayer(SubmitRateConfig(max_orders=3, window_seconds=60))
+        for offset in (0, 10, 20):
+            expect(layer.check(buy(1), ctx(ts=T0 + offset)), ALLOW)
+            layer.on_order_sent("EURUSD", T0 + offset)
+        expect(layer.check(buy(1), ctx(ts=T0 + 30)), BLOCK, "submit_rate")
+        expect(layer.check(sell(1), ctx(5, ts=T0 + 30)), BLOCK, "submit_rate")  # exits too: a runaway loop
+        expect(layer.check(sell(5), ctx(5, ts=T0 + 30, flatten=True)), ALLOW)
+        expect(layer.check(buy(1), ctx(ts=T0 + 60)), ALLOW)  # the first order left the window
+        assert layer.figures()["value"] == 2
+
+
+# ---------------------------------------------------------------------------- gross exposure
+
+
+class TestGrossExposure:
+    def test_resized_to_the_leverage_cap(self) -> None:
+        layer = GrossExposureLayer(GrossExposureConfig(max_notional=None, max_leverage=2.0))
+        # 150,000 in other symbols, flat here, price 2: room for 25,000 units.
+        expect(layer.check(buy(40_000), ctx(price=2.0, gross=150_000.0)), RESIZE, "max_gross_exposure", 25_000)
+        expect(layer.check(buy(20_000), ctx(price=2.0, gross=150_000.0)), ALLOW)
+
+    def test_counts_its_own_position_once(self) -> None:
+        layer = GrossExposureLayer(GrossExposureConfig(max_notional=None, max_leverage=2.0))
+        # 10,000 units here at 2 (20,000) + 150,000 elsewhere; long 10,000 may grow to 25,000.
+        expect(layer.check(buy(20_000), ctx(10_000, price=2.0, gross=170_000.0)), RESIZE, "max_gross_exposure",
+               15_000)
+
+    def test_absolute_cap_and_full_book(self) -> None:
+        layer = GrossExposureLayer(GrossExposureConfig(max_notional=D(100_000), max_leverage=2.0))
+        expect(layer.check(buy(10), ctx(price=1.0, gross=100_000.0)), BLOCK, "max_gross_exposure")
+        expect(layer.check(sell(10), ctx(10, price=1.0, gross=100_000.0)), ALLOW)
+        assert layer.figures() == {"value": 100_000.0, "limit": 100_000.0}
+
+
+# ---------------------------------------------------------------------------- drawdown tiers
+
+
+class TestDrawdown:
+    # A losing equity series from a 100,000 peak, each mark a little past the next tier.
+    SERIES = [
+        (100_000.0, 0, "none"),
+        (99_000.0, 60, "none"),
+        (98_490.0, 120, "warn"),
+        (98_190.0, 180, "halve"),
+        (97_990.0, 240, "reducing"),
+        (97_490.0, 300, "halt"),
+    ]
+
+    def test_each_tier_action_in_order(self) -> None:
+        layer = DrawdownLayer(DrawdownConfig())
+        seen: list[tuple[str, VerdictKind, str, Decimal | None]] = []
+        for equity, offset, _tier in self.SERIES:
+            layer.on_equity(T0 + offset, equity, 100_000.0, 100_000.0)
+            verdict = layer.check(buy(1000), ctx(ts=T0 + offset, equity=equity))
+            seen.append((layer.figures()["tier"], verdict.kind, verdict.reason, verdict.quantity))  # type: ignore[arg-type]
+        assert seen == [
+            ("none", ALLOW, "", None),
+            ("none", ALLOW, "", None),
+            ("warn", ALLOW, "", None),
+            ("halve", RESIZE, "drawdown_halve", D(500)),
+            ("reducing", BLOCK, "drawdown_reducing", None),
+            ("halt", HALT, "drawdown_halt", None),
+        ]
+        events = layer.drain_events()
+        assert [(e.reason, e.level, e.ts) for e in events] == [
+            ("drawdown_warn", "warning", T0 + 120),
+            ("drawdown_halve", "warning", T0 + 180),
+            ("drawdown_reducing", "critical", T0 + 240),
+            ("drawdown_halt", "critical", T0 + 300),
+        ]
+        assert layer.requested_state is HALTED
+        assert layer.flatten_requested and layer.rollback_to_gold
+
+    def test_exits_by_tier(self) -> None:
+        layer = DrawdownLayer(DrawdownConfig())
+        reducing, halted = ctx(1000, equity=97_990.0), ctx(1000, equity=97_490.0)
+        expect(layer.check(sell(1000), reducing), ALLOW)
+        expect(layer.check(sell(3000), reducing), RESIZE, "drawdown_reducing", 1000)
+        expect(layer.check(sell(1000), halted), HALT, "drawdown_halt")  # the daemon's flatten does the exit
+        expect(layer.check(sell(1000), ctx(1000, equity=97_490.0, flatten=True)), ALLOW)
+
+    def test_replayed_through_the_default_governor(self) -> None:
+        # The day started at 99,000 so the daily loss limit (2 % of the day) stays out of the way.
+        governor = RiskGovernor(build_layers(RiskConfig()))
+        hooks = RiskHooks(governor.layers)
+        states, entries, exits = [], [], []
+        for equity, offset, _tier in self.SERIES:
+            now = T0 + offset
+            hooks.equity(now, equity, 99_000.0, 100_000.0)
+            hooks.apply(governor)
+            states.append(governor.state)
+            marks = {"ts": now, "equity": equity, "day_start": 99_000.0, "state": governor.state, "bar_ts": now}
+            entries.append(governor.check(buy(1000), ctx(**marks)))
+            exits.append(governor.check(sell(1000), ctx(1000, **marks, **{FLATTEN: True})))
+        assert states == [ACTIVE, ACTIVE, ACTIVE, ACTIVE, REDUCING, HALTED]
+        assert [(v.kind, v.layer, v.reason) for v in entries] == [
+            (ALLOW, "", ""),
+            (ALLOW, "", ""),
+            (ALLOW, "", ""),
+            (RESIZE, "drawdown", "drawdown_halve"),
+            (BLOCK, "kill_switch", "reducing_only"),
+            (BLOCK, "kill_switch", "halted"),
+        ]
+        assert entries[3].quantity == D(500)
+        assert all(v.kind is ALLOW and v.quantity == D(1000) for v in exits)
+        assert hooks.flatten_requested and hooks.rollback_to_gold
+        assert [e.reason for e in hooks.drain_events()] == [
+            "drawdown_warn", "drawdown_halve", "drawdown_reducing", "drawdown_halt"
+        ]
+
+    def test_a_fast_intraday_loss_halts_where_a_slow_one_reduces(self) -> None:
+        # 2.01 % lost today: the daily loss limit's HALTED beats the drawdown tier's REDUCING.
+        governor = RiskGovernor(build_layers(RiskConfig()))
+        hooks = RiskHooks(governor.layers)
+        hooks.equity(T0, 97_990.0, 100_000.0, 100_000.0)
+        assert hooks.requested_state() == (HALTED, "daily_loss:daily_loss")
+        assert hooks.apply(governor) is HALTED
+
+    def test_halt_tier_halts_the_governor_from_an_order(self) -> None:
+        governor = RiskGovernor(build_layers(RiskConfig()), state=REDUCING)
+        verdict = governor.check(sell(1000), ctx(1000, state=REDUCING, equity=97_000.0, bar_ts=T0))
+        expect(verdict, HALT, "drawdown_halt")
+        assert governor.state is HALTED
+
+    def test_recovery_lowers_the_tier_but_keeps_requests_until_resume(self) -> None:
+        layer = DrawdownLayer(DrawdownConfig())
+        layer.on_equity(T0, 97_900.0, 100_000.0, 100_000.0)
+        layer.on_equity(T0 + 60, 99_900.0, 100_000.0, 100_000.0)
+        assert layer.figures()["tier"] == "none"
+        assert layer.requested_state is REDUCING
+        expect(layer.check(buy(10), ctx(equity=99_900.0)), ALLOW)
+        layer.on_resume(T0 + 120)
+        assert layer.requested_state is None
+
+    def test_unknown_peak_blocks_entries(self) -> None:
+        layer = DrawdownLayer(DrawdownConfig())
+        expect(layer.check(buy(10), ctx(peak=0.0)), BLOCK, "equity_unknown")
+        expect(layer.check(sell(10), ctx(10, peak=0.0)), ALLOW)
+
+
+# ---------------------------------------------------------------------------- volatility and streaks
+
+
+class TestVolatilityRegime:
+    def test_resize_mode(self) -> None:
+        layer = VolatilityRegimeLayer(VolatilityRegimeConfig(z_threshold=2.5, action="resize", factor=0.5))
+        expect(layer.check(buy(1000), ctx(volatility_z=3.0)), RESIZE, "volatility_regime", 500)
+        expect(layer.check(buy(1000), ctx(volatility_z=2.5)), ALLOW)
+        expect(layer.check(buy(1000), ctx()), ALLOW)
+        expect(layer.check(sell(1000), ctx(1000, volatility_z=9.0)), ALLOW)
+
+    def test_block_mode(self) -> None:
+        layer = VolatilityRegimeLayer(VolatilityRegimeConfig(z_threshold=2.5, action="block"))
+        expect(layer.check(buy(1000), ctx(volatility_z=3.0)), BLOCK, "volatility_regime")
+        assert layer.figures()["value"] == 3.0
+
+
+class TestLossStreak:
+    def test_streak_blocks_entries_for_the_cooldown(self) -> None:
+        layer = LossStreakLayer(LossStreakConfig(max_consecutive=3, cooldown_seconds=3600))
+        layer.on_trade_closed("EURUSD", -10.0, T0)
+        layer.on_trade_closed("GBPUSD", D("-5"), T0 + 1)
+        expect(layer.check(buy(10), ctx(ts=T0 + 2)), ALLOW)
+        layer.record_trade(-1.0, T0 + 2)
+        assert layer.blocked_until == T0 + 3602
+        expect(layer.check(buy(10), ctx(ts=T0 + 100)), BLOCK, "loss_streak")
+        expect(layer.check(sell(10), ctx(10, ts=T0 + 100)), ALLOW)
+        expect(layer.check(buy(10), ctx(ts=T0 + 3602)), ALLOW)
+        assert [e.reason for e in layer.drain_events()] == ["loss_streak"]
+
+    def test_a_win_resets_the_streak(self) -> None:
+        layer = LossStreakLayer(LossStreakConfig(max_consecutive=2, cooldown_seconds=3600))
+        layer.record_trade(-1.0, T0)
+        layer.record_trade(5.0, T0 + 1)
+        layer.record_trade(-1.0, T0 + 2)
+        assert layer.blocked_until is None and layer.streak == 1
+
+
+# ---------------------------------------------------------------------------- composition
+
+
+class TestComposition:
+    def test_resize_then_block(self) -> None:
+        governor = RiskGovernor(
+            [
+                PositionLimitLayer(PositionLimitConfig(max_units=D(1000), max_notional=None)),
+                FatFingerLayer(FatFingerConfig(max_order_notional=D(500), price_band=None)),
+            ]
+        )
+        expect(governor.check(buy(2000), ctx(price=1.0)), BLOCK, "order_notional")
+        assert governor.counts == {
+            "position_limit:resize:max_position_units": 1,
+            "fat_finger:block:order_notional": 1,
+        }
+
+    def test_resizes_compose_to_the_smallest(self) -> None:
+        governor = RiskGovernor(
+            [
+                DripLayer(T0 - 3600, [0.5]),
+                PositionLimitLayer(PositionLimitConfig(max_units=D(800), max_notional=None)),
+                VolatilityRegimeLayer(VolatilityRegimeConfig(factor=0.9)),
+            ]
+        )
+        verdict = governor.check(buy(2000), ctx(volatility_z=5.0))
+        expect(verdict, RESIZE, "volatility_regime", 720)
+        assert verdict.layer == "volatility_regime"
+
+    def test_default_stack_passes_an_ordinary_order(self) -> None:
+        governor = RiskGovernor(build_layers(RiskConfig()))
+        verdict = governor.check(buy(10_000), ctx(price=1.1, confidence=0.6, bar_ts=T0, volatility_z=0.3))
+        assert verdict.kind is ALLOW and verdict.quantity == D(10_000)
+
+    def test_build_layers_order_and_switches(self) -> None:
+        assert [x.name for x in build_layers(RiskConfig())] == [
+            "kill_switch", "fill_guard", "reconciliation", "trading_window", "stale_data", "confidence",
+            "cooldown", "trade_count", "submit_rate", "position_limit", "gross_exposure", "fat_finger",
+            "daily_loss", "drawdown", "volatility_regime", "loss_streak",
+        ]
+        quiet = RiskConfig(
+            window={"enabled": False}, confidence={"enabled": False}, drawdown={"enabled": False}
+        )
+        names = [x.name for x in build_layers(quiet)]
+        assert "trading_window" not in names and "confidence" not in names and "drawdown" not in names
+        assert all(isinstance(x, ObservingLayer) for x in build_layers(RiskConfig()))
+
+    def test_hooks_fan_out_and_never_loosen(self) -> None:
+        governor = RiskGovernor(build_layers(RiskConfig(cooldown={"bars": 0, "seconds": 600})))
+        hooks = RiskHooks(governor.layers)
+        hooks.order_sent("EURUSD", T0)
+        expect(governor.check(buy(10), ctx(ts=T0 + 60, bar_ts=T0 + 60)), BLOCK, "cooldown")
+        assert governor.figures()["trade_count"]["value"] == 1
+        assert governor.figures()["submit_rate"]["value"] == 1
+        hooks.equity(T0, 97_990.0, 100_000.0, 100_000.0)  # REDUCING requested
+        governor.transition(HALTED, "test")
+        assert hooks.apply(governor) is None and governor.state is HALTED
+        paused = RiskGovernor(governor.layers, state=PAUSED)
+        hooks.equity(T0, 97_000.0, 100_000.0, 100_000.0)  # HALTED requested
+        assert hooks.apply(paused) is HALTED
+
+    def test_state_guards_cannot_be_switched_off(self) -> None:
+        with pytest.raises(ValidationError):
+            RiskConfig(kill_switch={"enabled": False})
+        with pytest.raises(ValidationError):
+            RiskConfig(fill_guard={"enabled": False})
+
+
+class TestConfig:
+    def test_drawdown_tiers_must_ascend(self) -> None:
+        with pytest.raises(ValidationError, match="warn <= halve"):
+            DrawdownConfig(warn=0.02, halve=0.018)
+
+    def test_unknown_keys_and_bad_values_are_refused(self) -> None:
+        with pytest.raises(ValidationError):
+            RiskConfig(position={"max_unit": 5})
+        with pytest.raises(ValidationError):
+            DripConfig(schedule=[0.5, 1.5])
+        with pytest.raises(ValidationError, match="unknown exchange calendar"):
+            TradingWindowConfig(calendar="XXXX")
+        with pytest.raises(ValidationError):
+            DripConfig(deployment_start=datetime(2017, 3, 1))  # naive: ambiguous
+
+    def test_defaults_are_documented(self) -> None:
+        def walk(model: type) -> None:
+            for name, info in model.model_fields.items():
+                annotation = info.annotation
+                if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                    walk(annotation)
+                else:
+                    assert info.description, f"{model.__name__}.{name} has no description"
+
+        walk(RiskConfig)
