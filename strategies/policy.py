@@ -282,6 +282,9 @@ class LstmPolicyRunner:
     is run in by sb3: numpy's float64 tanh is not vectorised and costs about
     3x the float32 one, which dominates a single-stream step. float64 is there
     for callers that want the exact-arithmetic reference.
+
+    Not thread-safe: scratch buffers are reused between calls (the daemon
+    calls it from its one event loop).
     """
 
     def __init__(
@@ -431,6 +434,7 @@ class StreamStates:
     def __init__(self, runner: LstmPolicyRunner, capacity: int = 8) -> None:
         self.runner = runner
         self._slots: dict[str, int] = {}
+        self._batches: dict[tuple[str, ...], slice | np.ndarray] = {}
         shape = (runner.n_layers, max(1, capacity), runner.hidden_size)
         self._h = np.zeros(shape, dtype=runner.dtype)
         self._c = np.zeros(shape, dtype=runner.dtype)
@@ -473,13 +477,13 @@ class StreamStates:
         an episode start means anyway.
         """
         n = len(ids)
+        if n == 0:
+            return np.empty((0, self.runner.n_actions), dtype=self.runner.dtype)
         if n == 1:
             slot = self._slot(ids[0])
             sel: slice | np.ndarray = slice(slot, slot + 1)
         else:
-            if len(set(ids)) != n:
-                raise ValueError(f"duplicate stream ids in one decision batch: {list(ids)}")
-            sel = np.fromiter((self._slot(i) for i in ids), dtype=np.intp, count=n)
+            sel = self._batch_selector(ids)
         obs = np.asarray(obs_batch)
         if obs.shape[0] != n:
             raise ValueError(f"{n} stream ids but {obs.shape[0]} observations")
@@ -487,6 +491,24 @@ class StreamStates:
         self._h[:, sel] = h
         self._c[:, sel] = c
         return probs
+
+    def _batch_selector(self, ids: Sequence[str]) -> slice | np.ndarray:
+        """Pool index for a batch of ids, cached because the same symbols tend to
+        decide together bar after bar. Ids that occupy consecutive slots (the
+        usual case: every symbol, in first-seen order) give a slice, so the
+        states are read as views rather than gathered."""
+        key = tuple(ids)
+        sel = self._batches.get(key)
+        if sel is None:
+            if len(set(key)) != len(key):
+                raise ValueError(f"duplicate stream ids in one decision batch: {list(key)}")
+            idx = np.fromiter((self._slot(i) for i in key), dtype=np.intp, count=len(key))
+            consecutive = bool(np.all(np.diff(idx) == 1))
+            sel = slice(int(idx[0]), int(idx[-1]) + 1) if consecutive else idx
+            if len(self._batches) >= 64:
+                self._batches.clear()
+            self._batches[key] = sel
+        return sel
 
     def reset(self, stream_id: str) -> None:
         """Episode start for one stream (first bar, or after a data gap)."""

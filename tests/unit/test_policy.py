@@ -268,6 +268,11 @@ def test_restore_refuses_state_of_another_model() -> None:
     assert len(other) == 0, "a refused restore leaves nothing half-applied"
 
 
+def test_empty_batch_decides_nothing() -> None:
+    streams = StreamStates(LstmPolicyRunner(_model(lstm_hidden_size=16)))
+    assert streams.decide([], np.zeros((0, 12))).shape == (0, 4)
+
+
 def test_duplicate_ids_in_a_batch_are_refused() -> None:
     streams = StreamStates(LstmPolicyRunner(_model(lstm_hidden_size=16)))
     with pytest.raises(ValueError, match="duplicate"):
