@@ -289,6 +289,11 @@ class SizingConfig(_Section):
     max_quantity: Decimal | None = Field(
         Decimal(100_000), gt=0, description="largest size any method returns; None = uncapped"
     )
+    resize_open: bool = Field(
+        False,
+        description="re-size an open position on every BUY/SELL on its side; False = sizes are set at "
+        "entry, so a drifting size does not become an adjustment order on every bar",
+    )
     fixed: FixedSizingConfig = Field(default_factory=FixedSizingConfig)
     risk_fraction: RiskFractionSizingConfig = Field(default_factory=RiskFractionSizingConfig)
     volatility: VolatilitySizingConfig = Field(default_factory=VolatilitySizingConfig)
