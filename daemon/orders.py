@@ -186,12 +186,14 @@ class OrderManager:
             await self._on_anomaly("unknown_order", f"update for unknown order {update.client_order_id}", None)
             return
         fill = update.fill
+        booked = False
         if fill is not None:
             if fill.fill_id in self._seen_fills or await self._store.has_fill(fill.fill_id):
                 self.counts["duplicate_fills"] += 1
                 log.info("duplicate fill ignored", fill_id=fill.fill_id)
             else:
                 self._seen_fills.add(fill.fill_id)
+                booked = True
                 order.filled_quantity += fill.quantity
                 total = order.filled_quantity
                 previous_avg = order.average_price or ZERO
@@ -209,7 +211,7 @@ class OrderManager:
             if update.broker_order_id and not order.broker_order_id:
                 order.broker_order_id = update.broker_order_id
             return
-        if target is S.PARTIALLY_FILLED and order.status is S.PARTIALLY_FILLED and fill is None:
+        if target is S.PARTIALLY_FILLED and order.status is S.PARTIALLY_FILLED and not booked:
             return
         try:
             check_transition(order.status, target)

@@ -112,8 +112,8 @@ class Store:
         db_path = Path(path)
         if str(db_path) != ":memory:":
             db_path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(str(db_path), isolation_level=None)
         try:
-            db = await aiosqlite.connect(str(db_path), isolation_level=None)
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute("PRAGMA synchronous=FULL")
             await db.execute("PRAGMA foreign_keys=ON")
@@ -121,7 +121,12 @@ class Store:
             await store._migrate()
             await store._load_meta(instance_id)
         except sqlite3.DatabaseError as exc:
+            await db.close()
             raise StoreError(f"{db_path}: not a usable tradectl database: {exc}") from None
+        except BaseException:
+            # an open aiosqlite connection keeps a non-daemon thread alive: close it
+            await db.close()
+            raise
         return store
 
     async def close(self) -> None:
