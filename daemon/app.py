@@ -125,7 +125,7 @@ class Daemon:
         if saved in (TradingState.PAUSED.value, TradingState.HALTED.value) and not backtest:
             state = TradingState(saved)
             log.warning("trading state restored from the store; resume to trade", state=saved)
-        governor = RiskGovernor(build_layers(config.risk), state=state)
+        governor = RiskGovernor(build_layers(config.risk, bar_seconds=config.data.bar_seconds), state=state)
         strategy = build_strategy(config)
         pipeline = TradingPipeline(
             broker=broker,
@@ -165,7 +165,12 @@ class Daemon:
 
     async def resume(self) -> dict[str, Any]:
         changed = self._change_state(TradingState.ACTIVE, "manual resume")
+        if changed:
+            self.pipeline.resumed(self.pipeline.last_bar.ts if self.pipeline.last_bar else 0)
         return {"state": self.governor.state.value, "changed": changed}
+
+    async def flatten(self) -> dict[str, Any]:
+        return await self.pipeline.flatten("operator")
 
     def _change_state(self, to: TradingState, reason: str) -> bool:
         try:
@@ -211,7 +216,7 @@ class Daemon:
             self.api = ControlApi(
                 status=self.status,
                 health=self.health,
-                actions={"pause": self.pause, "resume": self.resume},
+                actions={"pause": self.pause, "resume": self.resume, "flatten": self.flatten},
                 token=token,
                 host=self.config.api.host,
                 port=self.config.api.port,

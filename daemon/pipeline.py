@@ -23,6 +23,7 @@ from daemon.orders import ManagedOrder, OrderManager
 from daemon.portfolio import ClosedTrade, Portfolio
 from daemon.store import Store
 from risk.governor import RiskContext, RiskGovernor, TradingState, Verdict, VerdictKind
+from risk.layers import FLATTEN, RiskHooks
 from strategies.base import Action, Decision, PositionView, Strategy
 
 log = structlog.get_logger(__name__)
@@ -102,9 +103,9 @@ class TradingPipeline:
         self.last_bar: Bar | None = None
         self.equity_curve = _Equity() if keep_equity_curve else None
         self.closed_trades: list[ClosedTrade] = []
-        self._observers = [layer for layer in governor.layers if hasattr(layer, "on_fill")]
-        self._trade_observers = [layer for layer in governor.layers if hasattr(layer, "on_trade_closed")]
-        self._order_observers = [layer for layer in governor.layers if hasattr(layer, "on_order_sent")]
+        self.hooks = RiskHooks(governor.layers)
+        self._flattening = False
+        self._risk_flattened = False
 
     def attach(self, orders: OrderManager) -> None:
         self.orders = orders
@@ -134,8 +135,15 @@ class TradingPipeline:
         portfolio.mark(bar.symbol, bar.close, bar.ts)
         for decision in self.strategy.decide((bar,), (portfolio.view(bar.symbol),)):
             await self._act(decision, bar)
+        equity = portfolio.equity()
+        hooks = self.hooks
+        hooks.equity(bar.ts, equity, portfolio.day_start_equity, portfolio.peak_equity)
+        if hooks.apply(self.governor) is not None or counts.bars % 64 == 0:
+            await self._record_risk_events()
+        if hooks.flatten_requested and not self._risk_flattened:
+            self._risk_flattened = True
+            await self.flatten("risk:flatten_requested", bar.ts)
         if counts.bars % self._equity_every == 0:
-            equity = portfolio.equity()
             realized = portfolio.realized - portfolio.fees
             self.store.add_equity(bar.ts, equity, portfolio.cash, realized, portfolio.unrealized())
             if self.equity_curve is not None:
@@ -176,19 +184,19 @@ class TradingPipeline:
         order = await self._send(request, decision_id, decision, verdict, bar.ts)
         self._record(decision_id, decision, verdict, request.signed_quantity, order.client_order_id)
 
-    def _context(self, request: OrderRequest, bar: Bar, decision: Decision) -> RiskContext:
+    def _context(self, request: OrderRequest, bar: Bar, decision: Decision | None) -> RiskContext:
         portfolio = self.portfolio
         return RiskContext(
             state=self.governor.state,
-            ts=bar.ts,
+            ts=int(time.time()) if self._live_clock else bar.ts,
             position=portfolio.quantity(request.symbol),
             last_price=bar.close,
             equity=portfolio.equity(),
             day_start_equity=portfolio.day_start_equity,
             peak_equity=portfolio.peak_equity,
             gross_exposure=portfolio.gross_exposure(),
-            confidence=decision.confidence,
-            extras={"bar_ts": bar.ts, **decision.extras},
+            confidence=decision.confidence if decision is not None else None,
+            extras={"bar_ts": bar.ts, **decision.extras} if decision is not None else {"bar_ts": bar.ts, FLATTEN: True},
         )
 
     async def _send(
@@ -197,8 +205,7 @@ class TradingPipeline:
         assert self.orders is not None
         order = await self.orders.submit(request, ts=ts, decision_id=decision_id)
         self.counts.orders += 1
-        for layer in self._order_observers:
-            layer.on_order_sent(request.symbol, ts)  # type: ignore[attr-defined]
+        self.hooks.order_sent(request.symbol, ts)
         log.info(
             "order",
             client_order_id=order.client_order_id,
@@ -272,8 +279,12 @@ class TradingPipeline:
         effect = self.portfolio.apply_fill(fill, reason=order.request.reason)
         await self.store.record_fill(fill, effect.realized)
         self.counts.fills += 1
-        for layer in self._observers:
-            layer.on_fill(fill, order.request.quantity, order.filled_quantity)  # type: ignore[attr-defined]
+        self.hooks.fill(fill, order.request.quantity, order.filled_quantity)
+        verdict = self.hooks.validate_fill(
+            order.request.quantity, order.filled_quantity, ts=fill.ts, client_order_id=order.client_order_id
+        )
+        if verdict.kind is VerdictKind.HALT:
+            await self._halt(verdict, fill.ts, fill.symbol)
         log.info(
             "fill",
             client_order_id=fill.client_order_id,
@@ -290,10 +301,69 @@ class TradingPipeline:
         self.counts.trades += 1
         self.closed_trades.append(trade)
         await self.store.record_trade(trade.as_row())
-        for layer in self._trade_observers:
-            layer.on_trade_closed(trade.symbol, float(trade.pnl), trade.exit_ts)  # type: ignore[attr-defined]
+        self.hooks.trade_closed(trade.symbol, trade.pnl, trade.exit_ts)
+        record = getattr(self.sizer, "record_trade", None)
+        if record is not None:
+            record(trade.pnl)
         log.info("trade closed", symbol=trade.symbol, direction=trade.direction, pnl=str(trade.pnl))
         await self._emit("exit", f"{trade.symbol} closed, P&L {trade.pnl}", {"pnl": str(trade.pnl)})
+
+    async def _record_risk_events(self) -> None:
+        """Store and alert what the layers noticed (warnings, requested state changes)."""
+        for event in self.hooks.drain_events():
+            self.store.add_risk_event(event.ts, None, event.layer, event.level, event.reason, event.message)
+            log.warning("risk event", layer=event.layer, reason=event.reason, message=event.message)
+            await self._emit("risk_event", event.message, {"layer": event.layer, "reason": event.reason})
+
+    def resumed(self, ts: int) -> None:
+        """An operator resumed: layers forget their latches and the drawdown peak restarts here."""
+        self.hooks.resumed(ts)
+        self.portfolio.peak_equity = self.portfolio.equity()
+        self._risk_flattened = False
+
+    async def _halt(self, verdict: Verdict, ts: int, symbol: str | None) -> None:
+        self.store.add_risk_event(ts, symbol, verdict.layer, verdict.kind.value, verdict.reason, verdict.message)
+        if self.governor.state is not TradingState.HALTED:
+            self.governor.transition(TradingState.HALTED, f"{verdict.layer}:{verdict.reason}")
+        log.error("trading halted", layer=verdict.layer, reason=verdict.reason, message=verdict.message)
+        await self._emit("halt", verdict.message, {"layer": verdict.layer, "reason": verdict.reason})
+
+    async def flatten(self, reason: str, ts: int | None = None) -> dict[str, Any]:
+        """Cancel working orders and close every position through the governor's exit path.
+
+        Closing orders carry the ``flatten`` mark, which lets them through a
+        PAUSED/REDUCING/HALTED state; the governor still judges them.
+        """
+        assert self.orders is not None
+        when = ts if ts is not None else (self.last_bar.ts if self.last_bar else 0)
+        self._flattening = True
+        cancelled, sent, denied = [], [], []
+        try:
+            for order in self.orders.working():
+                await self.orders.cancel(order.client_order_id, when)
+                cancelled.append(order.client_order_id)
+            for position in self.portfolio.positions():
+                request = order_for_target(position.symbol, position.quantity, Decimal(0), "flatten")
+                if request is None:
+                    continue
+                bar = self.last_bar
+                price = self.portfolio.last_price(position.symbol)
+                mark = Bar(position.symbol, bar.ts if bar else when, price, price, price, price)
+                verdict = self.governor.check(request, self._context(request, mark, None))
+                if not verdict.allowed:
+                    denied.append({"symbol": position.symbol, "reason": verdict.reason})
+                    self.store.add_risk_event(
+                        when, position.symbol, verdict.layer, verdict.kind.value, verdict.reason, verdict.message
+                    )
+                    continue
+                order = await self.orders.submit(request, ts=when)
+                self.counts.orders += 1
+                sent.append(order.client_order_id)
+        finally:
+            self._flattening = False
+        log.warning("flatten", reason=reason, cancelled=cancelled, sent=sent, denied=denied)
+        await self._emit("flatten", f"flatten ({reason}): {len(sent)} closing orders", {"sent": sent})
+        return {"cancelled": cancelled, "orders": sent, "denied": denied, "state": self.governor.state.value}
 
     async def on_anomaly(self, kind: str, message: str, order: ManagedOrder | None) -> None:
         """Order-manager anomalies: an overfill halts trading; unknown orders are alerted."""

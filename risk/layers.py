@@ -923,6 +923,7 @@ class RiskHooks:
 
     def __init__(self, layers: Iterable[RiskLayer]) -> None:
         self.layers = list(layers)
+        self._cache: dict[str, list[Any]] = {}
 
     def order_sent(self, symbol: str, ts: int) -> None:
         for layer in self._having("on_order_sent"):
@@ -995,4 +996,19 @@ class RiskHooks:
         return events
 
     def _having(self, hook: str) -> list[Any]:
-        return [layer for layer in self.layers if callable(getattr(layer, hook, None))]
+        """Layers that really implement ``hook``: the inherited no-ops are skipped, computed once.
+
+        ``equity`` runs on every bar, so calling a dozen empty methods there would be
+        most of the hook's cost.
+        """
+        cached = self._cache.get(hook)
+        if cached is None:
+            base = getattr(_Layer, hook, None)
+            always = hook in ("on_resume", "drain_events")  # the base versions do real work
+            cached = [
+                layer
+                for layer in self.layers
+                if callable(getattr(layer, hook, None)) and (always or getattr(type(layer), hook, None) is not base)
+            ]
+            self._cache[hook] = cached
+        return cached
