@@ -108,6 +108,7 @@ class Daemon:
             db_path or config.store.path,
             flush_rows=config.store.flush_rows,
             instance_id=BACKTEST_INSTANCE_ID if backtest else None,
+            durable=not backtest,
         )
         await store.begin_run(mode, config.fingerprint(), config.public_dict())
         feed = ReplayFeed(bars, pace=None if backtest else (config.data.pace if pace is None else pace))
