@@ -60,6 +60,12 @@ def _build_parser() -> argparse.ArgumentParser:
         _api_args(cmd)
         cmd.add_argument("--json", action="store_true")
 
+    train = sub.add_parser("train", help="train a RecurrentPPO policy on bars (writes model + metadata)")
+    _config_arg(train)
+    from strategies.train import add_arguments as _train_arguments
+
+    _train_arguments(train)
+
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
     check = config_sub.add_parser("check", help="validate a config file (and the environment overrides)")
@@ -77,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pause": _cmd_action,
         "resume": _cmd_action,
         "config": _cmd_config,
+        "train": _cmd_train,
     }
     try:
         return handlers[args.command](args)
@@ -171,6 +178,15 @@ def _cmd_action(args: argparse.Namespace) -> int:
         return EXIT_UNREACHABLE
     print(json.dumps(doc, indent=2) if args.json else f"{args.command}: state is now {doc.get('state', '?')}")
     return EXIT_OK
+
+
+# ---------------------------------------------------------------------- train
+def _cmd_train(args: argparse.Namespace) -> int:
+    from strategies.train import run as run_training
+
+    config = load_config(args.config)
+    configure_logging(config.logging.level, config.logging.json_output)
+    return run_training(args, config)
 
 
 # ---------------------------------------------------------------------- config
