@@ -109,6 +109,7 @@ class Daemon:
             flush_rows=config.store.flush_rows,
             instance_id=BACKTEST_INSTANCE_ID if backtest else None,
             durable=not backtest,
+            inline=backtest,
         )
         await store.begin_run(mode, config.fingerprint(), config.public_dict())
         feed = ReplayFeed(bars, pace=None if backtest else (config.data.pace if pace is None else pace))
@@ -271,6 +272,7 @@ class Daemon:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         pipeline = self.pipeline
+        await pipeline.drain()
         curve = pipeline.equity_curve
         counts = {
             "bars": pipeline.counts.bars,

@@ -8,6 +8,7 @@ backtester and tests.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -106,6 +107,8 @@ class TradingPipeline:
         self.hooks = RiskHooks(governor.layers)
         self._flattening = False
         self._risk_flattened = False
+        self._flush_task: asyncio.Task[None] | None = None
+        self._last_denial: tuple[str, str, str] | None = None
 
     def attach(self, orders: OrderManager) -> None:
         self.orders = orders
@@ -136,21 +139,44 @@ class TradingPipeline:
         for decision in self.strategy.decide((bar,), (portfolio.view(bar.symbol),)):
             await self._act(decision, bar)
         equity = portfolio.equity()
-        hooks = self.hooks
-        hooks.equity(bar.ts, equity, portfolio.day_start_equity, portfolio.peak_equity)
-        if hooks.apply(self.governor) is not None or counts.bars % 64 == 0:
+        if self.hooks.equity(bar.ts, equity, portfolio.day_start_equity, portfolio.peak_equity):
+            await self._risk_requests(bar.ts)
+        elif counts.bars & 63 == 0:
             await self._record_risk_events()
-        if hooks.flatten_requested and not self._risk_flattened:
-            self._risk_flattened = True
-            await self.flatten("risk:flatten_requested", bar.ts)
         if counts.bars % self._equity_every == 0:
-            realized = portfolio.realized - portfolio.fees
-            self.store.add_equity(bar.ts, equity, portfolio.cash, realized, portfolio.unrealized())
-            if self.equity_curve is not None:
-                self.equity_curve.ts.append(bar.ts)
-                self.equity_curve.values.append(equity)
+            unrealized = portfolio.unrealized()
+            self.store.add_equity(bar.ts, equity, portfolio.cash_text, portfolio.realized_net_text, unrealized)
+            curve = self.equity_curve
+            if curve is not None:
+                curve.ts.append(bar.ts)
+                curve.values.append(equity)
         if self.store.should_flush:
-            await self.store.flush()
+            self._flush_in_background()
+
+    def _flush_in_background(self) -> None:
+        """Write buffered rows while the next bars are processed; at most one flush in flight.
+
+        SQLite releases the GIL while it writes, so on two cores the write
+        overlaps with the pipeline instead of stalling it.
+        """
+        previous = self._flush_task
+        if previous is not None and not previous.done():
+            return  # rows keep buffering; the running flush will be followed by the next one
+        self._flush_task = asyncio.get_running_loop().create_task(self.store.flush())
+
+    async def drain(self) -> None:
+        """Wait for a background flush (shutdown, tests)."""
+        if self._flush_task is not None:
+            await self._flush_task
+            self._flush_task = None
+        await self.store.flush()
+
+    async def _risk_requests(self, ts: int) -> None:
+        self.hooks.apply(self.governor)
+        await self._record_risk_events()
+        if self.hooks.flatten_requested and not self._risk_flattened:
+            self._risk_flattened = True
+            await self.flatten("risk:flatten_requested", ts)
 
     async def on_update(self, update: OrderUpdate) -> None:
         assert self.orders is not None
@@ -205,6 +231,7 @@ class TradingPipeline:
         assert self.orders is not None
         order = await self.orders.submit(request, ts=ts, decision_id=decision_id)
         self.counts.orders += 1
+        self._last_denial = None
         self.hooks.order_sent(request.symbol, ts)
         log.info(
             "order",
@@ -226,6 +253,10 @@ class TradingPipeline:
         self.store.add_risk_event(
             ts, request.symbol, verdict.layer, verdict.kind.value, verdict.reason, verdict.message
         )
+        key = (request.symbol, verdict.layer, verdict.reason)
+        if key == self._last_denial:
+            return  # the same denial bar after bar: stored and counted, logged and alerted once
+        self._last_denial = key
         log.warning(
             "risk denied order",
             symbol=request.symbol,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from brokers.base import ZERO, Fill, Position
-from strategies.base import PositionView
+from strategies.base import FLAT, PositionView
 
 _DAY = 86_400
 
@@ -80,18 +80,28 @@ class _Holding:
     trip_realized: Decimal = ZERO
     trip_fees: Decimal = ZERO
     entry_reason: str = ""
+    # cached on every fill: marking runs every bar, fills are rare
+    quantity_float: float = 0.0
+    average_float: float = 0.0
+    average: Decimal = ZERO
+
+    def refresh(self) -> None:
+        self.quantity_float = float(self.quantity)
+        if self.quantity:
+            cost = sum((lot.quantity * lot.price for lot in self.lots), ZERO)
+            self.average = cost / self.quantity
+        else:
+            self.average = ZERO
+        self.average_float = float(self.average)
 
     def unrealized(self) -> float:
-        if not self.quantity or math.isnan(self.last_price):
+        """The sum over lots of qty * (last - lot price), which is qty * (last - average price)."""
+        if not self.quantity_float or self.last_price != self.last_price:  # flat or NaN
             return 0.0
-        last = self.last_price
-        return sum(float(lot.quantity) * (last - float(lot.price)) for lot in self.lots)
+        return self.quantity_float * (self.last_price - self.average_float)
 
     def average_price(self) -> Decimal:
-        if not self.quantity:
-            return ZERO
-        cost = sum((lot.quantity * lot.price for lot in self.lots), ZERO)
-        return cost / self.quantity
+        return self.average
 
 
 class Portfolio:
@@ -105,6 +115,8 @@ class Portfolio:
         self.fees = ZERO
         self._holdings: dict[str, _Holding] = {}
         self._cash_float = float(starting_cash)
+        self.cash_text = str(starting_cash)
+        self.realized_net_text = "0"
         self._day = -1
         self.day_start_equity = float(starting_cash)
         self.peak_equity = float(starting_cash)
@@ -150,6 +162,9 @@ class Portfolio:
             holding.entry_cost += opening * fill.price
             holding.trip_fees += open_fee
         self.realized += realized
+        holding.refresh()
+        self.cash_text = str(self.cash)
+        self.realized_net_text = str(self.realized - self.fees)
         return FillEffect(realized, closed)
 
     @staticmethod
@@ -200,10 +215,12 @@ class Portfolio:
         holding.entry_ts = ts
         holding.entry_quantity = abs(position.quantity)
         holding.entry_cost = abs(position.quantity) * position.average_price
+        holding.refresh()
 
     def set_cash(self, cash: Decimal) -> None:
         self.cash = cash
         self._cash_float = float(cash)
+        self.cash_text = str(cash)
 
     # ------------------------------------------------------------------ marking
     def mark(self, symbol: str, price: float, ts: int) -> None:
@@ -228,8 +245,9 @@ class Portfolio:
     def equity(self) -> float:
         value = self._cash_float
         for holding in self._holdings.values():
-            if holding.quantity and not math.isnan(holding.last_price):
-                value += float(holding.quantity) * holding.last_price
+            quantity = holding.quantity_float
+            if quantity and holding.last_price == holding.last_price:  # skip NaN (never marked)
+                value += quantity * holding.last_price
         return value
 
     def unrealized(self) -> float:
@@ -254,10 +272,10 @@ class Portfolio:
     def view(self, symbol: str) -> PositionView:
         holding = self._holdings.get(symbol)
         if holding is None or not holding.quantity:
-            return PositionView()
+            return FLAT
         return PositionView(
             quantity=holding.quantity,
-            average_price=float(holding.average_price()),
+            average_price=holding.average_float,
             bars_held=holding.bars_held,
             peak_unrealized=holding.peak_unrealized,
         )

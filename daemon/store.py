@@ -20,12 +20,12 @@ import asyncio
 import json
 import secrets
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import aiosqlite
 
@@ -62,6 +62,8 @@ class OrderRow:
     reason: str
 
 
+_T = TypeVar("_T")
+
 # (sql, parameters, executemany?)
 _Op = tuple[str, Sequence[Any], bool]
 
@@ -89,11 +91,94 @@ def _dec(value: Decimal | None) -> str | None:
     return None if value is None else str(value)
 
 
+class _Backend(Protocol):
+    """Where SQLite calls run. Every call is a plain function of the connection."""
+
+    async def run(self, fn: Callable[..., _T], *args: Any) -> _T: ...
+
+    async def close(self) -> None: ...
+
+
+class _WorkerThread:
+    """Live runs: every call goes to aiosqlite's worker thread, so the loop never waits on disk.
+
+    aiosqlite's public API costs a thread hop per statement; an order journal
+    write is several statements, so the worker is handed one function per
+    transaction instead (``Connection._execute`` is the hook aiosqlite itself
+    uses for each of its calls).
+    """
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    async def run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        return await self._db._execute(fn, self._db._conn, *args)
+
+    async def close(self) -> None:
+        await self._db.close()
+
+
+class _Inline:
+    """Backtests: calls run right here. A replay has nothing else for the loop to serve,
+    and a thread hop per order would cost more than the order's own SQL."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    async def run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        return fn(self._conn, *args)
+
+    async def close(self) -> None:
+        self._conn.close()
+
+
+def _fetchall_sync(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    return [tuple(r) for r in conn.execute(sql, params).fetchall()]
+
+
+def _configure(conn: sqlite3.Connection, durable: bool) -> None:
+    conn.execute("PRAGMA journal_mode=WAL")
+    # FULL: a commit survives power loss, not just a killed process. Backtests
+    # (re-runnable) skip the fsyncs.
+    conn.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=OFF")
+    conn.execute("PRAGMA foreign_keys=ON")
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT, applied_at TEXT)"
+    )
+    current = int(conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()[0])
+    if current > LATEST_VERSION:
+        raise StoreError(f"{path}: schema version {current} is newer than this tradectl ({LATEST_VERSION}); upgrade")
+    for version, name, sql in MIGRATIONS:
+        if version <= current:
+            continue
+        statements = [(s.strip(), (), False) for s in sql.split(";") if s.strip()]
+        record = "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?,?,?)"
+        statements.append((record, (version, name, _utc_now()), False))
+        _run_transaction(conn, statements)
+
+
+def _ensure_meta(conn: sqlite3.Connection, instance_id: str) -> dict[str, str]:
+    meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    if "instance_id" not in meta:
+        _run_transaction(
+            conn,
+            [
+                ("INSERT INTO meta (key, value) VALUES ('instance_id', ?)", (instance_id,), False),
+                ("INSERT INTO meta (key, value) VALUES ('order_seq', '0')", (), False),
+            ],
+        )
+        meta = {"instance_id": instance_id, "order_seq": "0"}
+    return meta
+
+
 class Store:
     """Async facade over one SQLite database file."""
 
-    def __init__(self, db: aiosqlite.Connection, path: Path, flush_rows: int) -> None:
-        self._db = db
+    def __init__(self, backend: _Backend, path: Path, flush_rows: int) -> None:
+        self._backend = backend
         self.path = path
         self._flush_rows = flush_rows
         self._decisions: list[tuple[Any, ...]] = []
@@ -105,97 +190,60 @@ class Store:
         self.run_id = 0
         self.instance_id = ""
         # One connection, many coroutines: a transaction must not interleave with
-        # another coroutine's statements, so every write holds this lock.
+        # another coroutine's, so every write holds this lock.
         self._lock = asyncio.Lock()
 
     async def _commit(self, ops: list[_Op]) -> list[int]:
-        """Run ``ops`` as one transaction in one trip to aiosqlite's worker thread.
-
-        aiosqlite's public API costs a thread hop per statement; an order
-        journal write is six statements, so we hand the worker one function
-        for the whole transaction instead (``Connection._execute`` is the hook
-        aiosqlite itself uses for every call). Returns each op's rowcount.
-        """
-        conn = self._db._conn
+        """Run ``ops`` as one transaction (one trip to the database thread). Returns each op's rowcount."""
         async with self._lock:
-            return await self._db._execute(_run_transaction, conn, ops)
+            return await self._backend.run(_run_transaction, ops)
 
     # ------------------------------------------------------------------ open/close
     @classmethod
     async def open(
-        cls, path: str | Path, *, flush_rows: int = 4096, instance_id: str | None = None, durable: bool = True
+        cls,
+        path: str | Path,
+        *,
+        flush_rows: int = 4096,
+        instance_id: str | None = None,
+        durable: bool = True,
+        inline: bool = False,
     ) -> Store:
         """Open (creating and migrating) the database.
 
         ``instance_id`` fixes the client-order-id prefix for a new database
         (backtests use a constant so that two runs journal identical ids); a
         live database gets a random one once, at creation, and keeps it.
+        ``inline`` runs SQLite on the calling thread (backtests only).
         """
         db_path = Path(path)
         if str(db_path) != ":memory:":
             db_path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(str(db_path), isolation_level=None)
+        backend: _Backend
+        if inline:
+            backend = _Inline(sqlite3.connect(str(db_path), isolation_level=None))
+        else:
+            backend = _WorkerThread(await aiosqlite.connect(str(db_path), isolation_level=None))
         try:
-            await db.execute("PRAGMA journal_mode=WAL")
-            # FULL: a commit survives power loss, not just a killed process. Backtests
-            # (re-runnable) skip the fsyncs.
-            await db.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=OFF")
-            await db.execute("PRAGMA foreign_keys=ON")
-            store = cls(db, db_path, flush_rows)
-            await store._migrate()
-            await store._load_meta(instance_id)
+            await backend.run(_configure, durable)
+            await backend.run(_migrate, db_path)
+            meta = await backend.run(_ensure_meta, instance_id or secrets.token_hex(3))
+            store = cls(backend, db_path, flush_rows)
+            store.instance_id = meta["instance_id"]
+            row = await store._fetchone("SELECT COALESCE(MAX(id), 0) FROM decisions")
+            store._next_decision_id = int(row[0]) + 1 if row else 1
         except sqlite3.DatabaseError as exc:
-            await db.close()
+            await backend.close()
             raise StoreError(f"{db_path}: not a usable tradectl database: {exc}") from None
         except BaseException:
             # an open aiosqlite connection keeps a non-daemon thread alive: close it
-            await db.close()
+            await backend.close()
             raise
         return store
 
     async def close(self) -> None:
         await self.flush()
-        await self._db.close()
-
-    async def _migrate(self) -> None:
-        await self._db.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT, applied_at TEXT)"
-        )
-        async with self._db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations") as cur:
-            row = await cur.fetchone()
-        current = int(row[0]) if row else 0
-        if current > LATEST_VERSION:
-            raise StoreError(
-                f"{self.path}: schema version {current} is newer than this tradectl ({LATEST_VERSION}); upgrade"
-            )
-        for version, name, sql in MIGRATIONS:
-            if version <= current:
-                continue
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in filter(None, (s.strip() for s in sql.split(";"))):
-                    await self._db.execute(statement)
-                await self._db.execute(
-                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?,?,?)",
-                    (version, name, _utc_now()),
-                )
-                await self._db.execute("COMMIT")
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
-
-    async def _load_meta(self, instance_id: str | None) -> None:
-        meta = dict(await self._fetchall("SELECT key, value FROM meta"))
-        if "instance_id" not in meta:
-            chosen = instance_id or secrets.token_hex(3)
-            await self._db.execute("BEGIN IMMEDIATE")
-            await self._db.execute("INSERT INTO meta (key, value) VALUES ('instance_id', ?)", (chosen,))
-            await self._db.execute("INSERT INTO meta (key, value) VALUES ('order_seq', '0')")
-            await self._db.execute("COMMIT")
-            meta = {"instance_id": chosen, "order_seq": "0"}
-        self.instance_id = meta["instance_id"]
-        row = await self._fetchone("SELECT COALESCE(MAX(id), 0) FROM decisions")
-        self._next_decision_id = int(row[0]) + 1 if row else 1
+        await self._backend.close()
 
     async def schema_version(self) -> int:
         row = await self._fetchone("SELECT MAX(version) FROM schema_migrations")
@@ -203,12 +251,12 @@ class Store:
 
     # ------------------------------------------------------------------ runs
     async def begin_run(self, mode: str, fingerprint: str, config: dict[str, Any]) -> int:
-        async with self._lock:
-            cur = await self._db.execute(
-                "INSERT INTO runs (mode, started_at, config_fingerprint, config) VALUES (?,?,?,?)",
-                (mode, _utc_now(), fingerprint, json.dumps(config, sort_keys=True)),
-            )
-        self.run_id = int(cur.lastrowid or 0)
+        await self._write(
+            "INSERT INTO runs (mode, started_at, config_fingerprint, config) VALUES (?,?,?,?)",
+            (mode, _utc_now(), fingerprint, json.dumps(config, sort_keys=True)),
+        )
+        row = await self._fetchone("SELECT MAX(id) FROM runs")
+        self.run_id = int(row[0]) if row else 0
         return self.run_id
 
     async def end_run(self, summary: dict[str, Any]) -> None:
@@ -360,8 +408,9 @@ class Store:
         self._decisions.append((row[0], self.run_id, *row[1:]))
         self._pending += 1
 
-    def add_equity(self, ts: int, equity: float, cash: Decimal, realized: Decimal, unrealized: float) -> None:
-        self._equity.append((self.run_id, ts, equity, str(cash), str(realized), unrealized))
+    def add_equity(self, ts: int, equity: float, cash: str, realized: str, unrealized: float) -> None:
+        """``cash`` and ``realized`` arrive as decimal text (the portfolio keeps it current)."""
+        self._equity.append((self.run_id, ts, equity, cash, realized, unrealized))
         self._pending += 1
 
     def add_rejection(self, ts: int | None, symbol: str, reason: str, detail: str) -> None:
@@ -439,10 +488,8 @@ class Store:
         await self._commit([(sql, tuple(params), False)])
 
     async def _fetchall(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        async with self._db.execute(sql, params) as cur:
-            return [tuple(r) for r in await cur.fetchall()]
+        return await self._backend.run(_fetchall_sync, sql, params)
 
     async def _fetchone(self, sql: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
-        async with self._db.execute(sql, params) as cur:
-            row = await cur.fetchone()
-        return None if row is None else tuple(row)
+        rows = await self._backend.run(_fetchall_sync, sql, params)
+        return rows[0] if rows else None

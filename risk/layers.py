@@ -937,9 +937,17 @@ class RiskHooks:
         for layer in self._having("on_trade_closed"):
             layer.on_trade_closed(symbol, pnl, ts)
 
-    def equity(self, ts: int, equity: float, day_start_equity: float, peak_equity: float) -> None:
+    def equity(self, ts: int, equity: float, day_start_equity: float, peak_equity: float) -> bool:
+        """Feed one equity mark. True when an equity-watching layer now asks for a state or a flatten.
+
+        Runs on every bar, so it touches only the layers that watch equity.
+        """
+        asks = False
         for layer in self._having("on_equity"):
             layer.on_equity(ts, equity, day_start_equity, peak_equity)
+            if getattr(layer, "requested_state", None) is not None or getattr(layer, "flatten_requested", False):
+                asks = True
+        return asks
 
     def validate_fill(self, order_qty: Decimal, cumulative_filled: Decimal, *, ts: int = 0,
                       client_order_id: str = "") -> Verdict:

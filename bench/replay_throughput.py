@@ -1,0 +1,125 @@
+"""Replay throughput: tradectl's full pipeline vs backtesting.py, same bars, same strategy, same run.
+
+Workload: the SMA-cross baseline (fast 10 / slow 30, long/short, fixed 10,000
+units) on 100,000 hourly bars (the bundled EUR/USD 2017 year repeated, shifted
+by whole weeks). tradectl runs the whole daemon pipeline in backtest mode: bar
+guard, strategy, sizing, every risk layer, order manager journaling each order
+to SQLite before the simulated broker sees it, fills, portfolio, and every
+decision and equity snapshot written to the store.
+
+The drawdown tiers and the losing-streak pause are widened/disabled here so
+that both engines take the same trades (backtesting.py has no risk layers);
+every layer still runs on every order.
+
+Not a test: prints bars/s for both and the ratio. Run: `.venv/bin/python bench/replay_throughput.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import resource
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from brokers.base import Bar
+from brokers.replay import load_bundled, repeat_bars
+from daemon import app as daemon_app
+from daemon.config import TradectlConfig
+from daemon.logs import configure_logging
+
+
+def _config(db: Path) -> TradectlConfig:
+    return TradectlConfig(
+        store={"path": str(db)},
+        strategy={"kind": "sma_cross", "sma_cross": {"fast": 10, "slow": 30, "allow_short": True}},
+        risk={
+            "drawdown": {"warn": 0.5, "halve": 0.6, "reducing": 0.7, "halt": 0.8},
+            "loss_streak": {"enabled": False},
+            "daily_loss": {"limit": 0.5},
+        },
+    )
+
+
+async def _tradectl(bars: list[Bar], db: Path) -> tuple[float, int, int]:
+    config = _config(db)
+    daemon_app.load_data = lambda _config, _override=None: bars  # the same in-memory bars as backtesting.py
+    daemon = await daemon_app.Daemon.assemble(config, mode="backtest", db_path=db)
+    started = time.perf_counter()
+    summary = await daemon.run(install_signals=False)
+    elapsed = time.perf_counter() - started
+    return elapsed, summary.trades, summary.orders
+
+
+def _backtesting_py(bars: list[Bar]) -> tuple[float, int]:
+    import pandas as pd
+    from backtesting import Backtest, Strategy
+    from backtesting.lib import crossover
+
+    warnings.filterwarnings("ignore")
+    frame = pd.DataFrame(
+        {
+            "Open": [b.open for b in bars],
+            "High": [b.high for b in bars],
+            "Low": [b.low for b in bars],
+            "Close": [b.close for b in bars],
+            "Volume": [b.volume for b in bars],
+        },
+        index=pd.to_datetime([b.ts for b in bars], unit="s"),
+    )
+
+    def sma(values: object, n: int) -> object:
+        return pd.Series(values).rolling(n).mean()
+
+    class SmaCross(Strategy):  # type: ignore[misc]
+        def init(self) -> None:
+            self.fast = self.I(sma, self.data.Close, 10)
+            self.slow = self.I(sma, self.data.Close, 30)
+
+        def next(self) -> None:
+            if crossover(self.fast, self.slow):
+                self.position.close()
+                self.buy(size=10_000)
+            elif crossover(self.slow, self.fast):
+                self.position.close()
+                self.sell(size=10_000)
+
+    started = time.perf_counter()
+    stats = Backtest(frame, SmaCross, cash=100_000, commission=0.00002, spread=0.0001, finalize_trades=True).run()
+    return time.perf_counter() - started, int(stats["# Trades"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bars", type=int, default=100_000)
+    args = parser.parse_args()
+    configure_logging("error")
+    bars = repeat_bars(load_bundled(), args.bars)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with tempfile.TemporaryDirectory() as tmp:
+        ours, our_trades, our_orders = asyncio.run(_tradectl(bars, Path(tmp) / "bench.db"))
+    rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    theirs, their_trades = _backtesting_py(bars)
+    ours_rate, theirs_rate = len(bars) / ours, len(bars) / theirs
+    print(f"replay throughput, SMA-cross 10/30 on {len(bars):,} hourly bars (bundled EUR/USD 2017 repeated)")
+    print(f"  tradectl full pipeline + SQLite store  {ours_rate:>10,.0f} bars/s  ({ours:.2f}s, {our_orders} orders,"
+          f" {our_trades} round trips)")
+    print(f"  backtesting.py {_version()}                 {theirs_rate:>10,.0f} bars/s  ({theirs:.2f}s,"
+          f" {their_trades} trades)")
+    print(f"  ratio tradectl / backtesting.py        {ours_rate / theirs_rate:>10.2f}x   (target >= 2x)")
+    print(f"  peak RSS growth during the tradectl run: {(rss_after - rss_before) / 1024:.1f} MB")
+
+
+def _version() -> str:
+    from importlib.metadata import version
+
+    return version("backtesting")
+
+
+if __name__ == "__main__":
+    main()
