@@ -119,17 +119,52 @@ class _WorkerThread:
 
 
 class _Inline:
-    """Backtests: calls run right here. A replay has nothing else for the loop to serve,
-    and a thread hop per order would cost more than the order's own SQL."""
+    """Backtests: calls run right here, inside one long transaction committed at each flush.
+
+    A replay has nothing else for the loop to serve, a thread hop per order
+    would cost more than the order's SQL, and a backtest interrupted half way
+    is simply run again, so per-order durability buys nothing. Each logical
+    transaction still applies all-or-nothing (a SAVEPOINT), and in the same
+    order as in a live run, so the journal is the same.
+    """
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
+        self.batching = False
 
     async def run(self, fn: Callable[..., _T], *args: Any) -> _T:
         return fn(self._conn, *args)
 
+    def begin_batch(self) -> None:
+        self._conn.execute("BEGIN IMMEDIATE")
+        self.batching = True
+
+    def commit_batch(self) -> None:
+        if self.batching:
+            self._conn.execute("COMMIT")
+            self._conn.execute("BEGIN IMMEDIATE")
+
     async def close(self) -> None:
+        if self.batching:
+            self._conn.execute("COMMIT")
+            self.batching = False
         self._conn.close()
+
+
+def _run_savepoint(conn: sqlite3.Connection, ops: list[_Op]) -> list[int]:
+    """``_run_transaction`` for a connection already inside a batch transaction."""
+    counts = []
+    conn.execute("SAVEPOINT op")
+    try:
+        for sql, params, many in ops:
+            cursor = conn.executemany(sql, params) if many else conn.execute(sql, params)
+            counts.append(cursor.rowcount)
+    except BaseException:
+        conn.execute("ROLLBACK TO op")
+        conn.execute("RELEASE op")
+        raise
+    conn.execute("RELEASE op")
+    return counts
 
 
 def _fetchall_sync(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
@@ -192,10 +227,13 @@ class Store:
         # One connection, many coroutines: a transaction must not interleave with
         # another coroutine's, so every write holds this lock.
         self._lock = asyncio.Lock()
+        self._batch: _Inline | None = None
 
     async def _commit(self, ops: list[_Op]) -> list[int]:
         """Run ``ops`` as one transaction (one trip to the database thread). Returns each op's rowcount."""
         async with self._lock:
+            if self._batch is not None:
+                return await self._backend.run(_run_savepoint, ops)
             return await self._backend.run(_run_transaction, ops)
 
     # ------------------------------------------------------------------ open/close
@@ -230,6 +268,9 @@ class Store:
             meta = await backend.run(_ensure_meta, instance_id or secrets.token_hex(3))
             store = cls(backend, db_path, flush_rows)
             store.instance_id = meta["instance_id"]
+            if isinstance(backend, _Inline):
+                backend.begin_batch()
+                store._batch = backend
             row = await store._fetchone("SELECT COALESCE(MAX(id), 0) FROM decisions")
             store._next_decision_id = int(row[0]) + 1 if row else 1
         except sqlite3.DatabaseError as exc:
@@ -428,6 +469,8 @@ class Store:
     async def flush(self) -> None:
         if self._pending:
             await self._commit(self._take_buffers())
+        if self._batch is not None:
+            self._batch.commit_batch()
 
     def _take_buffers(self) -> list[_Op]:
         ops: list[_Op] = []
