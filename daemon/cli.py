@@ -71,6 +71,7 @@ def _build_parser() -> argparse.ArgumentParser:
     check = config_sub.add_parser("check", help="validate a config file (and the environment overrides)")
     check.add_argument("file", type=Path, nargs="?", default=None)
     check.add_argument("--show", action="store_true", help="print the effective configuration")
+    config_sub.add_parser("defaults", help="print every setting with its default and meaning (config/default.yaml)")
     return parser
 
 
@@ -191,6 +192,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- config
 def _cmd_config(args: argparse.Namespace) -> int:
+    if args.config_command == "defaults":
+        from daemon.config import render_defaults
+
+        sys.stdout.write(render_defaults())
+        return EXIT_OK
     config = load_config(args.file)
     source = str(args.file) if args.file else "embedded defaults"
     if args.show:
