@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from brokers.base import Bar, Broker, Fill, OrderRequest, OrderUpdate, Side
+from brokers.base import Bar, Broker, Fill, OrderRequest, OrderUpdate, Side, utc_datetime
 from daemon.bar_guard import BarGuard
 from daemon.orders import ManagedOrder, OrderManager
 from daemon.portfolio import ClosedTrade, Portfolio
@@ -434,7 +434,7 @@ class TradingPipeline:
             if last is None
             else {
                 "symbol": last.symbol,
-                "ts": last.ts,
+                "ts": utc_datetime(last.ts).isoformat(),
                 "action": last.action,
                 "confidence": last.confidence,
                 "verdict": last.verdict,

@@ -11,6 +11,7 @@ from decimal import Decimal
 from daemon.portfolio import ClosedTrade
 
 _YEAR = 365.25 * 86_400
+_CENT = Decimal("0.01")  # display only: the store keeps every fill's exact figures
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +109,8 @@ def summarize(
         total_return_pct=round((final / starting_equity - 1.0) * 100, 4),
         max_drawdown_pct=round(max_drawdown([starting_equity, *equity]) * 100, 4),
         sharpe=None if (s := sharpe_ratio(ts, equity)) is None else round(s, 4),
-        fees=str(fees),
-        realized_pnl=str(realized_net),
+        fees=str(fees.quantize(_CENT)),
+        realized_pnl=str(realized_net.quantize(_CENT)),
         elapsed_seconds=round(elapsed, 3),
         bars_per_second=round(counts.get("bars", 0) / elapsed, 1) if elapsed > 0 else 0.0,
     )
