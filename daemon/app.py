@@ -30,6 +30,7 @@ from daemon.orders import OrderManager
 from daemon.pipeline import TradingPipeline
 from daemon.portfolio import Portfolio
 from daemon.report import Summary, summarize
+from daemon.sdnotify import SystemdNotifier
 from daemon.store import Store
 from risk.governor import RiskGovernor, TradingState
 from risk.layers import build_layers
@@ -88,6 +89,7 @@ class Daemon:
     started: float = field(default_factory=time.monotonic)
     lag: LoopLagMonitor = field(default_factory=LoopLagMonitor)
     api: ControlApi | None = None
+    notifier: SystemdNotifier = field(default_factory=SystemdNotifier)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -225,6 +227,11 @@ class Daemon:
             )
             await self.api.start()
         flusher = loop.create_task(self._flush_periodically()) if self.mode == "run" else None
+        if self.mode == "run":
+            # READY=1 only once the store, broker and API are up: systemd (Type=notify) starts
+            # dependants and the watchdog clock from here.
+            self.notifier.ready(f"trading {self.strategy.name} on {self.broker.name}")
+            self.notifier.start_watchdog(self.health)
         log.info(
             "trading started",
             mode=self.mode,
@@ -266,6 +273,8 @@ class Daemon:
             await self.store.flush()
 
     async def _shutdown(self) -> Summary:
+        self.notifier.stopping()
+        await self.notifier.stop_watchdog()
         await self.lag.stop()
         if self.api is not None:
             await self.api.stop()
