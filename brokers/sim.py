@@ -8,7 +8,11 @@ reproducible and a live-vs-backtest comparison meaningful.
 
 All of the broker's memory lives in one ``SimState`` so it can be written to a
 file and read back by a later process, making the simulator behave like an
-external broker that survives daemon restarts.
+external broker that survives daemon restarts. Given a ``state_file`` the
+broker does that by itself: it loads the file at ``connect`` and rewrites it
+atomically after every order event (submit, fill, cancel, expiry) and at
+``close``, so a daemon killed at any instant meets the broker as the broker
+last acknowledged it — exactly what a real broker's own database gives.
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ from brokers.costs import CostModel
 from brokers.errors import BrokerError, DataError, OrderRejected
 from brokers.replay import ReplayFeed
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+_READABLE_VERSIONS = (1, 2)  # version 1 had no submit log
 _DAY = 86_400
 # Divisions (average prices) use a fixed context so results cannot depend on whatever
 # the process-wide decimal context has been set to.
@@ -93,8 +98,12 @@ class SimState:
     positions: dict[str, Position] = field(default_factory=dict)
     last_prices: dict[str, Decimal] = field(default_factory=dict)
     last_bar_ts: dict[str, int] = field(default_factory=dict)
+    # Every client order id ever given to ``submit``, accepted or refused, in arrival order:
+    # the broker-side evidence that no order was sent twice.
+    submits: list[str] = field(default_factory=list)
 
-    def to_json(self) -> str:
+    def to_json(self, *, compact: bool = False) -> str:
+        """Serialise exactly; ``compact`` drops the indentation (json's C encoder only runs without indent)."""
         doc = {
             "version": STATE_VERSION,
             "cash": str(self.cash),
@@ -108,7 +117,10 @@ class SimState:
             "positions": {s: [str(p.quantity), str(p.average_price)] for s, p in self.positions.items()},
             "last_prices": {s: str(p) for s, p in self.last_prices.items()},
             "last_bar_ts": dict(self.last_bar_ts),
+            "submits": list(self.submits),
         }
+        if compact:
+            return json.dumps(doc, separators=(",", ":"))
         return json.dumps(doc, indent=1)
 
     @classmethod
@@ -116,7 +128,7 @@ class SimState:
         """Parse ``to_json`` output; any malformation is a ``DataError`` (never a half-loaded state)."""
         try:
             doc = json.loads(text)
-            if doc.get("version") != STATE_VERSION:
+            if doc.get("version") not in _READABLE_VERSIONS:
                 raise DataError(f"unsupported sim state version {doc.get('version')!r} (expected {STATE_VERSION})")
             orders = [_order_from_dict(d) for d in doc["orders"]]
             return cls(
@@ -131,6 +143,7 @@ class SimState:
                 positions={s: Position(s, Decimal(q), Decimal(avg)) for s, (q, avg) in doc["positions"].items()},
                 last_prices={s: Decimal(p) for s, p in doc["last_prices"].items()},
                 last_bar_ts={s: int(t) for s, t in doc["last_bar_ts"].items()},
+                submits=[str(c) for c in doc.get("submits", [])],
             )
         except DataError:
             raise
@@ -146,6 +159,14 @@ class SimBroker:
     when the daemon drains updates for N+1 — the same order of events a live
     broker produces. ``fill_at="close"`` instead fills market orders at bar
     N's close inside ``submit``, the convention of most training environments.
+
+    ``state_file`` makes the broker an external party: see the module docstring.
+    Bars alone do not rewrite the file (that would cost a write per bar); the
+    feed position is saved with each order event, every ``checkpoint_bars``
+    bars if set, and at ``close``. A restarted broker therefore resumes at its
+    last saved bar, which is consistent with everything it saved.
+    ``state_fsync=False`` keeps atomicity against a killed process but gives up
+    durability against power loss (for tests).
     """
 
     def __init__(
@@ -158,28 +179,50 @@ class SimBroker:
         currency: str = "USD",
         max_fill_quantity: Decimal | None = None,
         name: str = "sim",
+        state_file: str | pathlib.Path | None = None,
+        checkpoint_bars: int = 0,
+        state_fsync: bool = True,
     ) -> None:
         if fill_at not in ("next_open", "close"):
             raise ValueError(f"fill_at must be 'next_open' or 'close', not {fill_at!r}")
         if max_fill_quantity is not None and not max_fill_quantity > 0:
             raise ValueError(f"max_fill_quantity must be positive, got {max_fill_quantity}")
+        if checkpoint_bars < 0:
+            raise ValueError(f"checkpoint_bars must be >= 0, got {checkpoint_bars}")
         self.name = name
         self.feed = feed
         self.cost_model = cost_model
         self.fill_at = fill_at
         self.max_fill_quantity = max_fill_quantity
         self.state = SimState(cash=Decimal(starting_cash), currency=currency)
+        self.state_file = None if state_file is None else pathlib.Path(state_file)
+        self.checkpoint_bars = checkpoint_bars
+        self.state_fsync = state_fsync
+        self.persist_count = 0
         self._working: dict[str, SimOrder] = {}
+        self._fills_by_order: dict[str, list[Fill]] = {}
         self._inbox = UpdateInbox()
+        self._connected = False
         self._sync_feed_position()
 
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def connect(self) -> None:
-        """Nothing to connect to; present for protocol symmetry with real adapters."""
+        """Open the account: load the state file if there is one, else create it (a new account)."""
+        if self._connected:
+            return
+        self._connected = True
+        path = self.state_file
+        if path is None:
+            return
+        if path.exists():
+            self.load_state(path)
+        else:
+            self._persist()
 
     async def close(self) -> None:
         self.feed.stop()
+        self._persist()
 
     # --- market data -------------------------------------------------------------------------
 
@@ -204,8 +247,13 @@ class SimBroker:
     # --- orders ------------------------------------------------------------------------------
 
     async def submit(self, client_order_id: str, request: OrderRequest) -> OrderUpdate:
-        self._validate(client_order_id, request)
         state = self.state
+        state.submits.append(client_order_id)
+        try:
+            self._validate(client_order_id, request)
+        except OrderRejected:
+            self._persist()
+            raise
         state.order_seq += 1
         order = SimOrder(
             client_order_id=client_order_id,
@@ -226,6 +274,7 @@ class SimBroker:
             price = self.cost_model.fill_price(order.side, state.last_prices[order.symbol])
             self._execute(order, price, state.clock_ts)
             self._expire_if_ioc(order, state.clock_ts)
+        self._persist()
         return accepted
 
     async def cancel(self, client_order_id: str) -> OrderUpdate:
@@ -235,6 +284,7 @@ class SimBroker:
         if order.status.is_terminal:
             return _update(order)
         self._finish(order, OrderStatus.CANCELLED, self.state.clock_ts, "cancelled by client")
+        self._persist()
         return _update(order)
 
     async def get_order(self, client_order_id: str) -> OrderUpdate | None:
@@ -243,6 +293,42 @@ class SimBroker:
 
     async def open_orders(self) -> list[OrderUpdate]:
         return [_update(o) for o in self._working.values()]
+
+    async def fills_for(self, client_order_id: str) -> list[Fill]:
+        """Every execution of one order, oldest first: how a restarted daemon recovers fills it never booked.
+
+        Real adapters answer this from the broker's execution report
+        (IB ``reqExecutions``, Alpaca account activities, OANDA transactions).
+        """
+        return list(self._fills_by_order.get(client_order_id, ()))
+
+    # --- the outside world -------------------------------------------------------------------
+
+    def external_trade(self, symbol: str, side: Side, quantity: Decimal, *, notify: bool = False) -> Fill:
+        """A trade placed on the account by someone else (a web UI, another program), at the last price.
+
+        It moves the position and cash like any execution, which is what the
+        reconciler must notice. ``notify`` also streams its update, as brokers
+        that report every account order do; the daemon then sees an order it
+        never placed.
+        """
+        state = self.state
+        if symbol not in state.last_prices:
+            raise BrokerError(f"external_trade: no price known yet for {symbol!r}")
+        state.order_seq += 1
+        client_order_id = f"external-{state.order_seq}"
+        order = SimOrder(
+            client_order_id, f"sim-{state.order_seq}", symbol, side, quantity, OrderType.MARKET, None,
+            TimeInForce.IOC, state.clock_ts, state.clock_ts,
+        )
+        state.orders[client_order_id] = order
+        self._working[client_order_id] = order
+        self._execute(order, state.last_prices[symbol], state.clock_ts)
+        fill = state.fills[-1]
+        if not notify:
+            self._unnotify(client_order_id)
+        self._persist()
+        return fill
 
     # --- account -----------------------------------------------------------------------------
 
@@ -256,10 +342,10 @@ class SimBroker:
 
     # --- persistence -------------------------------------------------------------------------
 
-    def save_state(self, path: str | pathlib.Path) -> None:
+    def save_state(self, path: str | pathlib.Path, *, fsync: bool = True) -> None:
         """Write the state atomically: a crash leaves either the old file or the new one, never half."""
         self._sync_feed_position()
-        _atomic_write(pathlib.Path(path), self.state.to_json())
+        _atomic_write(pathlib.Path(path), self.state.to_json(compact=True), fsync=fsync)
 
     def load_state(self, path: str | pathlib.Path) -> None:
         """Replace this broker's state with a saved one and move the feed to where that state stopped.
@@ -280,10 +366,25 @@ class SimBroker:
         self._check_feed_matches(path, state)
         self.state = state
         self._working = {cid: o for cid, o in state.orders.items() if not o.status.is_terminal}
+        self._fills_by_order = {}
+        for fill in state.fills:
+            self._fills_by_order.setdefault(fill.client_order_id, []).append(fill)
         self._inbox.drain()
         self.feed.seek(state.feed_position)
 
     # --- internals ---------------------------------------------------------------------------
+
+    def _persist(self) -> None:
+        """Save to ``state_file`` (if any) before the caller sees the outcome, as a broker commits before it acks."""
+        if self.state_file is not None:
+            self.save_state(self.state_file, fsync=self.state_fsync)
+            self.persist_count += 1
+
+    def _unnotify(self, client_order_id: str) -> None:
+        """Drop the inbox updates of one order (an external trade the daemon is not told about)."""
+        kept = [u for u in self._inbox.drain() if u.client_order_id != client_order_id]
+        for update in kept:
+            self._inbox.put(update)
 
     def _validate(self, client_order_id: str, request: OrderRequest) -> None:
         if not client_order_id:
@@ -315,7 +416,9 @@ class SimBroker:
             return
         state.last_bar_ts[bar.symbol] = bar.ts
         state.clock_ts = max(state.clock_ts, bar.ts)
+        changed = False
         for order in [o for o in self._working.values() if o.symbol == bar.symbol]:
+            changed = True
             if order.time_in_force is TimeInForce.DAY and (bar.ts - 1) // _DAY > order.submitted_ts // _DAY:
                 self._finish(order, OrderStatus.EXPIRED, bar.ts, "day order expired at the end of its UTC day")
                 continue
@@ -324,6 +427,10 @@ class SimBroker:
                 self._execute(order, price, bar.ts)
             self._expire_if_ioc(order, bar.ts)
         state.last_prices[bar.symbol] = _dec(bar.close)
+        if self.state_file is not None and (
+            changed or (self.checkpoint_bars and state.feed_position % self.checkpoint_bars == 0)
+        ):
+            self._persist()
 
     def _execution_price(self, order: SimOrder, bar: Bar) -> Decimal | None:
         """Where ``order`` trades in ``bar``, or None if the bar never reached its limit."""
@@ -364,6 +471,7 @@ class SimBroker:
         if order.status.is_terminal:
             del self._working[order.client_order_id]
         self.state.fills.append(fill)
+        self._fills_by_order.setdefault(fill.client_order_id, []).append(fill)
         self._apply_to_account(fill)
         self._inbox.put(_update(order, fill))
 
@@ -454,18 +562,21 @@ def _update(order: SimOrder, fill: Fill | None = None) -> OrderUpdate:
     )
 
 
-def _atomic_write(path: pathlib.Path, text: str) -> None:
+def _atomic_write(path: pathlib.Path, text: str, *, fsync: bool = True) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
-            os.fsync(fh.fileno())
+            if fsync:
+                os.fsync(fh.fileno())
         os.replace(tmp_name, path)
     except BaseException:
         pathlib.Path(tmp_name).unlink(missing_ok=True)
         raise
+    if not fsync:
+        return
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)  # make the rename itself durable

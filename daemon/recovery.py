@@ -1,0 +1,143 @@
+"""Start-up and supervision glue for the safety core: books, recovery, reconciliation, timeouts.
+
+``app.py`` calls these in order; each is a small function so the wiring stays
+thin and the tests can run the same sequence without the application:
+
+1. ``open_books`` — the daemon's books come from its OWN store (every fill it
+   booked since the account's epoch), not from the broker. Building them from
+   the broker would make the start-up reconciliation compare the broker with
+   itself and would double-count any fill that recovery books afterwards.
+2. ``OrderManager.recover`` — settle what the last process left open, booking
+   fills it never stored.
+3. ``Reconciler.startup`` — compare with the broker before any order.
+   ``start_safely`` runs 2 and 3 and halts if either cannot vouch for the books.
+4. ``supervise`` — in the background: acknowledgement timeouts and the
+   periodic reconciliation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+
+import structlog
+
+from brokers.base import AccountSnapshot, Fill, Position, Side
+from daemon.orders import OrderManager, RecoveryReport
+from daemon.portfolio import Portfolio
+from daemon.store import Store
+from risk.reconciler import ReconcileAction, Reconciler, ReconcileStatus, ReconciliationResult
+
+log = structlog.get_logger(__name__)
+
+EPOCH_KEY = "books_epoch_run"  # first run whose fills belong to the current account
+CASH_KEY = "books_starting_cash"  # the account's cash at that epoch
+
+
+@dataclass(frozen=True, slots=True)
+class StartupOutcome:
+    recovery: RecoveryReport
+    reconciliation: ReconciliationResult
+
+    @property
+    def may_trade(self) -> bool:
+        return self.recovery.ok and self.reconciliation.trading_allowed
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "may_trade": self.may_trade,
+            "recovery": self.recovery.as_dict(),
+            "reconciliation": self.reconciliation.as_dict(),
+        }
+
+
+async def open_books(
+    store: Store, account: AccountSnapshot, broker_positions: list[Position], *, fresh_account: bool, ts: int = 0
+) -> Portfolio:
+    """The daemon's portfolio, rebuilt from the fills it stored for this account.
+
+    ``fresh_account`` is True when the broker account is new with this run (a
+    backtest, or the sim broker without a state file): the books start at the
+    broker's cash and positions and a new epoch begins. Otherwise the first
+    run against an account records the epoch and the account's cash, and
+    every later run replays the stored fills since then, in booking order —
+    the same order the live books saw them, so FIFO P&L comes out identical.
+    Positions the broker holds that the fills do not explain are left for
+    the reconciler to find (``position_outside_daemon``).
+    """
+    epoch = await store.get_state(EPOCH_KEY)
+    if fresh_account or epoch is None:
+        await store.set_state(EPOCH_KEY, str(store.run_id), ts)
+        await store.set_state(CASH_KEY, str(account.cash), ts)
+        portfolio = Portfolio(account.cash, account.currency)
+        if fresh_account:
+            for position in broker_positions:
+                portfolio.adopt_position(position, ts)
+        return portfolio
+    cash = await store.get_state(CASH_KEY)
+    portfolio = Portfolio(Decimal(cash) if cash is not None else account.cash, account.currency)
+    for fill, reason in await stored_fills(store, int(epoch)):
+        portfolio.apply_fill(fill, reason=reason)
+    log.info("books rebuilt from the store", epoch_run=int(epoch), fills=portfolio.fill_count,
+             positions=[(p.symbol, str(p.quantity)) for p in portfolio.positions()])
+    return portfolio
+
+
+async def stored_fills(store: Store, since_run: int = 0) -> list[tuple[Fill, str]]:
+    """Every stored fill since ``since_run`` in booking order, with its order's reason."""
+    rows = await store.query(
+        "SELECT f.fill_id, f.client_order_id, f.symbol, f.side, f.quantity, f.price, f.fee, f.ts,"
+        " COALESCE(o.reason, '') FROM fills f LEFT JOIN orders o ON o.client_order_id = f.client_order_id"
+        " WHERE f.run_id >= ? ORDER BY f.rowid",
+        (since_run,),
+    )
+    return [
+        (Fill(r[0], r[1], r[2], Side(r[3]), Decimal(r[4]), Decimal(r[5]), Decimal(r[6]), int(r[7])), r[8])
+        for r in rows
+    ]
+
+
+async def start_safely(orders: OrderManager, reconciler: Reconciler, ts: int, *,
+                       attempts: int = 3, retry_delay: float = 2.0) -> StartupOutcome:
+    """Recovery, then the start-up reconciliation; HALT unless both vouch for the books. Before any order."""
+    report = await orders.recover(ts)
+    result = await reconciler.startup(ts, attempts=attempts, retry_delay=retry_delay)
+    if not report.ok and result.action is not ReconcileAction.HALTED:
+        detail = f"orders whose fate the broker could not tell: {', '.join(report.unresolved)}"
+        await reconciler.halt(detail, ts)
+        result = ReconciliationResult("startup", ts, ReconcileStatus.UNKNOWN, ReconcileAction.HALTED, (), detail)
+    outcome = StartupOutcome(report, result)
+    log.info("startup recovery and reconciliation", **outcome.as_dict())
+    return outcome
+
+
+async def supervise(
+    orders: OrderManager,
+    reconciler: Reconciler,
+    clock: Callable[[], int],
+    *,
+    reconcile_every: float = 60.0,
+    timeouts_every: float = 5.0,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """The background task: acknowledgement timeouts every ``timeouts_every`` s, reconciliation every
+    ``reconcile_every`` s. Runs until ``stop`` is set or the task is cancelled; a failing pass is logged
+    and the next one runs (a supervisor that dies silently would leave nothing watching)."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    next_reconcile = loop.time() + reconcile_every
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), min(timeouts_every, max(0.0, next_reconcile - loop.time())))
+            return
+        except TimeoutError:
+            pass
+        try:
+            await orders.check_timeouts(clock())
+            if loop.time() >= next_reconcile:
+                next_reconcile = loop.time() + reconcile_every
+                await reconciler.reconcile("periodic", clock())
+        except Exception as exc:
+            log.exception("supervision pass failed", error=repr(exc))
