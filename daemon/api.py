@@ -124,8 +124,11 @@ class ControlApi:
         port: int = 8787,
         *,
         ready: HealthProvider | None = None,
+        documents: Mapping[str, StatusProvider] | None = None,
     ) -> None:
         self._status = status
+        # more read-only JSON documents, each served at GET /<name> (e.g. "risk")
+        self._documents: dict[str, StatusProvider] = dict(documents or {})
         self._health = health
         self._ready = ready if ready is not None else health
         self._actions: dict[str, Action] = dict(actions or {})
@@ -148,6 +151,8 @@ class ControlApi:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/status", self._status_doc)
+        for name, provider in self._documents.items():
+            app.router.add_get(f"/{name}", self._document(provider))
         app.router.add_post("/{action}", self._action)
         return app
 
@@ -207,6 +212,13 @@ class ControlApi:
 
     async def _status_doc(self, _request: web.Request) -> web.Response:
         return _json(await _call(self._status))
+
+    @staticmethod
+    def _document(provider: StatusProvider) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handler(_request: web.Request) -> web.Response:
+            return _json(await _call(provider))
+
+        return handler
 
     async def _action(self, request: web.Request) -> web.Response:
         refusal = self._refuse(request)

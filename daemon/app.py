@@ -203,6 +203,16 @@ class Daemon:
         )
         return doc
 
+    def risk_report(self) -> dict[str, Any]:
+        """The trading state and every layer's current figures against its limits."""
+        pipeline = self.pipeline
+        return {
+            "state": self.governor.state.value,
+            "layers": [{"name": layer.name, "figures": layer.figures()} for layer in self.governor.layers],
+            "verdict_counts": dict(self.governor.counts),
+            "sizing": pipeline.sizer.figures() if hasattr(pipeline.sizer, "figures") else {},
+        }
+
     def health(self) -> tuple[bool, str]:
         if self._stop.is_set():
             return False, "stopping"
@@ -221,6 +231,7 @@ class Daemon:
                 status=self.status,
                 health=self.health,
                 actions={"pause": self.pause, "resume": self.resume, "flatten": self.flatten},
+                documents={"risk": self.risk_report},
                 token=token,
                 host=self.config.api.host,
                 port=self.config.api.port,

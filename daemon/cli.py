@@ -55,7 +55,11 @@ def _build_parser() -> argparse.ArgumentParser:
     _api_args(status)
     status.add_argument("--json", action="store_true", help="print the raw JSON document")
 
-    for name, text in (("pause", "stop opening orders until resumed"), ("resume", "lift a pause or halt")):
+    for name, text in (
+        ("pause", "stop opening orders until resumed"),
+        ("resume", "lift a pause or halt"),
+        ("flatten", "cancel open orders and close every position through the risk governor"),
+    ):
         cmd = sub.add_parser(name, help=text)
         _api_args(cmd)
         cmd.add_argument("--json", action="store_true")
@@ -65,6 +69,10 @@ def _build_parser() -> argparse.ArgumentParser:
     from strategies.train import add_arguments as _train_arguments
 
     _train_arguments(train)
+
+    risk = sub.add_parser("risk", help="trading state and each risk layer's figures against its limit")
+    _api_args(risk)
+    risk.add_argument("--json", action="store_true")
 
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
@@ -83,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "status": _cmd_status,
         "pause": _cmd_action,
         "resume": _cmd_action,
+        "flatten": _cmd_action,
+        "risk": _cmd_risk,
         "config": _cmd_config,
         "train": _cmd_train,
     }
@@ -159,6 +169,11 @@ def _request(args: argparse.Namespace, path: str, method: str = "GET") -> dict[s
     return asyncio.run(fetch_json(host, port, path, method=method, token=token))
 
 
+def _failure_code(exc: TradectlError) -> int:
+    """3 when no daemon answers (scripts can wait and retry), 1 when one answered with a refusal."""
+    return EXIT_UNREACHABLE if "no tradectl daemon answering" in str(exc) else EXIT_ERROR
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     from daemon.statusview import render_status
 
@@ -166,8 +181,20 @@ def _cmd_status(args: argparse.Namespace) -> int:
         doc = _request(args, "/status")
     except TradectlError as exc:
         print(f"tradectl status: {exc}", file=sys.stderr)
-        return EXIT_UNREACHABLE
+        return _failure_code(exc)
     print(json.dumps(doc, indent=2) if args.json else render_status(doc))
+    return EXIT_OK
+
+
+def _cmd_risk(args: argparse.Namespace) -> int:
+    from daemon.statusview import render_risk
+
+    try:
+        doc = _request(args, "/risk")
+    except TradectlError as exc:
+        print(f"tradectl risk: {exc}", file=sys.stderr)
+        return _failure_code(exc)
+    print(json.dumps(doc, indent=2) if args.json else render_risk(doc))
     return EXIT_OK
 
 
@@ -176,7 +203,7 @@ def _cmd_action(args: argparse.Namespace) -> int:
         doc = _request(args, f"/{args.command}", method="POST")
     except TradectlError as exc:
         print(f"tradectl {args.command}: {exc}", file=sys.stderr)
-        return EXIT_UNREACHABLE
+        return _failure_code(exc)
     print(json.dumps(doc, indent=2) if args.json else f"{args.command}: state is now {doc.get('state', '?')}")
     return EXIT_OK
 

@@ -185,3 +185,33 @@ def render_status(doc: Mapping[str, Any] | None) -> str:
         _last_decision(doc) + _counts(doc),
     ]
     return "\n\n".join("\n".join(block) for block in blocks)
+
+
+def render_risk(doc: Mapping[str, Any] | None) -> str:
+    """``tradectl risk``: the trading state, then one block per layer with its figures."""
+    doc = doc or {}
+    lines = [f"trading state   {doc.get('state', '—')}", ""]
+    for layer in doc.get("layers") or []:
+        figures = layer.get("figures") or {}
+        lines.append(str(layer.get("name", "?")))
+        if not figures:
+            lines.append("  (no figures)")
+        for key, value in figures.items():
+            lines.append(f"  {key:<28} {_risk_value(value)}")
+    counts = doc.get("verdict_counts") or {}
+    if counts:
+        lines += ["", "verdicts so far"]
+        lines += [f"  {key:<40} {value}" for key, value in sorted(counts.items())]
+    return "\n".join(lines)
+
+
+def _risk_value(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:,.6g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_risk_value(v)}" for k, v in value.items()) or "—"
+    if isinstance(value, list | tuple):
+        return ", ".join(_risk_value(v) for v in value) or "—"
+    return str(value)

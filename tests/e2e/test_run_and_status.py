@@ -65,6 +65,25 @@ def test_run_status_pause_and_clean_shutdown(tmp_path: Path) -> None:
             assert json.loads(paused.stdout)["state"] == "paused"
             resumed = _cli("resume", "--json", env=env)
             assert json.loads(resumed.stdout)["state"] == "active"
+
+            risk = _cli("risk", env=env)
+            assert risk.returncode == 0, risk.stderr
+            assert "trading state   active" in risk.stdout
+            for layer in ("kill_switch", "position_limit", "fat_finger", "daily_loss", "drawdown"):
+                assert layer in risk.stdout
+
+            no_token = dict(env)
+            del no_token["TRADECTL_API__TOKEN"]
+            refused = _cli("pause", env=no_token)
+            assert refused.returncode == 1 and "401 missing or wrong bearer token" in refused.stderr
+            assert _status(env)["state"] == "active"
+
+            paused = _cli("pause", env=env)  # stop new entries so the flatten result stays visible
+            flat = _cli("flatten", "--json", env=env)
+            assert flat.returncode == 0, flat.stderr
+            result = json.loads(flat.stdout)
+            assert result["denied"] == []
+            _wait(lambda: not _status(env)["positions"], timeout=20, what="positions closed by flatten")
         finally:
             proc.send_signal(signal.SIGINT)
             out, _ = proc.communicate(timeout=30)
@@ -73,6 +92,21 @@ def test_run_status_pause_and_clean_shutdown(tmp_path: Path) -> None:
     assert "round-trip trades" in out
     log_text = log_path.read_text()
     assert "order" in log_text and "fill" in log_text
+
+
+def _status(env: dict[str, str]) -> dict[str, object]:
+    result = _cli("status", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def _wait(check: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _wait_for_trades(env: dict[str, str], timeout: float) -> dict[str, object]:
