@@ -353,12 +353,15 @@ class LstmPolicyRunner:
         obs: np.ndarray,
         state: LstmState,
         episode_start: np.ndarray | Sequence[bool] | None = None,
+        out: LstmState | None = None,
     ) -> tuple[np.ndarray, LstmState]:
         """One recurrent step for n streams at once.
 
         ``obs`` is (n, obs_dim); ``state`` is (h, c) shaped (n_layers, n, hidden);
         ``episode_start[i]`` zeroes stream i's state before the step, as sb3 does.
-        Returns (probabilities (n, n_actions), new state). Inputs are not modified.
+        Returns (probabilities (n, n_actions), new state). Inputs are not modified,
+        unless ``out`` names them: the new state is written into ``out`` (which may
+        be ``state`` itself, updated in place) instead of new arrays.
         """
         x = self._prepare_obs(obs)
         n = x.shape[0]
@@ -373,8 +376,13 @@ class LstmPolicyRunner:
                 h_prev = h_prev * keep
                 c_prev = c_prev * keep
         ws = self._workspaces.get(n) or self._workspace(n)
-        h_new = np.empty(shape, dtype=self.dtype)
-        c_new = np.empty(shape, dtype=self.dtype)
+        if out is None:
+            h_new = np.empty(shape, dtype=self.dtype)
+            c_new = np.empty(shape, dtype=self.dtype)
+        else:
+            # Safe when out aliases state: h_prev[k] is copied into the input buffer
+            # before h_new[k] is written, and c is updated element by element.
+            h_new, c_new = out
         gates, tmp = ws.gates, ws.tmp
         ws.lstm_in[0][:, : self.obs_dim] = x
         for k, layer in enumerate(self._layers):
@@ -487,6 +495,10 @@ class StreamStates:
         obs = np.asarray(obs_batch)
         if obs.shape[0] != n:
             raise ValueError(f"{n} stream ids but {obs.shape[0]} observations")
+        if isinstance(sel, slice):
+            # A slice is a view of the pool: the runner updates the states in place.
+            state = (self._h[:, sel], self._c[:, sel])
+            return self.runner.step(obs, state, episode_starts, out=state)[0]
         probs, (h, c) = self.runner.step(obs, (self._h[:, sel], self._c[:, sel]), episode_starts)
         self._h[:, sel] = h
         self._c[:, sel] = c
