@@ -9,23 +9,21 @@ reproducible and a live-vs-backtest comparison meaningful.
 All of the broker's memory lives in one ``SimState`` so it can be written to a
 file and read back by a later process, making the simulator behave like an
 external broker that survives daemon restarts. Given a ``state_file`` the
-broker does that by itself: it loads the file at ``connect`` and rewrites it
-atomically after every order event (submit, fill, cancel, expiry) and at
-``close``, so a daemon killed at any instant meets the broker as the broker
-last acknowledged it — exactly what a real broker's own database gives.
+broker does that by itself: it loads the file at ``connect`` and records
+every order event (submit, fill, cancel, expiry) before the call that caused
+it returns (``brokers.sim_state.StateFile``: snapshot + append-only journal,
+so the cost per event does not grow with history), so a daemon killed at any
+instant meets the broker as the broker last acknowledged it — exactly what a
+real broker's own database gives.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import pathlib
-import tempfile
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
-from typing import Any, Literal
+from decimal import ROUND_HALF_EVEN, Context, Decimal
+from typing import Literal
 
 from brokers.base import (
     ZERO,
@@ -44,111 +42,13 @@ from brokers.base import (
 from brokers.costs import CostModel
 from brokers.errors import BrokerError, DataError, OrderRejected
 from brokers.replay import ReplayFeed
+from brokers.sim_state import STATE_VERSION, Delta, SimOrder, SimState, StateFile, atomic_write
 
-STATE_VERSION = 2
-_READABLE_VERSIONS = (1, 2)  # version 1 had no submit log
+__all__ = ["STATE_VERSION", "SimBroker", "SimOrder", "SimState"]
 _DAY = 86_400
 # Divisions (average prices) use a fixed context so results cannot depend on whatever
 # the process-wide decimal context has been set to.
 _DIV = Context(prec=28, rounding=ROUND_HALF_EVEN)
-
-
-@dataclass(slots=True)
-class SimOrder:
-    """One order as the simulated exchange remembers it (cumulative fill, not per-fill detail)."""
-
-    client_order_id: str
-    broker_order_id: str
-    symbol: str
-    side: Side
-    quantity: Decimal
-    order_type: OrderType
-    limit_price: Decimal | None
-    time_in_force: TimeInForce
-    submitted_ts: int
-    updated_ts: int
-    status: OrderStatus = OrderStatus.ACCEPTED
-    filled_quantity: Decimal = ZERO
-    average_price: Decimal | None = None
-    fill_count: int = 0
-    message: str = ""
-
-    @property
-    def remaining(self) -> Decimal:
-        return self.quantity - self.filled_quantity
-
-
-@dataclass(slots=True)
-class SimState:
-    """Everything the simulated broker knows; ``to_json``/``from_json`` round-trip it exactly.
-
-    ``feed_position`` and ``feed_last_ts`` tie the state to a point in the bar
-    sequence, so a restored broker resumes where it stopped and can tell when it
-    is given a different data set.
-    """
-
-    cash: Decimal
-    currency: str = "USD"
-    clock_ts: int = 0
-    order_seq: int = 0
-    feed_position: int = 0
-    feed_last_ts: int | None = None
-    orders: dict[str, SimOrder] = field(default_factory=dict)
-    fills: list[Fill] = field(default_factory=list)
-    positions: dict[str, Position] = field(default_factory=dict)
-    last_prices: dict[str, Decimal] = field(default_factory=dict)
-    last_bar_ts: dict[str, int] = field(default_factory=dict)
-    # Every client order id ever given to ``submit``, accepted or refused, in arrival order:
-    # the broker-side evidence that no order was sent twice.
-    submits: list[str] = field(default_factory=list)
-
-    def to_json(self, *, compact: bool = False) -> str:
-        """Serialise exactly; ``compact`` drops the indentation (json's C encoder only runs without indent)."""
-        doc = {
-            "version": STATE_VERSION,
-            "cash": str(self.cash),
-            "currency": self.currency,
-            "clock_ts": self.clock_ts,
-            "order_seq": self.order_seq,
-            "feed_position": self.feed_position,
-            "feed_last_ts": self.feed_last_ts,
-            "orders": [_order_to_dict(o) for o in self.orders.values()],
-            "fills": [_fill_to_dict(f) for f in self.fills],
-            "positions": {s: [str(p.quantity), str(p.average_price)] for s, p in self.positions.items()},
-            "last_prices": {s: str(p) for s, p in self.last_prices.items()},
-            "last_bar_ts": dict(self.last_bar_ts),
-            "submits": list(self.submits),
-        }
-        if compact:
-            return json.dumps(doc, separators=(",", ":"))
-        return json.dumps(doc, indent=1)
-
-    @classmethod
-    def from_json(cls, text: str) -> SimState:
-        """Parse ``to_json`` output; any malformation is a ``DataError`` (never a half-loaded state)."""
-        try:
-            doc = json.loads(text)
-            if doc.get("version") not in _READABLE_VERSIONS:
-                raise DataError(f"unsupported sim state version {doc.get('version')!r} (expected {STATE_VERSION})")
-            orders = [_order_from_dict(d) for d in doc["orders"]]
-            return cls(
-                cash=Decimal(doc["cash"]),
-                currency=str(doc["currency"]),
-                clock_ts=int(doc["clock_ts"]),
-                order_seq=int(doc["order_seq"]),
-                feed_position=int(doc["feed_position"]),
-                feed_last_ts=None if doc["feed_last_ts"] is None else int(doc["feed_last_ts"]),
-                orders={o.client_order_id: o for o in orders},
-                fills=[_fill_from_dict(d) for d in doc["fills"]],
-                positions={s: Position(s, Decimal(q), Decimal(avg)) for s, (q, avg) in doc["positions"].items()},
-                last_prices={s: Decimal(p) for s, p in doc["last_prices"].items()},
-                last_bar_ts={s: int(t) for s, t in doc["last_bar_ts"].items()},
-                submits=[str(c) for c in doc.get("submits", [])],
-            )
-        except DataError:
-            raise
-        except (ValueError, KeyError, TypeError, AttributeError, InvalidOperation) as exc:
-            raise DataError(f"malformed sim state: {type(exc).__name__}: {exc}") from exc
 
 
 class SimBroker:
@@ -196,9 +96,11 @@ class SimBroker:
         self.max_fill_quantity = max_fill_quantity
         self.state = SimState(cash=Decimal(starting_cash), currency=currency)
         self.state_file = None if state_file is None else pathlib.Path(state_file)
+        self._file = None if state_file is None else StateFile(state_file, fsync=state_fsync)
         self.checkpoint_bars = checkpoint_bars
-        self.state_fsync = state_fsync
         self.persist_count = 0
+        self._delta = Delta()
+        self._mutations = 0
         self._working: dict[str, SimOrder] = {}
         self._fills_by_order: dict[str, list[Fill]] = {}
         self._inbox = UpdateInbox()
@@ -212,17 +114,22 @@ class SimBroker:
         if self._connected:
             return
         self._connected = True
-        path = self.state_file
-        if path is None:
+        file = self._file
+        if file is None:
             return
-        if path.exists():
-            self.load_state(path)
-        else:
-            self._persist()
+        if file.exists():
+            self._install(file.path, file.load())
+        self._sync_feed_position()
+        file.snapshot(self.state)  # fold the journal in: a clean start for this session
+        self._delta = Delta(set(), len(self.state.fills), len(self.state.submits))
 
     async def close(self) -> None:
         self.feed.stop()
-        self._persist()
+        if self._file is not None and self._connected:
+            self._sync_feed_position()
+            self._file.snapshot(self.state)
+            self._file.close()
+            self._delta = Delta(set(), len(self.state.fills), len(self.state.submits))
 
     # --- market data -------------------------------------------------------------------------
 
@@ -269,6 +176,7 @@ class SimBroker:
         )
         state.orders[client_order_id] = order
         self._working[client_order_id] = order
+        self._delta.orders.add(client_order_id)
         accepted = _update(order)
         if self.fill_at == "close" and order.order_type is OrderType.MARKET:
             price = self.cost_model.fill_price(order.side, state.last_prices[order.symbol])
@@ -323,6 +231,7 @@ class SimBroker:
         )
         state.orders[client_order_id] = order
         self._working[client_order_id] = order
+        self._delta.orders.add(client_order_id)
         self._execute(order, state.last_prices[symbol], state.clock_ts)
         fill = state.fills[-1]
         if not notify:
@@ -345,7 +254,7 @@ class SimBroker:
     def save_state(self, path: str | pathlib.Path, *, fsync: bool = True) -> None:
         """Write the state atomically: a crash leaves either the old file or the new one, never half."""
         self._sync_feed_position()
-        _atomic_write(pathlib.Path(path), self.state.to_json(compact=True), fsync=fsync)
+        atomic_write(pathlib.Path(path), self.state.to_json(compact=True), fsync=fsync)
 
     def load_state(self, path: str | pathlib.Path) -> None:
         """Replace this broker's state with a saved one and move the feed to where that state stopped.
@@ -363,6 +272,9 @@ class SimBroker:
             state = SimState.from_json(text)
         except DataError as exc:
             raise DataError(f"{path}: {exc}") from exc
+        self._install(path, state)
+
+    def _install(self, path: pathlib.Path, state: SimState) -> None:
         self._check_feed_matches(path, state)
         self.state = state
         self._working = {cid: o for cid, o in state.orders.items() if not o.status.is_terminal}
@@ -375,10 +287,15 @@ class SimBroker:
     # --- internals ---------------------------------------------------------------------------
 
     def _persist(self) -> None:
-        """Save to ``state_file`` (if any) before the caller sees the outcome, as a broker commits before it acks."""
-        if self.state_file is not None:
-            self.save_state(self.state_file, fsync=self.state_fsync)
-            self.persist_count += 1
+        """Record what changed (if file-backed) before the caller sees the outcome: a broker commits, then acks."""
+        file = self._file
+        if file is None:
+            return
+        self._sync_feed_position()
+        state = self.state
+        file.append(state, self._delta)
+        self._delta = Delta(set(), len(state.fills), len(state.submits))
+        self.persist_count += 1
 
     def _unnotify(self, client_order_id: str) -> None:
         """Drop the inbox updates of one order (an external trade the daemon is not told about)."""
@@ -416,9 +333,8 @@ class SimBroker:
             return
         state.last_bar_ts[bar.symbol] = bar.ts
         state.clock_ts = max(state.clock_ts, bar.ts)
-        changed = False
+        before = self._mutations
         for order in [o for o in self._working.values() if o.symbol == bar.symbol]:
-            changed = True
             if order.time_in_force is TimeInForce.DAY and (bar.ts - 1) // _DAY > order.submitted_ts // _DAY:
                 self._finish(order, OrderStatus.EXPIRED, bar.ts, "day order expired at the end of its UTC day")
                 continue
@@ -427,8 +343,8 @@ class SimBroker:
                 self._execute(order, price, bar.ts)
             self._expire_if_ioc(order, bar.ts)
         state.last_prices[bar.symbol] = _dec(bar.close)
-        if self.state_file is not None and (
-            changed or (self.checkpoint_bars and state.feed_position % self.checkpoint_bars == 0)
+        if self._file is not None and (
+            self._mutations != before or (self.checkpoint_bars and state.feed_position % self.checkpoint_bars == 0)
         ):
             self._persist()
 
@@ -468,6 +384,8 @@ class SimBroker:
         order.filled_quantity = filled
         order.status = OrderStatus.FILLED if filled >= order.quantity else OrderStatus.PARTIALLY_FILLED
         order.updated_ts = ts
+        self._mutations += 1
+        self._delta.orders.add(order.client_order_id)
         if order.status.is_terminal:
             del self._working[order.client_order_id]
         self.state.fills.append(fill)
@@ -500,6 +418,8 @@ class SimBroker:
         order.status = status
         order.updated_ts = ts
         order.message = message
+        self._mutations += 1
+        self._delta.orders.add(order.client_order_id)
         self._working.pop(order.client_order_id, None)
         self._inbox.put(_update(order))
 
@@ -559,92 +479,4 @@ def _update(order: SimOrder, fill: Fill | None = None) -> OrderUpdate:
         average_price=order.average_price,
         fill=fill,
         message=order.message,
-    )
-
-
-def _atomic_write(path: pathlib.Path, text: str, *, fsync: bool = True) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            if fsync:
-                os.fsync(fh.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        pathlib.Path(tmp_name).unlink(missing_ok=True)
-        raise
-    if not fsync:
-        return
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
-
-
-def _order_to_dict(order: SimOrder) -> dict[str, Any]:
-    return {
-        "client_order_id": order.client_order_id,
-        "broker_order_id": order.broker_order_id,
-        "symbol": order.symbol,
-        "side": order.side.value,
-        "quantity": str(order.quantity),
-        "order_type": order.order_type.value,
-        "limit_price": None if order.limit_price is None else str(order.limit_price),
-        "time_in_force": order.time_in_force.value,
-        "submitted_ts": order.submitted_ts,
-        "updated_ts": order.updated_ts,
-        "status": order.status.value,
-        "filled_quantity": str(order.filled_quantity),
-        "average_price": None if order.average_price is None else str(order.average_price),
-        "fill_count": order.fill_count,
-        "message": order.message,
-    }
-
-
-def _order_from_dict(d: dict[str, Any]) -> SimOrder:
-    return SimOrder(
-        client_order_id=str(d["client_order_id"]),
-        broker_order_id=str(d["broker_order_id"]),
-        symbol=str(d["symbol"]),
-        side=Side(d["side"]),
-        quantity=Decimal(d["quantity"]),
-        order_type=OrderType(d["order_type"]),
-        limit_price=None if d["limit_price"] is None else Decimal(d["limit_price"]),
-        time_in_force=TimeInForce(d["time_in_force"]),
-        submitted_ts=int(d["submitted_ts"]),
-        updated_ts=int(d["updated_ts"]),
-        status=OrderStatus(d["status"]),
-        filled_quantity=Decimal(d["filled_quantity"]),
-        average_price=None if d["average_price"] is None else Decimal(d["average_price"]),
-        fill_count=int(d["fill_count"]),
-        message=str(d["message"]),
-    )
-
-
-def _fill_to_dict(fill: Fill) -> dict[str, Any]:
-    return {
-        "fill_id": fill.fill_id,
-        "client_order_id": fill.client_order_id,
-        "symbol": fill.symbol,
-        "side": fill.side.value,
-        "quantity": str(fill.quantity),
-        "price": str(fill.price),
-        "fee": str(fill.fee),
-        "ts": fill.ts,
-    }
-
-
-def _fill_from_dict(d: dict[str, Any]) -> Fill:
-    return Fill(
-        fill_id=str(d["fill_id"]),
-        client_order_id=str(d["client_order_id"]),
-        symbol=str(d["symbol"]),
-        side=Side(d["side"]),
-        quantity=Decimal(d["quantity"]),
-        price=Decimal(d["price"]),
-        fee=Decimal(d["fee"]),
-        ts=int(d["ts"]),
     )
