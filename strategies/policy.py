@@ -307,6 +307,8 @@ class LstmPolicyRunner:
         if head[-1].out_size != self.n_actions:
             raise ModelError(f"action_net has {head[-1].out_size} outputs for {self.n_actions} actions")
         self.fingerprint = self._fingerprint(layers, head)
+        # Observations can go straight into the float32 input buffer (the copy rounds them).
+        self._cast_on_copy = self.dtype == np.dtype(np.float32) and not self._scale_image
         self._layers = [_LstmLayer(lay.in_size, lay.weight.astype(self.dtype)) for lay in layers]
         self._head = [_Dense(d.weight.astype(self.dtype), d.activation) for d in head]
         self._workspaces: dict[int, _Workspace] = {}
@@ -338,7 +340,12 @@ class LstmPolicyRunner:
 
     def _prepare_obs(self, obs: np.ndarray) -> np.ndarray:
         # sb3 casts observations to float32 before anything else; do the same so
-        # float64 callers see exactly what the trained network saw.
+        # float64 callers see exactly what the trained network saw. With float32
+        # buffers a float (n, obs_dim) array needs no copy here: writing it into
+        # the input buffer is the same rounding.
+        fits = type(obs) is np.ndarray and obs.ndim == 2 and obs.shape[1] == self.obs_dim
+        if fits and self._cast_on_copy and obs.dtype.kind == "f":
+            return obs
         x = np.asarray(obs, dtype=np.float32)
         if x.ndim != 2:
             x = x.reshape(-1, self.obs_dim) if x.ndim == 1 else x.reshape(x.shape[0], -1)

@@ -232,38 +232,42 @@ class RecurrentStrategy:
         self.last_observation.pop(symbol, None)
 
     def decide(self, bars: Sequence[Bar], positions: Sequence[PositionView]) -> list[Decision]:
-        features = self.features
-        ids: list[str] = []
-        rows: list[np.ndarray] = []
-        batch_bars: list[Bar] = []
         starts = self._starts
-        any_start = False
-        for bar, position in zip(bars, positions, strict=True):
-            symbol = bar.symbol
-            if symbol in self._resumed:
-                self._continue_or_restart(symbol, bar.ts)
-            elif symbol not in self._last_ts:
-                starts.add(symbol)
-            self._last_ts[symbol] = bar.ts
-            self._episode_bars[symbol] = self._episode_bars.get(symbol, 0) + 1
-            obs = features.update(symbol, bar, position)
+        if len(bars) == 1:  # the usual case, kept lean: it runs on every bar
+            bar = bars[0]
+            obs = self._observe(bar, positions[0])
             if obs is None:
-                continue
-            ids.append(symbol)
-            rows.append(obs)
-            batch_bars.append(bar)
-            any_start = any_start or symbol in starts
-        if not ids:
+                return []
+            symbol = bar.symbol
+            if symbol in starts:
+                starts.discard(symbol)
+                probs = self.streams.decide((symbol,), obs[None, :], (True,))
+            else:
+                probs = self.streams.decide((symbol,), obs[None, :])
+            return [self._decision(bar, obs, probs[0])]
+        ready = []
+        for bar, position in zip(bars, positions, strict=True):
+            obs = self._observe(bar, position)
+            if obs is not None:
+                ready.append((bar, obs))
+        if not ready:
             return []
-        if len(rows) == 1:
-            batch = rows[0][None, :]
-        else:
-            batch = np.stack(rows)
-        flags = [s in starts for s in ids] if any_start else None
-        probs = self.streams.decide(ids, batch, flags)
-        if any_start:
-            starts.difference_update(ids)
-        return [self._decision(bar, obs, p) for bar, obs, p in zip(batch_bars, rows, probs, strict=True)]
+        ids = [bar.symbol for bar, _ in ready]
+        flags = [symbol in starts for symbol in ids]
+        probs = self.streams.decide(ids, np.stack([obs for _, obs in ready]), flags if any(flags) else None)
+        starts.difference_update(ids)
+        return [self._decision(bar, obs, p) for (bar, obs), p in zip(ready, probs, strict=True)]
+
+    def _observe(self, bar: Bar, position: PositionView) -> np.ndarray | None:
+        """Book the bar for its symbol and return its observation (None during warm-up)."""
+        symbol = bar.symbol
+        if symbol in self._resumed:
+            self._continue_or_restart(symbol, bar.ts)
+        elif symbol not in self._last_ts:
+            self._starts.add(symbol)
+        self._last_ts[symbol] = bar.ts
+        self._episode_bars[symbol] = self._episode_bars.get(symbol, 0) + 1
+        return self.features.update(symbol, bar, position)
 
     def _continue_or_restart(self, symbol: str, ts: int) -> None:
         self._resumed.discard(symbol)
