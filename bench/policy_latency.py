@@ -1,12 +1,19 @@
-"""Policy inference latency: sb3 ``model.predict`` vs ``LstmPolicyRunner.step``.
+"""Policy latency: sb3 ``model.predict`` vs ``LstmPolicyRunner.step``, and the whole pipeline.
 
-Not a test: prints a table. Both paths run in the same process on the same
-model and inputs, one after the other, so the ratio is like for like. Torch
-and BLAS are pinned to one thread so the figures are per core (the daemon
-runs one event loop on one core).
+Not a test: prints tables. Both inference paths run in the same process on
+the same model and inputs, one after the other, so the ratio is like for
+like. Torch and BLAS are pinned to one thread so the figures are per core
+(the daemon runs one event loop on one core).
 
-    python bench/policy_latency.py                 # default-size untrained model
-    python bench/policy_latency.py --model m.zip   # a trained model file
+Then the daemon itself (``Daemon.assemble``, backtest mode, the recurrent
+strategy with the same model, the bundled bars): the time from a bar
+entering ``TradingPipeline.on_bar`` to the order reaching the broker
+adapter's ``submit`` (targets: p99 <= 250 µs), the time of every bar through
+``on_bar``, and backtest throughput (target: >= 10,000 bars/s).
+
+    python bench/policy_latency.py                 # the shipped default model
+    python bench/policy_latency.py --model m.zip   # another trained model file
+    python bench/policy_latency.py --untrained     # a default-size untrained model (no pipeline part)
 """
 
 from __future__ import annotations
@@ -18,9 +25,12 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
+import asyncio  # noqa: E402
 import gc  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import gymnasium as gym  # noqa: E402
@@ -30,6 +40,10 @@ from gymnasium import spaces  # noqa: E402
 from sb3_contrib import RecurrentPPO  # noqa: E402
 
 from strategies.policy import LstmPolicyRunner, StreamStates  # noqa: E402
+from strategies.recurrent import default_model_path  # noqa: E402
+
+PIPELINE_P99_TARGET_US = 250.0
+BACKTEST_TARGET_BARS_PER_SECOND = 10_000
 
 
 class _SpacesEnv(gym.Env):
@@ -47,7 +61,7 @@ class _SpacesEnv(gym.Env):
 
 
 def _build_model(args: argparse.Namespace) -> RecurrentPPO:
-    if args.model:
+    if not args.untrained:
         return RecurrentPPO.load(args.model, device="cpu")
     env = _SpacesEnv(args.obs_dim, 4)
     kwargs = dict(lstm_hidden_size=args.hidden, n_lstm_layers=args.layers)
@@ -119,13 +133,16 @@ def _max_prob_diff(model: RecurrentPPO, runner: LstmPolicyRunner, obs: np.ndarra
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="a RecurrentPPO zip to load instead of building one")
-    parser.add_argument("--obs-dim", type=int, default=40)
+    parser.add_argument("--model", default=str(default_model_path()), help="model zip (with its .meta.json)")
+    parser.add_argument("--untrained", action="store_true", help="build an untrained model instead (no pipeline)")
+    parser.add_argument("--obs-dim", type=int, default=40, help="observation size of the untrained model")
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--layers", type=int, default=1)
     parser.add_argument("--batch", type=int, default=16, help="streams in the batched case")
     parser.add_argument("--sb3-calls", type=int, default=3000)
     parser.add_argument("--calls", type=int, default=30000, help="calls for the numpy runner")
+    parser.add_argument("--repeat", type=int, default=4, help="copies of the bundled year in the pipeline run")
+    parser.add_argument("--backtests", type=int, default=3, help="backtest runs (the best one counts)")
     args = parser.parse_args(argv)
 
     th.set_num_threads(1)
@@ -158,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
             )
         )
 
-    source = args.model or "untrained, built here"
+    source = "untrained, built here" if args.untrained else args.model
     print(
         f"policy inference latency: model {source}; obs {runner.obs_dim}, LSTM {runner.hidden_size} x "
         f"{runner.n_layers} layer(s), {runner.n_actions} actions; runner dtype {runner.dtype}"
@@ -177,6 +194,102 @@ def main(argv: list[str] | None = None) -> None:
     print()
     for n, worst in diffs:
         print(f"max |p_runner - p_sb3| over 300 steps, {n} stream(s): {worst:.2e}")
+    if not args.untrained:
+        del model, runner
+        gc.collect()
+        print()
+        asyncio.run(_pipeline(Path(args.model), args.repeat, args.backtests))
+
+
+# ---------------------------------------------------------------------- the whole pipeline
+def _recurrent_config(model: Path) -> Any:
+    from daemon.config import TradectlConfig
+
+    return TradectlConfig(strategy={"kind": "recurrent", "recurrent": {"model": str(model)}})
+
+
+async def _assemble(model: Path, db: Path, bars: list[Any]) -> Any:
+    from brokers.replay import ReplayFeed
+    from daemon.app import Daemon
+
+    daemon = await Daemon.assemble(_recurrent_config(model), mode="backtest", db_path=db)
+    if len(bars) != daemon.feed.total:
+        daemon.feed = daemon.broker.feed = ReplayFeed(bars)
+    return daemon
+
+
+async def _pipeline(model: Path, repeat: int, backtests: int) -> None:
+    """bar -> order latency through the real pipeline, then backtest throughput."""
+    from brokers.replay import load_bundled, repeat_bars
+    from daemon.logs import configure_logging
+
+    configure_logging("warning", False)  # as `tradectl backtest`: no log line per order
+    year = load_bundled()
+    bars = repeat_bars(year, len(year) * max(1, repeat))
+    with tempfile.TemporaryDirectory() as tmp:
+        timings = await _order_latency(model, Path(tmp) / "latency.db", bars)
+        rates = []
+        for k in range(backtests):
+            daemon = await _assemble(model, Path(tmp) / f"bt{k}.db", year)
+            gc.collect()
+            t0 = time.perf_counter()
+            await daemon.run(install_signals=False)
+            rates.append(daemon.pipeline.counts.bars / (time.perf_counter() - t0))
+
+    print(f"whole pipeline, recurrent policy ({model.name}), sim broker, backtest mode")
+    print(f"{'path':40s} {'p50 µs':>9s} {'p99 µs':>9s} {'max µs':>9s} {'samples':>8s}")
+    for name, t in timings.items():
+        if len(t):
+            print(f"{name:40s} {np.percentile(t, 50):9.1f} {np.percentile(t, 99):9.1f} {t.max():9.1f} {len(t):8d}")
+    order_us = timings["bar -> order at broker.submit"]
+    if len(order_us):
+        p99 = float(np.percentile(order_us, 99))
+        verdict = "met" if p99 <= PIPELINE_P99_TARGET_US else "MISSED"
+        print(f"target bar -> order p99 <= {PIPELINE_P99_TARGET_US:.0f} µs: {verdict} ({p99:.1f} µs)")
+    best = max(rates)
+    verdict = "met" if best >= BACKTEST_TARGET_BARS_PER_SECOND else "MISSED"
+    print(
+        f"backtest, bundled year ({len(year):,} bars): best {best:,.0f} bars/s of {len(rates)} runs "
+        f"({', '.join(f'{r:,.0f}' for r in rates)}); target >= {BACKTEST_TARGET_BARS_PER_SECOND:,}: {verdict}"
+    )
+
+
+async def _order_latency(model: Path, db: Path, bars: list[Any]) -> dict[str, np.ndarray]:
+    """Wrap on_bar and the broker's submit: an order's latency is submit time - its bar's on_bar entry.
+    The order manager's submit is timed too: what lies between it and the broker is the order journal
+    (a SQLite commit), not the policy."""
+    daemon = await _assemble(model, db, bars)
+    pipeline, broker = daemon.pipeline, daemon.broker
+    clock = time.perf_counter_ns
+    entered = [0]
+    order_ns: list[int] = []
+    manager_ns: list[int] = []
+    bar_ns: list[int] = []
+    on_bar, submit, manage = pipeline.on_bar, broker.submit, daemon.orders.submit
+
+    async def timed_on_bar(bar: Any) -> None:
+        entered[0] = t0 = clock()
+        await on_bar(bar)
+        bar_ns.append(clock() - t0)
+
+    async def timed_submit(client_order_id: str, request: Any) -> Any:
+        order_ns.append(clock() - entered[0])
+        return await submit(client_order_id, request)
+
+    async def timed_manage(request: Any, **kwargs: Any) -> Any:
+        manager_ns.append(clock() - entered[0])
+        return await manage(request, **kwargs)
+
+    pipeline.on_bar = timed_on_bar  # type: ignore[method-assign]
+    broker.submit = timed_submit  # type: ignore[method-assign]
+    daemon.orders.submit = timed_manage  # type: ignore[method-assign]
+    gc.collect()
+    await daemon.run(install_signals=False)
+    return {
+        "bar -> order at broker.submit": np.array(order_ns) / 1000.0,
+        "  of which bar -> OrderManager.submit": np.array(manager_ns) / 1000.0,
+        "bar through on_bar (every bar)": np.array(bar_ns) / 1000.0,
+    }
 
 
 if __name__ == "__main__":
