@@ -104,9 +104,10 @@ async def build_rig(
     durable: bool = True,
     ack_timeout: float = 30.0,
     submit_timeout: float = 10.0,
+    inline: bool = False,
 ) -> Rig:
     """Open the store, connect the broker, rebuild the books, and wire pipeline, order manager and reconciler."""
-    store = await Store.open(db_path, flush_rows=256, durable=durable)
+    store = await Store.open(db_path, flush_rows=256, durable=durable, inline=inline)
     await store.begin_run("test", "fp", {})
     await ensure_audit_table(store._write)
     await broker.connect()
