@@ -18,13 +18,13 @@ thin and the tests can run the same sequence without the application:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
 import structlog
 
-from brokers.base import AccountSnapshot, Fill, Position, Side
+from brokers.base import AccountSnapshot, Broker, Fill, Position, Side
 from daemon.orders import OrderManager, RecoveryReport
 from daemon.portfolio import Portfolio
 from daemon.store import Store
@@ -97,6 +97,16 @@ async def stored_fills(store: Store, since_run: int = 0) -> list[tuple[Fill, str
         (Fill(r[0], r[1], r[2], Side(r[3]), Decimal(r[4]), Decimal(r[5]), Decimal(r[6]), int(r[7])), r[8])
         for r in rows
     ]
+
+
+def make_settle(broker: Broker, orders: OrderManager) -> Callable[[], Awaitable[None]]:
+    """The reconciler's ``settle``: apply every update the broker has already delivered before comparing."""
+
+    async def settle() -> None:
+        for update in broker.drain_updates():
+            await orders.apply(update)
+
+    return settle
 
 
 async def start_safely(orders: OrderManager, reconciler: Reconciler, ts: int, *,

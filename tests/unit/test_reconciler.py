@@ -7,16 +7,19 @@ daemon hearing about it, exactly what the reconciler exists to notice.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from brokers.base import Bar, OrderRequest, OrderStatus, OrderType, Position, Side
+from brokers.base import Bar, OrderRequest, OrderStatus, OrderType, OrderUpdate, Position, Side
 from brokers.errors import BrokerError
 from brokers.replay import load_bundled
 from brokers.sim import SimBroker
+from daemon.recovery import make_settle, start_safely, supervise
 from risk.governor import TradingState
 from risk.reconciler import DifferenceKind, ReconcileAction, Reconciler, ReconcileStatus
 from tests.integration.fakes.rig import Rig, build_rig, sim_broker
@@ -252,3 +255,62 @@ async def test_fills_lost_in_transit_are_found_and_adopted_from_the_broker(tmp_p
 def test_policy_is_validated() -> None:
     with pytest.raises(ValueError, match="adopt"):
         Reconciler(None, None, policy="ignore")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------- start-up and supervision glue
+
+
+class LookupsDown(SimBroker):
+    """Order lookups fail (the broker's order endpoint is down)."""
+
+    async def get_order(self, client_order_id: str) -> OrderUpdate | None:
+        raise BrokerError("order endpoint unavailable")
+
+
+class SilentAck(SimBroker):
+    """Accepts orders but the acknowledgement never arrives."""
+
+    async def submit(self, client_order_id: str, request: OrderRequest) -> OrderUpdate:
+        ack = await super().submit(client_order_id, request)
+        return dataclasses.replace(ack, status=OrderStatus.SUBMITTED)
+
+
+async def test_start_safely_halts_when_an_order_cannot_be_resolved(tmp_path: Path) -> None:
+    rig = await _rig(tmp_path, "halt", LookupsDown)
+    await rig.store.journal_order("tcx-00000001", 1, BUY, decision_id=None, ts=0)  # left by a dead process
+    await rig.close()
+    rig = await _rig(tmp_path, "halt", LookupsDown)
+    outcome = await start_safely(rig.orders, rig.reconciler, 0, attempts=1, retry_delay=0)
+    assert not outcome.may_trade and outcome.recovery.unresolved == ["tcx-00000001"]
+    assert rig.governor.state is TradingState.HALTED
+    assert rig.broker.state.submits == []
+    await rig.close()
+
+
+async def test_supervise_asks_about_silent_orders_and_reconciles_periodically(tmp_path: Path) -> None:
+    rig = await _rig(tmp_path, "halt", SilentAck)
+    bar = await _step(rig.broker)
+    order = await rig.orders.submit(BUY, ts=bar.ts)
+    assert order.status is OrderStatus.SUBMITTED
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        supervise(rig.orders, rig.reconciler, lambda: bar.ts + 3600, reconcile_every=0.05, timeouts_every=0.01,
+                  stop=stop)
+    )
+    await asyncio.sleep(0.2)
+    stop.set()
+    await asyncio.wait_for(task, 1)
+    assert order.status is OrderStatus.ACCEPTED
+    assert rig.reconciler.stats.runs["ok"] >= 1
+    assert rig.broker.state.submits == [order.client_order_id]
+    await rig.close()
+
+
+async def test_make_settle_applies_delivered_updates(tmp_path: Path) -> None:
+    rig = await _rig(tmp_path)
+    bar = await _step(rig.broker)
+    await rig.orders.submit(BUY, ts=bar.ts)
+    await _step(rig.broker)
+    await make_settle(rig.broker, rig.orders)()
+    assert rig.portfolio.quantity(SYM) == D(10_000)
+    await rig.close()
