@@ -223,7 +223,7 @@ async def _pipeline(model: Path, repeat: int, backtests: int) -> None:
     from brokers.replay import load_bundled, repeat_bars
     from daemon.logs import configure_logging
 
-    configure_logging("warning", False)  # as `tradectl backtest`: no log line per order
+    configure_logging("error", False)  # no log line per order or risk denial: their I/O is not the pipeline
     year = load_bundled()
     bars = repeat_bars(year, len(year) * max(1, repeat))
     with tempfile.TemporaryDirectory() as tmp:
@@ -237,10 +237,10 @@ async def _pipeline(model: Path, repeat: int, backtests: int) -> None:
             rates.append(daemon.pipeline.counts.bars / (time.perf_counter() - t0))
 
     print(f"whole pipeline, recurrent policy ({model.name}), sim broker, backtest mode")
-    print(f"{'path':40s} {'p50 µs':>9s} {'p99 µs':>9s} {'max µs':>9s} {'samples':>8s}")
+    print(f"{'path (bars that send an order, cumulative)':50s} {'p50 µs':>9s} {'p99 µs':>9s} {'max µs':>9s} {'n':>6s}")
     for name, t in timings.items():
         if len(t):
-            print(f"{name:40s} {np.percentile(t, 50):9.1f} {np.percentile(t, 99):9.1f} {t.max():9.1f} {len(t):8d}")
+            print(f"{name:50s} {np.percentile(t, 50):9.1f} {np.percentile(t, 99):9.1f} {t.max():9.1f} {len(t):6d}")
     order_us = timings["bar -> order at broker.submit"]
     if len(order_us):
         p99 = float(np.percentile(order_us, 99))
@@ -254,42 +254,66 @@ async def _pipeline(model: Path, repeat: int, backtests: int) -> None:
     )
 
 
+_STAGES = (
+    ("decide_end", "bar -> strategy decided"),
+    ("manager", "bar -> OrderManager.submit (sized, risk-checked)"),
+    ("journal_end", "bar -> order journaled (SQLite commit)"),
+    ("broker", "bar -> order at broker.submit"),
+)
+
+
 async def _order_latency(model: Path, db: Path, bars: list[Any]) -> dict[str, np.ndarray]:
-    """Wrap on_bar and the broker's submit: an order's latency is submit time - its bar's on_bar entry.
-    The order manager's submit is timed too: what lies between it and the broker is the order journal
-    (a SQLite commit), not the policy."""
+    """Time every bar through on_bar and, for bars that send an order, when each stage on the way to the
+    broker adapter's ``submit`` is reached (µs since on_bar was entered)."""
     daemon = await _assemble(model, db, bars)
-    pipeline, broker = daemon.pipeline, daemon.broker
-    clock = time.perf_counter_ns
-    entered = [0]
-    order_ns: list[int] = []
-    manager_ns: list[int] = []
+    pipeline, clock = daemon.pipeline, time.perf_counter_ns
+    marks: dict[str, int] = {}
+    stages: dict[str, list[int]] = {key: [] for key, _ in _STAGES}
     bar_ns: list[int] = []
-    on_bar, submit, manage = pipeline.on_bar, broker.submit, daemon.orders.submit
+
+    def mark_after(obj: Any, name: str, key: str) -> None:
+        inner = getattr(obj, name)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            result = inner(*args, **kwargs)
+            marks[key] = clock()
+            return result
+
+        setattr(obj, name, timed)
+
+    def mark_before(obj: Any, name: str, key: str, after: str | None = None) -> None:
+        inner = getattr(obj, name)
+
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            marks[key] = clock()
+            result = await inner(*args, **kwargs)
+            if after is not None:
+                marks[after] = clock()
+            return result
+
+        setattr(obj, name, timed)
+
+    mark_after(daemon.strategy, "decide", "decide_end")
+    mark_before(daemon.orders, "submit", "manager")
+    mark_before(daemon.store, "journal_order", "journal", after="journal_end")
+    mark_before(daemon.broker, "submit", "broker")
+    on_bar = pipeline.on_bar
 
     async def timed_on_bar(bar: Any) -> None:
-        entered[0] = t0 = clock()
+        marks.clear()
+        t0 = clock()
         await on_bar(bar)
         bar_ns.append(clock() - t0)
-
-    async def timed_submit(client_order_id: str, request: Any) -> Any:
-        order_ns.append(clock() - entered[0])
-        return await submit(client_order_id, request)
-
-    async def timed_manage(request: Any, **kwargs: Any) -> Any:
-        manager_ns.append(clock() - entered[0])
-        return await manage(request, **kwargs)
+        if "broker" in marks:
+            for key, _ in _STAGES:
+                stages[key].append(marks[key] - t0)
 
     pipeline.on_bar = timed_on_bar  # type: ignore[method-assign]
-    broker.submit = timed_submit  # type: ignore[method-assign]
-    daemon.orders.submit = timed_manage  # type: ignore[method-assign]
     gc.collect()
     await daemon.run(install_signals=False)
-    return {
-        "bar -> order at broker.submit": np.array(order_ns) / 1000.0,
-        "  of which bar -> OrderManager.submit": np.array(manager_ns) / 1000.0,
-        "bar through on_bar (every bar)": np.array(bar_ns) / 1000.0,
-    }
+    out = {label: np.array(stages[key]) / 1000.0 for key, label in _STAGES}
+    out["bar through on_bar (every bar)"] = np.array(bar_ns) / 1000.0
+    return out
 
 
 if __name__ == "__main__":
