@@ -317,6 +317,9 @@ class RecurrentStrategy:
                 plans.append(self.rewarm_plan(symbol, f"state saved for model {sha[:16]}"))
                 continue
             age = now_ts - ts
+            if age < 0:  # a replay started over, or the clock moved back: the state is not this history's
+                plans.append(self.rewarm_plan(symbol, f"state is from {-age} s in the future"))
+                continue
             if age > self.max_state_age_seconds:
                 plans.append(self.rewarm_plan(symbol, f"state is {age} s old (max {self.max_state_age_seconds})"))
                 continue

@@ -427,9 +427,16 @@ async def test_replayed_history_going_back_in_time_restarts(bars: list[Bar]) -> 
     store = _MemoryStore()
     await save_to_store(before, store)
     after = _strategy()
-    await restore_from_store(after, store, _History(bars[:600]), now_ts=bars[600].ts)
+    outcome = await restore_from_store(after, store, _History([]), now_ts=bars[0].ts)
+    assert outcome == {"EURUSD": "cold"}  # planned as a re-warm: the state is from the future
     after.reset("EURUSD")
     decisions = _feed(after, bars[:300])
+    assert len(decisions) == 300 - after.warmup_bars + 1
+    # Even if the state were resumed, the first bar going back in time restarts the episode.
+    again = _strategy()
+    await restore_from_store(again, store, _History(bars[:600]), now_ts=bars[600].ts)
+    again.reset("EURUSD")
+    decisions = _feed(again, bars[:300])
     assert len(decisions) == 300 - after.warmup_bars + 1
 
 
