@@ -106,6 +106,8 @@ class Daemon:
     ) -> Daemon:
         backtest = mode == "backtest"
         bars = load_data(config, data)
+        # first, so a refused model leaves no open store and no half-written run behind
+        strategy = build_strategy(config)
         store = await Store.open(
             db_path or config.store.path,
             flush_rows=config.store.flush_rows,
@@ -130,7 +132,6 @@ class Daemon:
             state = TradingState(saved)
             log.warning("trading state restored from the store; resume to trade", state=saved)
         governor = RiskGovernor(build_layers(config.risk, bar_seconds=config.data.bar_seconds), state=state)
-        strategy = build_strategy(config)
         pipeline = TradingPipeline(
             broker=broker,
             guard=BarGuard(config.guard.max_gap_seconds),
@@ -225,6 +226,8 @@ class Daemon:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, self.request_stop)
         self.lag.start()
+        if self.mode == "run":
+            await self._restore_strategy_state()
         if self.config.api.enabled and self.mode == "run":
             token = self.config.api.token.get_secret_value() if self.config.api.token else None
             self.api = ControlApi(
@@ -278,6 +281,26 @@ class Daemon:
         for update in self.broker.drain_updates():
             await pipeline.on_update(update)
 
+    async def _restore_strategy_state(self) -> None:
+        """Give a recurrent policy back its memory (or re-warm it from recent history) before the first bar."""
+        from strategies.recurrent import RecurrentStrategy, restore_from_store
+
+        if not isinstance(self.strategy, RecurrentStrategy):
+            return
+        feed = self.feed
+        # A replay's clock is its next bar; a live feed's is the wall clock.
+        now = feed.bars[feed.position].ts if feed.position < feed.total else int(time.time())
+        symbols = [self.config.data.symbol]
+        outcome = await restore_from_store(self.strategy, self.store, self.broker, now, symbols=symbols)
+        log.info("recurrent memory restored", **outcome)
+
+    async def _save_strategy_state(self) -> None:
+        from strategies.recurrent import RecurrentStrategy, save_to_store
+
+        if isinstance(self.strategy, RecurrentStrategy):
+            saved = await save_to_store(self.strategy, self.store)
+            log.info("recurrent memory saved", symbols=saved)
+
     async def _flush_periodically(self) -> None:
         while True:
             await asyncio.sleep(self.config.store.flush_seconds)
@@ -310,6 +333,8 @@ class Daemon:
             realized_net=self.portfolio.realized - self.portfolio.fees,
             elapsed=time.monotonic() - self.started,
         )
+        if self.mode == "run":
+            await self._save_strategy_state()
         await self.store.end_run(summary.as_dict())
         await self.broker.close()
         await self.store.close()

@@ -91,7 +91,9 @@ class RecurrentConfig(_Section):
 
 
 class StrategyConfig(_Section):
-    kind: Literal["sma_cross", "recurrent"] = Field("sma_cross", description="which strategy decides")
+    kind: Literal["sma_cross", "recurrent"] = Field(
+        "recurrent", description="which strategy decides: the bundled recurrent policy or the SMA-cross baseline"
+    )
     sma_cross: SmaCrossConfig = Field(default_factory=SmaCrossConfig)
     recurrent: RecurrentConfig = Field(default_factory=RecurrentConfig)
 

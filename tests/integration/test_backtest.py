@@ -27,8 +27,9 @@ async def _backtest(config: TradectlConfig, db: Path, data: Path | None = None) 
     return daemon
 
 
-async def test_two_backtests_write_byte_identical_order_journals(tmp_path: Path) -> None:
-    config = _config(tmp_path)
+@pytest.mark.parametrize("strategy", ["sma_cross", "recurrent"])
+async def test_two_backtests_write_byte_identical_order_journals(tmp_path: Path, strategy: str) -> None:
+    config = _config(tmp_path, strategy={"kind": strategy})
     journals = []
     for name in ("a.db", "b.db"):
         await _backtest(config, tmp_path / name)
@@ -37,13 +38,13 @@ async def test_two_backtests_write_byte_identical_order_journals(tmp_path: Path)
         store = await Store.open(tmp_path / name)
         journals.append(await store.order_journal_text())
         await store.close()
-    assert journals[0].count("\norders\t") > 50, "the SMA baseline should trade on the bundled year"
+    assert journals[0].count("\norders\t") > 50, f"{strategy} should trade on the bundled year"
     assert journals[0] == journals[1]
 
 
 async def test_pnl_equals_the_sum_over_stored_fills(tmp_path: Path) -> None:
     db = tmp_path / "bt.db"
-    daemon = await _backtest(_config(tmp_path), db)
+    daemon = await _backtest(_config(tmp_path, strategy={"kind": "sma_cross"}), db)
     book = daemon.portfolio
     with sqlite3.connect(db) as conn:
         fills = conn.execute("SELECT side, quantity, price, fee FROM fills").fetchall()
@@ -83,7 +84,8 @@ async def test_bad_bars_are_rejected_counted_and_never_traded(tmp_path: Path) ->
     path = tmp_path / "bars.csv"
     path.write_text("\n".join(rows[:60] + bad + rows[60:]) + "\n")
     db = tmp_path / "bt.db"
-    config = _config(tmp_path, strategy={"sma_cross": {"fast": 3, "slow": 8}}, data={"symbol": "TEST"})
+    strategy = {"kind": "sma_cross", "sma_cross": {"fast": 3, "slow": 8}}
+    config = _config(tmp_path, strategy=strategy, data={"symbol": "TEST"})
     daemon = await _backtest(config, db, data=path)
     assert daemon.pipeline.counts.rejected_bars == len(bad)
     with sqlite3.connect(db) as conn:
