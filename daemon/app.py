@@ -29,11 +29,13 @@ from daemon.looplag import LoopLagMonitor
 from daemon.orders import OrderManager
 from daemon.pipeline import TradingPipeline
 from daemon.portfolio import Portfolio
+from daemon.recovery import StartupOutcome, make_settle, open_books, start_safely, supervise
 from daemon.report import Summary, summarize
 from daemon.sdnotify import SystemdNotifier
 from daemon.store import Store
 from risk.governor import RiskGovernor, TradingState
 from risk.layers import build_layers
+from risk.reconciler import Reconciler
 from risk.sizing import build_sizer
 from strategies.base import Strategy
 from strategies.sma_cross import SmaCrossStrategy
@@ -89,6 +91,8 @@ class Daemon:
     started: float = field(default_factory=time.monotonic)
     lag: LoopLagMonitor = field(default_factory=LoopLagMonitor)
     api: ControlApi | None = None
+    reconciler: Reconciler | None = None
+    startup: StartupOutcome | None = None
     notifier: SystemdNotifier = field(default_factory=SystemdNotifier)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -118,14 +122,20 @@ class Daemon:
         await store.begin_run(mode, config.fingerprint(), config.public_dict())
         feed = ReplayFeed(bars, pace=None if backtest else (config.data.pace if pace is None else pace))
         sim = config.broker.sim
+        state_file = None if backtest else sim.state_file
         broker = SimBroker(
-            feed, sim.costs.model(), starting_cash=sim.starting_cash, fill_at=sim.fill_at, currency=sim.currency
+            feed, sim.costs.model(), starting_cash=sim.starting_cash, fill_at=sim.fill_at, currency=sim.currency,
+            state_file=state_file, checkpoint_bars=sim.checkpoint_bars,
         )
         await broker.connect()
         account = await broker.account()
-        portfolio = Portfolio(account.cash, account.currency)
-        for position in await broker.positions():
-            portfolio.adopt_position(position, bars[0].ts if bars else 0)
+        # The books come from our own store (fills since the account's epoch); the broker is what they are
+        # reconciled against. A sim without a state file is a new account every run.
+        fresh = state_file is None
+        portfolio = await open_books(
+            store, account, await broker.positions() if fresh else [], fresh_account=fresh,
+            ts=bars[0].ts if bars else 0,
+        )
         state = TradingState.ACTIVE
         saved = await store.get_state(_STATE_KEY)
         if saved in (TradingState.PAUSED.value, TradingState.HALTED.value) and not backtest:
@@ -141,11 +151,27 @@ class Daemon:
             portfolio=portfolio,
             store=store,
         )
-        orders = await OrderManager.create(store, broker, on_fill=pipeline.on_fill, on_anomaly=pipeline.on_anomaly)
+        oc = config.orders
+        orders = await OrderManager.create(
+            store, broker, on_fill=pipeline.on_fill, on_anomaly=pipeline.on_anomaly,
+            submit_timeout=oc.submit_timeout_seconds, ack_timeout=oc.ack_timeout_seconds,
+            not_found_limit=oc.not_found_limit,
+        )
         pipeline.attach(orders)
         daemon = cls(config, mode, store, feed, broker, pipeline, orders, governor, portfolio, strategy)
+        rc = config.reconcile
+        daemon.reconciler = Reconciler(
+            broker, portfolio, orders, policy=rc.policy, governor=governor, hooks=pipeline.hooks,
+            audit=store._write, alert=pipeline._emit, settle=make_settle(broker, orders),
+            confirm_delay=rc.confirm_delay_seconds, unknown_halt_after=rc.unknown_halt_after, run_id=store.run_id,
+        )
         governor.on_transition(daemon._persist_transition)
         return daemon
+
+    def _clock(self) -> int:
+        """The daemon's notion of now for order timeouts and audits: bar time in replay."""
+        bar = self.pipeline.last_bar
+        return bar.ts if bar is not None else self.broker.state.clock_ts
 
     def _persist_transition(self, previous: TradingState, to: TradingState, reason: str) -> None:
         log.warning("trading state changed", previous=previous.value, to=to.value, reason=reason)
@@ -212,6 +238,12 @@ class Daemon:
             "layers": [{"name": layer.name, "figures": layer.figures()} for layer in self.governor.layers],
             "verdict_counts": dict(self.governor.counts),
             "sizing": pipeline.sizer.figures() if hasattr(pipeline.sizer, "figures") else {},
+            "reconciliation": None if self.reconciler is None or self.reconciler.last is None else {
+                **self.reconciler.last.as_dict(),
+                "policy": self.reconciler.policy,
+                "runs": dict(self.reconciler.stats.runs),
+            },
+            "startup": None if self.startup is None else self.startup.as_dict(),
         }
 
     def health(self) -> tuple[bool, str]:
@@ -241,6 +273,20 @@ class Daemon:
             )
             await self.api.start()
         flusher = loop.create_task(self._flush_periodically()) if self.mode == "run" else None
+        supervisor = None
+        if self.reconciler is not None:
+            # Before any order: settle what the last process left open, then compare with the broker.
+            # Anything it cannot vouch for HALTs (the API stays up so an operator can look and resume).
+            rc = self.config.reconcile
+            self.startup = await start_safely(
+                self.orders, self.reconciler, self._clock(),
+                attempts=rc.startup_attempts, retry_delay=rc.startup_retry_seconds,
+            )
+            if self.mode == "run":
+                supervisor = loop.create_task(supervise(
+                    self.orders, self.reconciler, self._clock, reconcile_every=rc.interval_seconds,
+                    timeouts_every=self.config.orders.check_every_seconds, stop=self._stop,
+                ))
         if self.mode == "run":
             # READY=1 only once the store, broker and API are up: systemd (Type=notify) starts
             # dependants and the watchdog clock from here.
@@ -258,6 +304,8 @@ class Daemon:
         finally:
             if flusher is not None:
                 flusher.cancel()
+            if supervisor is not None:
+                supervisor.cancel()
             summary = await self._shutdown()
             if install_signals:
                 for sig in (signal.SIGINT, signal.SIGTERM):
@@ -267,9 +315,12 @@ class Daemon:
     async def _trade(self, progress: Callable[[int], None] | None) -> None:
         pipeline = self.pipeline
         stop = self._stop
+        reconciler = self.reconciler if self.mode == "run" and self.config.reconcile.after_fill else None
         n = 0
         async for bar in self.broker.bars():
             await pipeline.on_bar(bar)
+            if reconciler is not None:
+                await reconciler.after_fills(bar.ts)  # once per bar's batch of fills, never from inside on_fill
             n += 1
             if progress is not None and n % 1024 == 0:
                 progress(1024)

@@ -52,6 +52,37 @@ class SimBrokerConfig(_Section):
         "next_open", description="market orders fill at the next bar's open, or at the deciding bar's close"
     )
     costs: CostConfig = Field(default_factory=CostConfig)
+    state_file: Path | None = Field(
+        None,
+        description="the sim account's own file (snapshot + journal) so a restarted daemon meets the broker as it "
+        "left it; None = a new account every run",
+    )
+    checkpoint_bars: int = Field(
+        0, ge=0, description="also save the sim's feed position every N bars; 0 = only with order events"
+    )
+
+
+class OrdersConfig(_Section):
+    submit_timeout_seconds: float = Field(10.0, gt=0, description="a submit unanswered this long is UNKNOWN")
+    ack_timeout_seconds: float = Field(
+        30.0, gt=0, description="an order waiting this long for an ack or cancel confirmation is looked up"
+    )
+    not_found_limit: int = Field(3, ge=1, description="lookups finding no such order before it counts as never sent")
+    check_every_seconds: float = Field(5.0, gt=0, description="how often acknowledgement timeouts are checked")
+
+
+class ReconcileConfig(_Section):
+    policy: Literal["adopt", "halt"] = Field(
+        "halt", description="on a confirmed difference: take the broker's state and alert, or HALT"
+    )
+    interval_seconds: float = Field(60.0, gt=0, description="periodic reconciliation")
+    after_fill: bool = Field(True, description="reconcile after each batch of fills (run mode; backtests skip it)")
+    confirm_delay_seconds: float | None = Field(
+        1.0, ge=0, description="second look before acting on a difference; None = act on the first"
+    )
+    unknown_halt_after: int = Field(3, ge=1, description="consecutive unreadable broker reports before HALT")
+    startup_attempts: int = Field(3, ge=1, description="start-up reads of an unreachable broker before HALT")
+    startup_retry_seconds: float = Field(2.0, ge=0, description="pause between start-up attempts")
 
 
 class BrokerConfig(_Section):
@@ -132,6 +163,8 @@ class TradectlConfig(BaseSettings):
     sizing: SizingConfig = Field(default_factory=SizingConfig)
     risk: RiskConfig = Field(default_factory=RiskConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
+    orders: OrdersConfig = Field(default_factory=OrdersConfig)
+    reconcile: ReconcileConfig = Field(default_factory=ReconcileConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     telegram: TelegramConfig = Field(default_factory=TelegramConfig)

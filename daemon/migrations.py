@@ -6,6 +6,8 @@ are stored as decimal TEXT so that what was counted is what is read back.
 
 from __future__ import annotations
 
+from risk.reconciler import MIGRATION_NAME, RECONCILIATION_RUNS_DDL
+
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (
         1,
@@ -159,6 +161,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         );
         """,
     ),
+    (3, MIGRATION_NAME, RECONCILIATION_RUNS_DDL),
 )
 
 LATEST_VERSION = MIGRATIONS[-1][0]
