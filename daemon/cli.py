@@ -177,24 +177,23 @@ def _failure_code(exc: TradectlError) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     from daemon.statusview import render_status
 
-    try:
-        doc = _request(args, "/status")
-    except TradectlError as exc:
-        print(f"tradectl status: {exc}", file=sys.stderr)
-        return _failure_code(exc)
-    print(json.dumps(doc, indent=2) if args.json else render_status(doc))
-    return EXIT_OK
+    return _show(args, "/status", render_status)
 
 
 def _cmd_risk(args: argparse.Namespace) -> int:
     from daemon.statusview import render_risk
 
+    return _show(args, "/risk", render_risk)
+
+
+def _show(args: argparse.Namespace, path: str, render: Callable[[dict[str, Any]], str]) -> int:
+    """Fetch a read-only document from the daemon and print it as a table or, with --json, as JSON."""
     try:
-        doc = _request(args, "/risk")
+        doc = _request(args, path)
     except TradectlError as exc:
-        print(f"tradectl risk: {exc}", file=sys.stderr)
+        print(f"tradectl {args.command}: {exc}", file=sys.stderr)
         return _failure_code(exc)
-    print(json.dumps(doc, indent=2) if args.json else render_risk(doc))
+    print(json.dumps(doc, indent=2) if args.json else render(doc))
     return EXIT_OK
 
 

@@ -70,16 +70,27 @@ _Op = tuple[str, Sequence[Any], bool]
 
 def _run_transaction(conn: sqlite3.Connection, ops: list[_Op]) -> list[int]:
     """Executed on the database thread: all of ``ops`` or none of them."""
+    return _all_or_nothing(conn, ops, ("BEGIN IMMEDIATE", "COMMIT", ("ROLLBACK",)))
+
+
+def _run_savepoint(conn: sqlite3.Connection, ops: list[_Op]) -> list[int]:
+    """``_run_transaction`` for a connection already inside a batch transaction (backtests)."""
+    return _all_or_nothing(conn, ops, ("SAVEPOINT op", "RELEASE op", ("ROLLBACK TO op", "RELEASE op")))
+
+
+def _all_or_nothing(conn: sqlite3.Connection, ops: list[_Op], frame: tuple[str, str, tuple[str, ...]]) -> list[int]:
+    begin, commit, undo = frame
     counts = []
-    conn.execute("BEGIN IMMEDIATE")
+    conn.execute(begin)
     try:
         for sql, params, many in ops:
             cursor = conn.executemany(sql, params) if many else conn.execute(sql, params)
             counts.append(cursor.rowcount)
     except BaseException:
-        conn.execute("ROLLBACK")
+        for statement in undo:
+            conn.execute(statement)
         raise
-    conn.execute("COMMIT")
+    conn.execute(commit)
     return counts
 
 
@@ -149,22 +160,6 @@ class _Inline:
             self._conn.execute("COMMIT")
             self.batching = False
         self._conn.close()
-
-
-def _run_savepoint(conn: sqlite3.Connection, ops: list[_Op]) -> list[int]:
-    """``_run_transaction`` for a connection already inside a batch transaction."""
-    counts = []
-    conn.execute("SAVEPOINT op")
-    try:
-        for sql, params, many in ops:
-            cursor = conn.executemany(sql, params) if many else conn.execute(sql, params)
-            counts.append(cursor.rowcount)
-    except BaseException:
-        conn.execute("ROLLBACK TO op")
-        conn.execute("RELEASE op")
-        raise
-    conn.execute("RELEASE op")
-    return counts
 
 
 def _fetchall_sync(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
