@@ -48,6 +48,10 @@ def _usable(value: float | None) -> bool:
     return value is not None and math.isfinite(value) and value > 0
 
 
+# No instrument trades this many units in one order; a size beyond it comes from degenerate inputs.
+_ABSURD_UNITS = Decimal("1e12")
+
+
 def round_to_lot(quantity: Decimal, lot: Decimal) -> Decimal:
     """Round toward zero to a whole number of lots (sign kept): never more than was sized."""
     return (quantity / lot).to_integral_value(rounding=ROUND_DOWN) * lot
@@ -65,6 +69,9 @@ def risk_fraction_units(
         return _ZERO
     assert atr is not None
     raw = _dec(equity) * _dec(risk_fraction) / (_dec(atr) * _dec(stop_multiple))
+    if raw > _ABSURD_UNITS:
+        # a stop distance this close to zero is a degenerate ATR, not a reason to bet the account
+        return _ZERO
     return round_to_lot(raw, lot)
 
 

@@ -225,3 +225,11 @@ class TestSizer:
         assert size >= 0 and size % D(lot) == 0
         if cap is not None:
             assert size <= cap
+
+
+def test_a_degenerate_atr_sizes_to_nothing() -> None:
+    """Found by hypothesis: an ATR of 1e-103 once sized ~1e100 units and broke Decimal arithmetic."""
+    from risk.sizing import risk_fraction_units
+
+    assert risk_fraction_units(1.0, 0.01, 7.78e-103, 2.0, Decimal("1")) == 0
+    assert risk_fraction_units(100_000.0, 0.01, 0.001, 2.0, Decimal("1")) == Decimal("500000")
