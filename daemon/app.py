@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 
 from brokers.base import Bar
-from brokers.errors import ConfigError, RiskStateError
+from brokers.errors import ConfigError, RiskStateError, TradectlError
 from brokers.replay import ReplayFeed, load_bars, load_bundled
 from brokers.sim import SimBroker
 from daemon.api import ControlApi
@@ -166,6 +166,7 @@ class Daemon:
             confirm_delay=rc.confirm_delay_seconds, unknown_halt_after=rc.unknown_halt_after, run_id=store.run_id,
         )
         governor.on_transition(daemon._persist_transition)
+        pipeline.on_rollback = daemon.rollback_to_gold
         return daemon
 
     def _clock(self) -> int:
@@ -331,6 +332,39 @@ class Daemon:
         # apply what arrived after the last bar so no fill is left unbooked
         for update in self.broker.drain_updates():
             await pipeline.on_update(update)
+
+    async def rollback_to_gold(self, ts: int) -> bool:
+        """Switch the policy to the registered gold model (the drawdown halt tier asks for it).
+
+        Trading is HALTED at that tier; the gold model decides once an operator resumes.
+        Returns True when the strategy was switched.
+        """
+        from daemon.models import gold_model
+        from strategies.recurrent import RecurrentStrategy
+
+        gold = await gold_model(self.store)
+        if gold is None:
+            self.store.add_risk_event(ts, None, "drawdown", "alert", "no_gold_model", "no gold model is registered")
+            log.warning("rollback to the gold model requested, but none is registered")
+            return False
+        sha, path = gold
+        if getattr(self.strategy, "model_sha256", None) == sha:
+            log.info("already trading the gold model", sha256=sha)
+            return False
+        try:
+            rcfg = self.config.strategy.recurrent.model_copy(update={"model": path})
+            strategy = RecurrentStrategy.from_config(rcfg, self.config)
+        except TradectlError as exc:
+            self.store.add_risk_event(ts, None, "drawdown", "alert", "gold_model_refused", str(exc))
+            log.error("gold model refused; keeping the current strategy", error=str(exc))
+            return False
+        symbol = self.config.data.symbol
+        span = strategy.warmup_bars * 4 * self.config.data.bar_seconds
+        strategy.warm_up(symbol, await self.broker.historical_bars(symbol, ts - span, ts))
+        self.strategy = self.pipeline.strategy = strategy
+        self.store.add_risk_event(ts, None, "drawdown", "alert", "rolled_back_to_gold", f"gold model {sha[:12]}")
+        log.warning("switched to the gold model", sha256=sha, path=str(path))
+        return True
 
     async def _restore_strategy_state(self) -> None:
         """Give a recurrent policy back its memory (or re-warm it from recent history) before the first bar."""

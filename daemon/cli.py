@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,17 @@ def _build_parser() -> argparse.ArgumentParser:
 
     _train_arguments(train)
 
+    models = sub.add_parser("models", help="the model registry (gold model for drawdown rollbacks)")
+    models_sub = models.add_subparsers(dest="models_command", required=True, metavar="SUBCOMMAND")
+    listing = models_sub.add_parser("list", help="registered models")
+    register = models_sub.add_parser("register", help="register a model file (verified against its SHA-256)")
+    register.add_argument("path", type=Path)
+    register.add_argument("--gold", action="store_true", help="make it the gold model the drawdown halt rolls back to")
+    for cmd in (listing, register):
+        _config_arg(cmd)
+        cmd.add_argument("--db", type=Path, default=None, help="SQLite database (default from config)")
+        cmd.add_argument("--json", action="store_true")
+
     risk = sub.add_parser("risk", help="trading state and each risk layer's figures against its limit")
     _api_args(risk)
     risk.add_argument("--json", action="store_true")
@@ -93,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "resume": _cmd_action,
         "flatten": _cmd_action,
         "risk": _cmd_risk,
+        "models": _cmd_models,
         "config": _cmd_config,
         "train": _cmd_train,
     }
@@ -204,6 +217,36 @@ def _cmd_action(args: argparse.Namespace) -> int:
         print(f"tradectl {args.command}: {exc}", file=sys.stderr)
         return _failure_code(exc)
     print(json.dumps(doc, indent=2) if args.json else f"{args.command}: state is now {doc.get('state', '?')}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------- models
+def _cmd_models(args: argparse.Namespace) -> int:
+    from daemon.models import list_models, register_model
+    from daemon.store import Store
+
+    config = load_config(args.config)
+
+    async def _main() -> object:
+        store = await Store.open(args.db or config.store.path)
+        try:
+            if args.models_command == "register":
+                return await register_model(store, args.path, gold=args.gold, ts=int(time.time()))
+            return await list_models(store)
+        finally:
+            await store.close()
+
+    result = asyncio.run(_main())
+    if args.json:
+        print(json.dumps(result, indent=2))
+    elif isinstance(result, dict):
+        print(f"registered {result['path']} (sha256 {result['sha256'][:16]}…){' as gold' if result['gold'] else ''}")
+    else:
+        rows = result if isinstance(result, list) else []
+        if not rows:
+            print("no models registered")
+        for row in rows:
+            print(f"{'gold ' if row['gold'] else '     '} {row['sha256'][:16]}  {row['path']}")
     return EXIT_OK
 
 

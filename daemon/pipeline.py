@@ -107,6 +107,9 @@ class TradingPipeline:
         self.hooks = RiskHooks(governor.layers)
         self._flattening = False
         self._risk_flattened = False
+        self._rolled_back = False
+        # set by the daemon: switch the policy to the registered gold model (drawdown halt tier)
+        self.on_rollback: Callable[[int], Awaitable[None]] | None = None
         self._flush_task: asyncio.Task[None] | None = None
         self._last_denial: tuple[str, str, str] | None = None
 
@@ -177,6 +180,9 @@ class TradingPipeline:
         if self.hooks.flatten_requested and not self._risk_flattened:
             self._risk_flattened = True
             await self.flatten("risk:flatten_requested", ts)
+        if self.hooks.rollback_to_gold and not self._rolled_back and self.on_rollback is not None:
+            self._rolled_back = True
+            await self.on_rollback(ts)
 
     async def on_update(self, update: OrderUpdate) -> None:
         assert self.orders is not None
@@ -351,6 +357,7 @@ class TradingPipeline:
         self.hooks.resumed(ts)
         self.portfolio.peak_equity = self.portfolio.equity()
         self._risk_flattened = False
+        self._rolled_back = False
 
     async def _halt(self, verdict: Verdict, ts: int, symbol: str | None) -> None:
         self.store.add_risk_event(ts, symbol, verdict.layer, verdict.kind.value, verdict.reason, verdict.message)

@@ -522,6 +522,10 @@ class Store:
             lines.extend(f"{table}\t" + "\t".join("" if v is None else str(v) for v in row) for row in rows)
         return "\n".join(lines) + "\n"
 
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """One committed write statement (registry and audit writers outside this module)."""
+        await self._write(sql, params)
+
     async def _write(self, sql: str, params: Sequence[Any]) -> None:
         await self._commit([(sql, tuple(params), False)])
 
