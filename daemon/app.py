@@ -118,6 +118,7 @@ class Daemon:
             instance_id=BACKTEST_INSTANCE_ID if backtest else None,
             durable=not backtest,
             inline=backtest,
+            synchronous=config.store.synchronous,
         )
         await store.begin_run(mode, config.fingerprint(), config.public_dict())
         feed = ReplayFeed(bars, pace=None if backtest else (config.data.pace if pace is None else pace))

@@ -133,6 +133,11 @@ class StoreConfig(_Section):
     path: Path = Field(Path("var/tradectl.db"), description="SQLite database (WAL mode)")
     flush_rows: int = Field(4096, gt=0, description="buffered decision/equity rows before a write")
     flush_seconds: float = Field(1.0, gt=0, description="longest a buffered row waits in live runs")
+    synchronous: Literal["full", "normal"] = Field(
+        "full",
+        description="full: a committed order survives power loss (an fsync per commit); normal (WAL): it survives"
+        " a killed process but not an OS crash, and commits take microseconds instead of milliseconds",
+    )
 
 
 class ApiConfig(_Section):

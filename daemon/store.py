@@ -7,11 +7,13 @@ Two write paths, chosen by what a loss would cost:
   order or lose money, so each call waits for the commit.
 * **Buffered** — decisions, equity snapshots, bar rejections, risk events.
   One row per bar would otherwise cost a thread hop per bar; they are written
-  in batches, and always before any order journal write so that an order
-  never refers to a decision that is not on disk.
+  in batches at most ``store.flush_seconds`` apart, and never inside an order's
+  journal transaction, which stays small because it sits between a decision
+  and the broker. (An order row may therefore precede its decision row on disk
+  by up to one flush interval.)
 
-All access goes through aiosqlite's worker thread so the event loop never
-blocks on disk.
+Live runs go through aiosqlite's worker thread so the event loop never blocks
+on disk; backtests run SQLite inline in one batch transaction per flush.
 """
 
 from __future__ import annotations
@@ -166,11 +168,12 @@ def _fetchall_sync(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) ->
     return [tuple(r) for r in conn.execute(sql, params).fetchall()]
 
 
-def _configure(conn: sqlite3.Connection, durable: bool) -> None:
+def _configure(conn: sqlite3.Connection, synchronous: str) -> None:
     conn.execute("PRAGMA journal_mode=WAL")
-    # FULL: a commit survives power loss, not just a killed process. Backtests
-    # (re-runnable) skip the fsyncs.
-    conn.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=OFF")
+    # FULL: a commit survives power loss; NORMAL: a killed process. Backtests (re-runnable) skip fsyncs.
+    if synchronous not in ("FULL", "NORMAL", "OFF"):
+        raise StoreError(f"unknown synchronous mode {synchronous!r}")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA foreign_keys=ON")
 
 
@@ -241,6 +244,7 @@ class Store:
         instance_id: str | None = None,
         durable: bool = True,
         inline: bool = False,
+        synchronous: str = "full",
     ) -> Store:
         """Open (creating and migrating) the database.
 
@@ -258,7 +262,7 @@ class Store:
         else:
             backend = _WorkerThread(await aiosqlite.connect(str(db_path), isolation_level=None))
         try:
-            await backend.run(_configure, durable)
+            await backend.run(_configure, synchronous.upper() if durable else "OFF")
             await backend.run(_migrate, db_path)
             meta = await backend.run(_ensure_meta, instance_id or secrets.token_hex(3))
             store = cls(backend, db_path, flush_rows)
@@ -318,10 +322,12 @@ class Store:
     ) -> None:
         """Write a NEW order and its id sequence in one committed transaction.
 
-        Buffered rows go first, in the same transaction, so the decision that
-        caused the order is durable with it.
+        The decision that caused the order is buffered and written with the
+        next flush (at most ``store.flush_seconds`` later in a live run).
         """
-        ops = self._take_buffers()
+        # Only the order's own rows: buffered decisions and snapshots are left to the next
+        # flush, so a burst of them never sits between a decision and the broker.
+        ops: list[_Op] = []
         ops.append(
             (
                 "INSERT INTO orders (client_order_id, run_id, symbol, side, quantity, order_type, limit_price,"
