@@ -82,6 +82,7 @@ class SimBroker:
         state_file: str | pathlib.Path | None = None,
         checkpoint_bars: int = 0,
         state_fsync: bool = True,
+        account_id: str = "",
     ) -> None:
         if fill_at not in ("next_open", "close"):
             raise ValueError(f"fill_at must be 'next_open' or 'close', not {fill_at!r}")
@@ -94,7 +95,8 @@ class SimBroker:
         self.cost_model = cost_model
         self.fill_at = fill_at
         self.max_fill_quantity = max_fill_quantity
-        self.state = SimState(cash=Decimal(starting_cash), currency=currency)
+        # a state file's own account id wins when it is loaded
+        self.state = SimState(cash=Decimal(starting_cash), currency=currency, account_id=account_id)
         self.state_file = None if state_file is None else pathlib.Path(state_file)
         self._file = None if state_file is None else StateFile(state_file, fsync=state_fsync)
         self.checkpoint_bars = checkpoint_bars
@@ -164,7 +166,7 @@ class SimBroker:
         state.order_seq += 1
         order = SimOrder(
             client_order_id=client_order_id,
-            broker_order_id=f"sim-{state.order_seq}",
+            broker_order_id=f"sim{state.account_id}-{state.order_seq}",
             symbol=request.symbol,
             side=request.side,
             quantity=request.quantity,
@@ -226,7 +228,7 @@ class SimBroker:
         state.order_seq += 1
         client_order_id = f"external-{state.order_seq}"
         order = SimOrder(
-            client_order_id, f"sim-{state.order_seq}", symbol, side, quantity, OrderType.MARKET, None,
+            client_order_id, f"sim{state.account_id}-{state.order_seq}", symbol, side, quantity, OrderType.MARKET, None,
             TimeInForce.IOC, state.clock_ts, state.clock_ts,
         )
         state.orders[client_order_id] = order

@@ -65,6 +65,9 @@ class SimState:
 
     cash: Decimal
     currency: str = "USD"
+    # Part of every broker order id (and so fill id): two accounts never share ids, the way a
+    # real broker's ids never repeat, even when a fresh account starts its sequence at 1 again.
+    account_id: str = ""
     clock_ts: int = 0
     order_seq: int = 0
     feed_position: int = 0
@@ -90,6 +93,7 @@ class SimState:
             "version": STATE_VERSION,
             "cash": str(self.cash),
             "currency": self.currency,
+            "account_id": self.account_id,
             "clock_ts": self.clock_ts,
             "order_seq": self.order_seq,
             "feed_position": self.feed_position,
@@ -120,6 +124,7 @@ class SimState:
             return cls(
                 cash=Decimal(doc["cash"]),
                 currency=str(doc["currency"]),
+                account_id=str(doc.get("account_id", "")),
                 clock_ts=int(doc["clock_ts"]),
                 order_seq=int(doc["order_seq"]),
                 feed_position=int(doc["feed_position"]),

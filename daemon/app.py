@@ -8,6 +8,7 @@ them, starts the background tasks and shuts everything down in order.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import signal
 import sys
 import time
@@ -127,6 +128,9 @@ class Daemon:
         broker = SimBroker(
             feed, sim.costs.model(), starting_cash=sim.starting_cash, fill_at=sim.fill_at, currency=sim.currency,
             state_file=state_file, checkpoint_bars=sim.checkpoint_bars,
+            # a new simulated account per run (or per state file) must not reuse an earlier one's
+            # order and fill ids in the same database; backtests keep fixed ids for determinism
+            account_id="" if backtest else secrets.token_hex(3),
         )
         await broker.connect()
         account = await broker.account()

@@ -50,3 +50,17 @@ async def test_stop_states_survive_restarts_until_resumed(tmp_path: Path, stop_s
     assert fourth.governor.state is TradingState.ACTIVE
     fourth.request_stop()
     await fourth.run(install_signals=False)
+
+
+async def test_a_second_run_on_the_same_database_books_its_own_fills(tmp_path: Path) -> None:
+    """Regression: a fresh simulated account per run restarted its order ids at 1, the store took the
+    second run's fills for duplicates of the first run's, and reconciliation halted trading."""
+    config = _config(tmp_path)
+    for run in (1, 2):
+        daemon = await _start(config)
+        daemon.feed.bars = daemon.feed.bars[:1500]  # a few hundred bars are enough to trade
+        await daemon.run(install_signals=False)
+        counts = daemon.pipeline.counts
+        assert counts.fills >= 10, f"run {run} booked {counts.fills} fills"
+        assert daemon.orders.counts["duplicate_fills"] == 0
+        assert daemon.governor.state is TradingState.ACTIVE, f"run {run} ended {daemon.governor.state}"
