@@ -29,6 +29,10 @@ from strategies.base import Action, Decision, PositionView, Strategy
 
 log = structlog.get_logger(__name__)
 
+# Built once: json.dumps with options builds a new encoder per call, which showed up per bar.
+_PROBS = json.JSONEncoder()
+_EXTRAS = json.JSONEncoder(sort_keys=True, default=str)
+
 AlertSink = Callable[[str, str, dict[str, Any]], Awaitable[None] | None]
 
 
@@ -282,8 +286,8 @@ class TradingPipeline:
         quantity: Decimal | None,
         client_order_id: str | None,
     ) -> None:
-        probabilities = json.dumps(list(decision.probabilities)) if decision.probabilities is not None else None
-        extras = json.dumps(decision.extras, default=str, sort_keys=True) if decision.extras else None
+        probabilities = _PROBS.encode(decision.probabilities) if decision.probabilities is not None else None
+        extras = _EXTRAS.encode(decision.extras) if decision.extras else None
         self.store.add_decision(
             (
                 decision_id,
