@@ -128,6 +128,9 @@ class Daemon:
         broker = SimBroker(
             feed, sim.costs.model(), starting_cash=sim.starting_cash, fill_at=sim.fill_at, currency=sim.currency,
             state_file=state_file, checkpoint_bars=sim.checkpoint_bars,
+            # the file only has to outlive a killed daemon (the page cache does), not a power cut;
+            # an fsync per order event would stall the event loop for milliseconds
+            state_fsync=False,
             # a new simulated account per run (or per state file) must not reuse an earlier one's
             # order and fill ids in the same database; backtests keep fixed ids for determinism
             account_id="" if backtest else secrets.token_hex(3),
