@@ -361,7 +361,8 @@ class Daemon:
             return False
         try:
             rcfg = self.config.strategy.recurrent.model_copy(update={"model": path})
-            strategy = RecurrentStrategy.from_config(rcfg, self.config)
+            # loading a model reads and unpickles a file: keep it off the event loop
+            strategy = await asyncio.to_thread(RecurrentStrategy.from_config, rcfg, self.config)
         except TradectlError as exc:
             self.store.add_risk_event(ts, None, "drawdown", "alert", "gold_model_refused", str(exc))
             log.error("gold model refused; keeping the current strategy", error=str(exc))
