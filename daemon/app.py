@@ -410,7 +410,6 @@ class Daemon:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         pipeline = self.pipeline
         await pipeline.drain()
-        curve = pipeline.equity_curve
         counts = {
             "bars": pipeline.counts.bars,
             "rejected_bars": pipeline.counts.rejected_bars,
@@ -418,10 +417,7 @@ class Daemon:
             "fills": pipeline.counts.fills,
         }
         summary = summarize(
-            ts=curve.ts if curve else [],
-            equity=curve.values if curve else [],
-            starting_equity=float(self.portfolio.starting_cash),
-            trades=pipeline.closed_trades,
+            stats=pipeline.stats,
             counts=counts,
             fees=self.portfolio.fees,
             realized_net=self.portfolio.realized - self.portfolio.fees,

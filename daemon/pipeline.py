@@ -12,7 +12,7 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -22,6 +22,7 @@ from brokers.base import Bar, Broker, Fill, OrderRequest, OrderUpdate, Side, utc
 from daemon.bar_guard import BarGuard
 from daemon.orders import ManagedOrder, OrderManager
 from daemon.portfolio import ClosedTrade, Portfolio
+from daemon.report import RunStats
 from daemon.store import Store
 from risk.governor import RiskContext, RiskGovernor, TradingState, Verdict, VerdictKind
 from risk.layers import FLATTEN, RiskHooks
@@ -63,12 +64,6 @@ class LastDecision:
     reason: str = ""
 
 
-@dataclass(slots=True)
-class _Equity:
-    ts: list[int] = field(default_factory=list)
-    values: list[float] = field(default_factory=list)
-
-
 def order_for_target(symbol: str, current: Decimal, target: Decimal, reason: str) -> OrderRequest | None:
     delta = target - current
     if not delta:
@@ -90,7 +85,6 @@ class TradingPipeline:
         alert: AlertSink | None = None,
         live_clock: bool = False,
         equity_every: int = 1,
-        keep_equity_curve: bool = True,
     ) -> None:
         self.broker = broker
         self.guard = guard
@@ -106,8 +100,7 @@ class TradingPipeline:
         self.counts = Counts()
         self.last_decision: LastDecision | None = None
         self.last_bar: Bar | None = None
-        self.equity_curve = _Equity() if keep_equity_curve else None
-        self.closed_trades: list[ClosedTrade] = []
+        self.stats = RunStats(float(portfolio.starting_cash))
         self.hooks = RiskHooks(governor.layers)
         self._flattening = False
         self._risk_flattened = False
@@ -153,10 +146,7 @@ class TradingPipeline:
         if counts.bars % self._equity_every == 0:
             unrealized = portfolio.unrealized()
             self.store.add_equity(bar.ts, equity, portfolio.cash_text, portfolio.realized_net_text, unrealized)
-            curve = self.equity_curve
-            if curve is not None:
-                curve.ts.append(bar.ts)
-                curve.values.append(equity)
+            self.stats.add(bar.ts, equity)
         if self.store.should_flush:
             self._flush_in_background()
 
@@ -340,7 +330,7 @@ class TradingPipeline:
 
     async def _trade_closed(self, trade: ClosedTrade) -> None:
         self.counts.trades += 1
-        self.closed_trades.append(trade)
+        self.stats.add_trade(trade.pnl)
         await self.store.record_trade(trade.as_row())
         self.hooks.trade_closed(trade.symbol, trade.pnl, trade.exit_ts)
         record = getattr(self.sizer, "record_trade", None)

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import itertools
 import math
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from decimal import Decimal
-
-from daemon.portfolio import ClosedTrade
 
 _YEAR = 365.25 * 86_400
 _CENT = Decimal("0.01")  # display only: the store keeps every fill's exact figures
@@ -56,59 +52,88 @@ class Summary:
         return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
 
 
-def max_drawdown(equity: Sequence[float]) -> float:
-    """Largest peak-to-trough fall, as a fraction of the peak."""
-    peak = -math.inf
-    worst = 0.0
-    for value in equity:
-        if value > peak:
-            peak = value
-        elif peak > 0:
-            fall = (peak - value) / peak
-            if fall > worst:
-                worst = fall
-    return worst
+@dataclass(slots=True)
+class RunStats:
+    """Equity-curve and trade statistics kept incrementally.
 
+    A daemon can run for months; keeping every equity point and trade in
+    memory to summarise at the end would grow without bound, so the summary's
+    figures are accumulated as the run goes (Welford for the return variance).
+    """
 
-def sharpe_ratio(ts: Sequence[int], equity: Sequence[float]) -> float | None:
-    """Annualised Sharpe of per-bar returns (no risk-free rate), bars per year from the data's own span."""
-    if len(equity) < 3 or ts[-1] <= ts[0]:
-        return None
-    returns = [b / a - 1.0 for a, b in itertools.pairwise(equity) if a > 0]
-    n = len(returns)
-    mean = sum(returns) / n
-    var = sum((r - mean) ** 2 for r in returns) / (n - 1)
-    if var <= 0:
-        return None
-    periods_per_year = n / ((ts[-1] - ts[0]) / _YEAR)
-    return mean / math.sqrt(var) * math.sqrt(periods_per_year)
+    starting_equity: float
+    peak: float = 0.0
+    worst_drawdown: float = 0.0
+    first_ts: int | None = None
+    last_ts: int = 0
+    last_equity: float | None = None
+    returns: int = 0
+    _mean: float = 0.0
+    _m2: float = 0.0
+    trades: int = 0
+    wins: int = 0
+
+    def __post_init__(self) -> None:
+        self.peak = self.starting_equity
+
+    def add(self, ts: int, equity: float) -> None:
+        if equity > self.peak:
+            self.peak = equity
+        elif self.peak > 0:
+            fall = (self.peak - equity) / self.peak
+            if fall > self.worst_drawdown:
+                self.worst_drawdown = fall
+        previous = self.last_equity
+        if previous is not None and previous > 0:
+            r = equity / previous - 1.0
+            self.returns += 1
+            delta = r - self._mean
+            self._mean += delta / self.returns
+            self._m2 += delta * (r - self._mean)
+        if self.first_ts is None:
+            self.first_ts = ts
+        self.last_ts = ts
+        self.last_equity = equity
+
+    def add_trade(self, pnl: Decimal) -> None:
+        self.trades += 1
+        self.wins += pnl > 0
+
+    def sharpe(self) -> float | None:
+        """Annualised Sharpe of per-bar returns (no risk-free rate), bars per year from the run's own span."""
+        n = self.returns
+        if n < 2 or self.first_ts is None or self.last_ts <= self.first_ts:
+            return None
+        var = self._m2 / (n - 1)
+        if var <= 0:
+            return None
+        periods_per_year = n / ((self.last_ts - self.first_ts) / _YEAR)
+        return self._mean / math.sqrt(var) * math.sqrt(periods_per_year)
 
 
 def summarize(
     *,
-    ts: Sequence[int],
-    equity: Sequence[float],
-    starting_equity: float,
-    trades: Sequence[ClosedTrade],
+    stats: RunStats,
     counts: dict[str, int],
     fees: Decimal,
     realized_net: Decimal,
     elapsed: float,
 ) -> Summary:
-    final = equity[-1] if equity else starting_equity
-    wins = sum(1 for t in trades if t.pnl > 0)
+    start = stats.starting_equity
+    final = stats.last_equity if stats.last_equity is not None else start
+    sharpe = stats.sharpe()
     return Summary(
         bars=counts.get("bars", 0),
         rejected_bars=counts.get("rejected_bars", 0),
         orders=counts.get("orders", 0),
         fills=counts.get("fills", 0),
-        trades=len(trades),
-        win_rate=wins / len(trades) if trades else None,
-        starting_equity=starting_equity,
+        trades=stats.trades,
+        win_rate=stats.wins / stats.trades if stats.trades else None,
+        starting_equity=start,
         final_equity=round(final, 2),
-        total_return_pct=round((final / starting_equity - 1.0) * 100, 4),
-        max_drawdown_pct=round(max_drawdown([starting_equity, *equity]) * 100, 4),
-        sharpe=None if (s := sharpe_ratio(ts, equity)) is None else round(s, 4),
+        total_return_pct=round((final / start - 1.0) * 100, 4),
+        max_drawdown_pct=round(stats.worst_drawdown * 100, 4),
+        sharpe=None if sharpe is None else round(sharpe, 4),
         fees=str(fees.quantize(_CENT)),
         realized_pnl=str(realized_net.quantize(_CENT)),
         elapsed_seconds=round(elapsed, 3),

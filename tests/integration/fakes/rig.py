@@ -132,7 +132,6 @@ async def build_rig(
         portfolio=portfolio,
         store=store,
         alert=alert,
-        keep_equity_curve=False,
     )
 
     async def on_anomaly(kind: str, message: str, order: ManagedOrder | None) -> None:
