@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from brokers.base import Bar, Broker, Fill, OrderRequest, OrderUpdate, Side, utc_datetime
+from brokers.base import Bar, Broker, Fill, OrderRequest, OrderUpdate, utc_datetime
 from daemon.bar_guard import BarGuard
 from daemon.orders import ManagedOrder, OrderManager
 from daemon.portfolio import ClosedTrade, Portfolio
@@ -26,6 +26,7 @@ from daemon.report import RunStats
 from daemon.store import Store
 from risk.governor import RiskContext, RiskGovernor, TradingState, Verdict, VerdictKind
 from risk.layers import FLATTEN, RiskHooks
+from risk.sizing import order_for_target
 from strategies.base import Action, Decision, PositionView, Strategy
 
 log = structlog.get_logger(__name__)
@@ -62,13 +63,6 @@ class LastDecision:
     confidence: float | None
     verdict: str
     reason: str = ""
-
-
-def order_for_target(symbol: str, current: Decimal, target: Decimal, reason: str) -> OrderRequest | None:
-    delta = target - current
-    if not delta:
-        return None
-    return OrderRequest(symbol, Side.BUY if delta > 0 else Side.SELL, abs(delta), reason=reason)
 
 
 class TradingPipeline:
@@ -136,8 +130,9 @@ class TradingPipeline:
         self.last_bar = bar
         portfolio = self.portfolio
         portfolio.mark(bar.symbol, bar.close, bar.ts)
-        for decision in self.strategy.decide((bar,), (portfolio.view(bar.symbol),)):
-            await self._act(decision, bar)
+        view = portfolio.view(bar.symbol)  # no fill can land between deciding and sizing
+        for decision in self.strategy.decide((bar,), (view,)):
+            await self._act(decision, bar, view)
         equity = portfolio.equity()
         if self.hooks.equity(bar.ts, equity, portfolio.day_start_equity, portfolio.peak_equity):
             await self._risk_requests(bar.ts)
@@ -183,16 +178,14 @@ class TradingPipeline:
         await self.orders.apply(update)
 
     # ------------------------------------------------------------------ decisions
-    async def _act(self, decision: Decision, bar: Bar) -> None:
+    async def _act(self, decision: Decision, bar: Bar, view: PositionView) -> None:
         self.counts.decisions += 1
         portfolio = self.portfolio
         symbol = decision.symbol
         decision_id = self.store.next_decision_id()
         request = None
         if decision.action is not Action.HOLD:
-            target = self.sizer.target(
-                decision, equity=portfolio.equity(), price=bar.close, position=portfolio.view(symbol)
-            )
+            target = self.sizer.target(decision, equity=portfolio.equity(), price=bar.close, position=view)
             if target is not None:
                 assert self.orders is not None
                 current = portfolio.quantity(symbol) + self.orders.pending_quantity(symbol)

@@ -9,7 +9,7 @@ Nothing reaches the order manager unless the final verdict allows it.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Protocol
@@ -83,10 +83,6 @@ class RiskLayer(Protocol):
     def check(self, request: OrderRequest, ctx: RiskContext) -> Verdict: ...
 
     def figures(self) -> dict[str, object]: ...
-
-
-def allow() -> Verdict:
-    return ALLOW
 
 
 def block(layer: str, reason: str, message: str) -> Verdict:
@@ -163,7 +159,3 @@ class RiskGovernor:
     def _count(self, verdict: Verdict) -> None:
         key = f"{verdict.layer}:{verdict.kind}:{verdict.reason}"
         self.counts[key] = self.counts.get(key, 0) + 1
-
-
-def layer_names(layers: Iterable[RiskLayer]) -> list[str]:
-    return [layer.name for layer in layers]

@@ -62,6 +62,7 @@ import numpy as np
 from brokers.base import Bar
 from strategies.base import FLAT, PositionView
 from strategies.regime import NEUTRAL_REGIME, MarketRegimeDetector, RegimeState, RollingStats
+from strategies.rolling import RollingSum
 
 FEATURE_SCHEMA_VERSION = 1
 
@@ -173,32 +174,6 @@ def squash(x: float, scale: float) -> float:
     return _K * math.atan(x / scale)
 
 
-class _RollingSum:
-    """Sum over the last ``window`` values; exact recompute on every wrap bounds drift."""
-
-    __slots__ = ("_buf", "_idx", "count", "total", "window")
-
-    def __init__(self, window: int) -> None:
-        self.window = window
-        self._buf = [0.0] * window
-        self._idx = 0
-        self.count = 0
-        self.total = 0.0
-
-    def push(self, x: float) -> None:
-        i = self._idx
-        buf = self._buf
-        self.total += x - buf[i]
-        buf[i] = x
-        i += 1
-        if i == self.window:
-            i = 0
-            self.total = math.fsum(buf)
-        self._idx = i
-        if self.count < self.window:
-            self.count += 1
-
-
 class _SymbolState:
     """Everything one symbol needs between bars. Created fresh on reset."""
 
@@ -227,8 +202,8 @@ class _SymbolState:
         self.closes_idx = 0
         self.vols = [RollingStats(w) for w in config.vol_windows]
         self.smas = [RollingStats(w) for w in config.sma_windows]
-        self.moves = _RollingSum(config.rsi_window)
-        self.atr = _RollingSum(config.atr_window)
+        self.moves = RollingSum(config.rsi_window)
+        self.atr = RollingSum(config.atr_window)
         self.detector = MarketRegimeDetector(
             window=config.regime_window, weights=config.regime_weights, clamp=config.regime_clamp
         )

@@ -2,46 +2,16 @@
 
 Long while the fast moving average of closes is above the slow one, short (or
 flat when shorting is off) while below. Running sums over ring buffers keep it
-O(1) per bar; the sums are recomputed from the window every ``_RESYNC`` bars so
-float error cannot accumulate over a long replay.
+O(1) per bar with the same rolling sum as the feature processor.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from brokers.base import Bar
 from strategies.base import Action, Decision, PositionView
-
-_RESYNC = 10_000
-
-
-@dataclass(slots=True)
-class _Window:
-    size: int
-    values: deque[float] = field(default_factory=deque)
-    total: float = 0.0
-    updates: int = 0
-
-    def push(self, value: float) -> None:
-        values = self.values
-        values.append(value)
-        self.total += value
-        if len(values) > self.size:
-            self.total -= values.popleft()
-        self.updates += 1
-        if self.updates % _RESYNC == 0:
-            self.total = sum(values)
-
-    @property
-    def full(self) -> bool:
-        return len(self.values) == self.size
-
-    @property
-    def mean(self) -> float:
-        return self.total / self.size
+from strategies.rolling import RollingSum
 
 
 class SmaCrossStrategy:
@@ -54,7 +24,7 @@ class SmaCrossStrategy:
         self.slow = slow
         self.allow_short = allow_short
         self.warmup_bars = slow
-        self._windows: dict[str, tuple[_Window, _Window]] = {}
+        self._windows: dict[str, tuple[RollingSum, RollingSum]] = {}
         self._below = Action.SELL if allow_short else Action.CLOSE
 
     def reset(self, symbol: str) -> None:
@@ -65,7 +35,7 @@ class SmaCrossStrategy:
         for bar in bars:
             windows = self._windows.get(bar.symbol)
             if windows is None:
-                windows = self._windows[bar.symbol] = (_Window(self.fast), _Window(self.slow))
+                windows = self._windows[bar.symbol] = (RollingSum(self.fast), RollingSum(self.slow))
             fast, slow = windows
             fast.push(bar.close)
             slow.push(bar.close)
