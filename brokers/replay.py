@@ -178,17 +178,20 @@ class ReplayFeed:
         return self
 
     async def __anext__(self) -> Bar:
-        if self.done:
+        index = self._next
+        if self._stopped or index >= len(self.bars):
             raise StopAsyncIteration
         if self.pace is None:
-            if self._next % _YIELD_EVERY == _YIELD_EVERY - 1:
+            if index % _YIELD_EVERY == _YIELD_EVERY - 1:
                 await asyncio.sleep(0)
         else:
             await self._wait_for_schedule()
-        if self.done:
-            raise StopAsyncIteration
-        bar = self.bars[self._next]
-        self._next += 1
+        if self._stopped or index != self._next or index >= len(self.bars):
+            if self.done:
+                raise StopAsyncIteration
+            index = self._next  # seek() moved the feed while we waited
+        bar = self.bars[index]
+        self._next = index + 1
         self._last_bar = bar
         return bar
 

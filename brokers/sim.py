@@ -46,6 +46,7 @@ from brokers.sim_state import STATE_VERSION, Delta, SimOrder, SimState, StateFil
 
 __all__ = ["STATE_VERSION", "SimBroker", "SimOrder", "SimState"]
 _DAY = 86_400
+_INF = math.inf
 # Divisions (average prices) use a fixed context so results cannot depend on whatever
 # the process-wide decimal context has been set to.
 _DIV = Context(prec=28, rounding=ROUND_HALF_EVEN)
@@ -326,25 +327,35 @@ class SimBroker:
             raise OrderRejected(f"no price known yet for {request.symbol!r}: no bar for it has been replayed")
 
     def _on_bar(self, bar: Bar) -> None:
-        """Execute working orders against a newly delivered bar, then mark its close."""
+        """Execute working orders against a newly delivered bar, then mark its close.
+
+        Runs for every replayed bar, so the common case (no working order, no
+        state file) is kept to a handful of assignments.
+        """
         state = self.state
-        self._sync_feed_position()
-        previous = state.last_bar_ts.get(bar.symbol)
-        if not _is_tradeable(bar) or (previous is not None and bar.ts <= previous):
+        symbol = bar.symbol
+        ts = bar.ts
+        # the feed has just handed over ``bar``: it is the last bar consumed (what _sync_feed_position reads)
+        state.feed_position = self.feed.position
+        state.feed_last_ts = ts
+        previous = state.last_bar_ts.get(symbol)
+        if not _is_tradeable(bar) or (previous is not None and ts <= previous):
             # The daemon's bar guard rejects such a bar; trading on it would let bad data move the account.
             return
-        state.last_bar_ts[bar.symbol] = bar.ts
-        state.clock_ts = max(state.clock_ts, bar.ts)
+        state.last_bar_ts[symbol] = ts
+        if ts > state.clock_ts:
+            state.clock_ts = ts
         before = self._mutations
-        for order in [o for o in self._working.values() if o.symbol == bar.symbol]:
-            if order.time_in_force is TimeInForce.DAY and (bar.ts - 1) // _DAY > order.submitted_ts // _DAY:
-                self._finish(order, OrderStatus.EXPIRED, bar.ts, "day order expired at the end of its UTC day")
-                continue
-            price = self._execution_price(order, bar)
-            if price is not None:
-                self._execute(order, price, bar.ts)
-            self._expire_if_ioc(order, bar.ts)
-        state.last_prices[bar.symbol] = _dec(bar.close)
+        if self._working:
+            for order in [o for o in self._working.values() if o.symbol == symbol]:
+                if order.time_in_force is TimeInForce.DAY and (ts - 1) // _DAY > order.submitted_ts // _DAY:
+                    self._finish(order, OrderStatus.EXPIRED, ts, "day order expired at the end of its UTC day")
+                    continue
+                price = self._execution_price(order, bar)
+                if price is not None:
+                    self._execute(order, price, ts)
+                self._expire_if_ioc(order, ts)
+        state.last_prices[symbol] = _dec(bar.close)
         if self._file is not None and (
             self._mutations != before or (self.checkpoint_bars and state.feed_position % self.checkpoint_bars == 0)
         ):
@@ -459,10 +470,11 @@ def _roll_position(quantity: Decimal, average: Decimal, delta: Decimal, price: D
 
 
 def _is_tradeable(bar: Bar) -> bool:
-    values = (bar.open, bar.high, bar.low, bar.close)
-    if not all(math.isfinite(v) and v > 0 for v in values):
+    """Finite, positive prices with open and close inside [low, high] (NaN fails every comparison)."""
+    try:
+        return 0 < bar.low <= bar.open <= bar.high < _INF and bar.low <= bar.close <= bar.high
+    except TypeError:  # not a number at all
         return False
-    return bar.low <= min(bar.open, bar.close) and bar.high >= max(bar.open, bar.close)
 
 
 def _dec(value: float) -> Decimal:

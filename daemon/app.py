@@ -118,7 +118,8 @@ class Daemon:
             flush_rows=config.store.flush_rows,
             instance_id=BACKTEST_INSTANCE_ID if backtest else None,
             durable=not backtest,
-            inline=backtest,
+            # a commit without an fsync is cheaper than the hop to a worker thread (see daemon.store)
+            inline=backtest or config.store.synchronous == "normal",
             synchronous=config.store.synchronous,
         )
         await store.begin_run(mode, config.fingerprint(), config.public_dict())
@@ -396,9 +397,14 @@ class Daemon:
             log.info("recurrent memory saved", symbols=saved)
 
     async def _flush_periodically(self) -> None:
+        store_config = self.config.store
+        last_checkpoint = time.monotonic()
         while True:
-            await asyncio.sleep(self.config.store.flush_seconds)
+            await asyncio.sleep(store_config.flush_seconds)
             await self.store.flush()
+            if time.monotonic() - last_checkpoint >= store_config.checkpoint_seconds:
+                last_checkpoint = time.monotonic()
+                await self.store.checkpoint()
 
     async def _shutdown(self) -> Summary:
         self.notifier.stopping()

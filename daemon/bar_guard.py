@@ -64,6 +64,29 @@ def _volume(bar: Bar) -> tuple[str, str] | None:
     return None
 
 
+def _plainly_valid(bar: Bar) -> bool:
+    """Every value check at once, for the bar that passes them all (nearly every bar).
+
+    One chained comparison instead of five calls: NaN fails every comparison,
+    infinity fails ``< inf``. A False here only means "look closer": the
+    individual checks then find and name the problem.
+    """
+    try:
+        return (
+            type(bar.ts) is int
+            and 0 < bar.low <= bar.open <= bar.high < _INF
+            and bar.low <= bar.close <= bar.high
+            and 0 <= bar.volume < _INF
+            and type(bar.open) in _NUMBER and type(bar.high) in _NUMBER and type(bar.low) in _NUMBER
+            and type(bar.close) in _NUMBER and type(bar.volume) in _NUMBER
+        )
+    except TypeError:
+        return False
+
+
+_INF = math.inf
+_NUMBER = frozenset((float, int))
+
 VALUE_CHECKS: tuple[BarCheck, ...] = (_finite, _positive_prices, _high_low, _inside_range, _volume)
 
 REJECTION_REASONS: tuple[str, ...] = (
@@ -96,12 +119,14 @@ class BarGuard:
 
     def check(self, bar: Bar, now: float | None = None) -> GuardResult:
         """``now`` (epoch seconds) enables the staleness check in live trading."""
-        if not isinstance(bar.ts, int):
-            return self._reject("not_finite", f"ts={bar.ts!r}")
-        for check in VALUE_CHECKS:
-            problem = check(bar)
-            if problem is not None:
-                return self._reject(*problem)
+        if not _plainly_valid(bar):
+            # Something is off: the individual checks name the first problem, in their documented order.
+            if not isinstance(bar.ts, int):
+                return self._reject("not_finite", f"ts={bar.ts!r}")
+            for check in VALUE_CHECKS:
+                problem = check(bar)
+                if problem is not None:
+                    return self._reject(*problem)
         last = self._last_ts.get(bar.symbol)
         if last is not None:
             if bar.ts == last:

@@ -138,6 +138,12 @@ class StoreConfig(_Section):
         description="full: a committed order survives power loss (an fsync per commit); normal (WAL): it survives"
         " a killed process but not an OS crash, and commits take microseconds instead of milliseconds",
     )
+    checkpoint_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="with synchronous=normal: how often a worker thread folds the WAL into the database"
+        " (the checkpoint's fsyncs stay off the event loop)",
+    )
 
 
 class ApiConfig(_Section):

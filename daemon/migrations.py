@@ -162,6 +162,17 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         """,
     ),
     (3, MIGRATION_NAME, RECONCILIATION_RUNS_DDL),
+    (
+        4,
+        "decision runs",
+        # One decisions row may stand for a run of identical plain decisions (no order, no verdict,
+        # no probabilities) on consecutive accepted bars of one symbol: ``bars`` of them, the first
+        # at ``ts`` and the last at ``last_ts``. A rejected bar always ends a run.
+        """
+        ALTER TABLE decisions ADD COLUMN bars INTEGER NOT NULL DEFAULT 1;
+        ALTER TABLE decisions ADD COLUMN last_ts INTEGER
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -92,7 +92,7 @@ class TradingPipeline:
         self._live_clock = live_clock
         self._equity_every = max(1, equity_every)
         self.counts = Counts()
-        self.last_decision: LastDecision | None = None
+        self._last: tuple[Decision, Verdict | None] | None = None
         self.last_bar: Bar | None = None
         self.stats = RunStats(float(portfolio.starting_cash))
         self.hooks = RiskHooks(governor.layers)
@@ -104,46 +104,75 @@ class TradingPipeline:
         self._flush_task: asyncio.Task[None] | None = None
         self._last_denial: tuple[str, str, str] | None = None
 
+    @property
+    def last_decision(self) -> LastDecision | None:
+        """Built on demand: the per-bar path only keeps a reference to the decision and its verdict."""
+        if self._last is None:
+            return None
+        decision, verdict = self._last
+        return LastDecision(
+            decision.symbol,
+            decision.ts,
+            decision.action.name,
+            decision.confidence,
+            verdict.kind.value if verdict is not None else "no_order",
+            verdict.reason if verdict is not None else "",
+        )
+
     def attach(self, orders: OrderManager) -> None:
         self.orders = orders
 
     # ------------------------------------------------------------------ bars
     async def on_bar(self, bar: Bar) -> None:
-        """Handle one bar end to end. Never raises for bad data: rejects and counts."""
-        assert self.orders is not None, "attach() an OrderManager first"
+        """Handle one bar end to end. Never raises for bad data: rejects and counts.
+
+        This runs for every bar of every backtest, so the quiet case (nothing
+        to apply, nothing to send) avoids any work it does not need.
+        """
+        orders = self.orders
+        assert orders is not None, "attach() an OrderManager first"
         updates = self.broker.drain_updates()
-        for update in updates:
-            await self.orders.apply(update)
+        if updates:
+            for update in updates:
+                await orders.apply(update)
         counts = self.counts
         counts.bars += 1
         result = self.guard.check(bar, time.time() if self._live_clock else None)
         if not result.accepted:
-            counts.rejected_bars += 1
-            ts = bar.ts if isinstance(bar.ts, int) else None
-            self.store.add_rejection(ts, bar.symbol, result.reason, result.detail)
-            log.warning("bar rejected", symbol=bar.symbol, ts=ts, reason=result.reason, detail=result.detail)
-            if result.reason == "gap":
-                self.strategy.reset(bar.symbol)
+            self._rejected(bar, result.reason, result.detail)
             return
+        symbol = bar.symbol
         if result.episode_start:
-            self.strategy.reset(bar.symbol)
+            self.strategy.reset(symbol)
         self.last_bar = bar
         portfolio = self.portfolio
-        portfolio.mark(bar.symbol, bar.close, bar.ts)
-        view = portfolio.view(bar.symbol)  # no fill can land between deciding and sizing
-        for decision in self.strategy.decide((bar,), (view,)):
-            await self._act(decision, bar, view)
+        portfolio.mark(symbol, bar.close, bar.ts)
+        # no fill can land between marking, deciding and sizing: fills are applied at the next drain
+        view = portfolio.view(symbol)
         equity = portfolio.equity()
-        if self.hooks.equity(bar.ts, equity, portfolio.day_start_equity, portfolio.peak_equity):
-            await self._risk_requests(bar.ts)
+        sent = counts.orders
+        for decision in self.strategy.decide((bar,), (view,)):
+            await self._act(decision, bar, view, equity)
+        if counts.orders != sent:
+            equity = portfolio.equity()
+        ts = bar.ts
+        if self.hooks.equity(ts, equity, portfolio.day_start_equity, portfolio.peak_equity):
+            await self._risk_requests(ts)
         elif counts.bars & 63 == 0:
             await self._record_risk_events()
         if counts.bars % self._equity_every == 0:
-            unrealized = portfolio.unrealized()
-            self.store.add_equity(bar.ts, equity, portfolio.cash_text, portfolio.realized_net_text, unrealized)
-            self.stats.add(bar.ts, equity)
+            self.store.add_equity(ts, equity, portfolio.cash_text, portfolio.realized_net_text, portfolio.unrealized())
+            self.stats.add(ts, equity)
         if self.store.should_flush:
             self._flush_in_background()
+
+    def _rejected(self, bar: Bar, reason: str, detail: str) -> None:
+        self.counts.rejected_bars += 1
+        ts = bar.ts if isinstance(bar.ts, int) else None
+        self.store.add_rejection(ts, bar.symbol, reason, detail)
+        log.warning("bar rejected", symbol=bar.symbol, ts=ts, reason=reason, detail=detail)
+        if reason == "gap":
+            self.strategy.reset(bar.symbol)
 
     def _flush_in_background(self) -> None:
         """Write buffered rows while the next bars are processed; at most one flush in flight.
@@ -178,21 +207,21 @@ class TradingPipeline:
         await self.orders.apply(update)
 
     # ------------------------------------------------------------------ decisions
-    async def _act(self, decision: Decision, bar: Bar, view: PositionView) -> None:
+    async def _act(self, decision: Decision, bar: Bar, view: PositionView, equity: float) -> None:
         self.counts.decisions += 1
         portfolio = self.portfolio
         symbol = decision.symbol
-        decision_id = self.store.next_decision_id()
         request = None
         if decision.action is not Action.HOLD:
-            target = self.sizer.target(decision, equity=portfolio.equity(), price=bar.close, position=view)
+            target = self.sizer.target(decision, equity=equity, price=bar.close, position=view)
             if target is not None:
                 assert self.orders is not None
                 current = portfolio.quantity(symbol) + self.orders.pending_quantity(symbol)
                 request = order_for_target(symbol, current, target, decision.action.name.lower())
         if request is None:
-            self._record(decision_id, decision, None, None, None)
+            self._record(None, decision, None, None, None)
             return
+        decision_id = self.store.next_decision_id()
         verdict = self.governor.check(request, self._context(request, bar, decision))
         if not verdict.allowed:
             await self._denied(decision_id, decision, request, verdict, bar.ts)
@@ -263,7 +292,7 @@ class TradingPipeline:
 
     def _record(
         self,
-        decision_id: int,
+        decision_id: int | None,
         decision: Decision,
         verdict: Verdict | None,
         quantity: Decimal | None,
@@ -288,14 +317,7 @@ class TradingPipeline:
                 extras,
             )
         )
-        self.last_decision = LastDecision(
-            decision.symbol,
-            decision.ts,
-            decision.action.name,
-            decision.confidence,
-            verdict.kind.value if verdict is not None else "no_order",
-            verdict.reason if verdict is not None else "",
-        )
+        self._last = (decision, verdict)
 
     # ------------------------------------------------------------------ fills
     async def on_fill(self, fill: Fill, order: ManagedOrder) -> None:

@@ -10,10 +10,17 @@ Two write paths, chosen by what a loss would cost:
   in batches at most ``store.flush_seconds`` apart, and never inside an order's
   journal transaction, which stays small because it sits between a decision
   and the broker. (An order row may therefore precede its decision row on disk
-  by up to one flush interval.)
+  by up to one flush interval.) Repeats of the same plain decision share one
+  row with a bar count (``add_decision``).
 
-Live runs go through aiosqlite's worker thread so the event loop never blocks
-on disk; backtests run SQLite inline in one batch transaction per flush.
+Where SQLite runs follows what a commit costs. With ``synchronous=full`` a
+commit waits for an fsync (milliseconds), so live runs go through aiosqlite's
+worker thread and the event loop never waits on the disk. With ``normal`` (WAL)
+a commit only appends to the WAL in the page cache (tens of microseconds,
+less than the thread hop itself), so it runs inline on the loop and the WAL is
+checkpointed, fsyncs included, from a worker thread (``checkpoint``).
+Backtests run SQLite inline, their writes queued and executed in
+order in one batch transaction per flush (``_Inline``).
 """
 
 from __future__ import annotations
@@ -37,9 +44,11 @@ from daemon.migrations import LATEST_VERSION, MIGRATIONS
 
 _DECISION_SQL = (
     "INSERT INTO decisions (id, run_id, symbol, ts, action, confidence, probabilities, reason, verdict,"
-    " verdict_layer, verdict_reason, order_quantity, client_order_id, extras)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    " verdict_layer, verdict_reason, order_quantity, client_order_id, extras, bars, last_ts)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
+# where a decision run's bar count and last timestamp sit in a buffered decisions row
+_RUN_BARS, _RUN_LAST_TS = 14, 15
 _EQUITY_SQL = (
     "INSERT INTO equity_snapshots (run_id, ts, equity, cash, realized_pnl, unrealized_pnl) VALUES (?,?,?,?,?,?)"
 )
@@ -73,11 +82,6 @@ _Op = tuple[str, Sequence[Any], bool]
 def _run_transaction(conn: sqlite3.Connection, ops: list[_Op]) -> list[int]:
     """Executed on the database thread: all of ``ops`` or none of them."""
     return _all_or_nothing(conn, ops, ("BEGIN IMMEDIATE", "COMMIT", ("ROLLBACK",)))
-
-
-def _run_savepoint(conn: sqlite3.Connection, ops: list[_Op]) -> list[int]:
-    """``_run_transaction`` for a connection already inside a batch transaction (backtests)."""
-    return _all_or_nothing(conn, ops, ("SAVEPOINT op", "RELEASE op", ("ROLLBACK TO op", "RELEASE op")))
 
 
 def _all_or_nothing(conn: sqlite3.Connection, ops: list[_Op], frame: tuple[str, str, tuple[str, ...]]) -> list[int]:
@@ -132,18 +136,21 @@ class _WorkerThread:
 
 
 class _Inline:
-    """Backtests: calls run right here, inside one long transaction committed at each flush.
+    """Backtests: calls run right here, and writes are deferred to one transaction per flush.
 
     A replay has nothing else for the loop to serve, a thread hop per order
     would cost more than the order's SQL, and a backtest interrupted half way
-    is simply run again, so per-order durability buys nothing. Each logical
-    transaction still applies all-or-nothing (a SAVEPOINT), and in the same
-    order as in a live run, so the journal is the same.
+    is simply run again, so per-order durability buys nothing. Writes are
+    therefore queued (write-behind) and executed in their original order at
+    the next flush or before the next read, so every read sees every earlier
+    write and the journal on disk is the one a live run would write. A write
+    that fails there fails the whole batch (rolled back) with a ``StoreError``.
     """
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
         self.batching = False
+        self._deferred: list[_Op] = []
 
     async def run(self, fn: Callable[..., _T], *args: Any) -> _T:
         return fn(self._conn, *args)
@@ -152,13 +159,36 @@ class _Inline:
         self._conn.execute("BEGIN IMMEDIATE")
         self.batching = True
 
+    def defer(self, ops: list[_Op]) -> None:
+        self._deferred.extend(ops)
+
+    def apply_deferred(self) -> None:
+        """Execute the queued writes, in order, inside the open batch transaction."""
+        ops = self._deferred
+        if not ops:
+            return
+        self._deferred = []
+        conn = self._conn
+        try:
+            for sql, params, many in ops:
+                if many:
+                    conn.executemany(sql, params)
+                else:
+                    conn.execute(sql, params)
+        except sqlite3.Error as exc:
+            conn.execute("ROLLBACK")
+            self.batching = False
+            raise StoreError(f"backtest store write failed, batch rolled back: {exc}") from exc
+
     def commit_batch(self) -> None:
         if self.batching:
+            self.apply_deferred()
             self._conn.execute("COMMIT")
             self._conn.execute("BEGIN IMMEDIATE")
 
     async def close(self) -> None:
         if self.batching:
+            self.apply_deferred()
             self._conn.execute("COMMIT")
             self.batching = False
         self._conn.close()
@@ -166,6 +196,16 @@ class _Inline:
 
 def _fetchall_sync(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
     return [tuple(r) for r in conn.execute(sql, params).fetchall()]
+
+
+def _checkpoint_sync(path: str) -> tuple[int, int, int]:
+    """A PASSIVE checkpoint from its own connection: copies WAL pages into the database without blocking writers."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        busy, log_pages, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return int(busy), int(log_pages), int(done)
+    finally:
+        conn.close()
 
 
 def _configure(conn: sqlite3.Connection, synchronous: str) -> None:
@@ -215,6 +255,8 @@ class Store:
         self.path = path
         self._flush_rows = flush_rows
         self._decisions: list[tuple[Any, ...]] = []
+        # per symbol: the open run of identical plain decisions, written when it ends (see add_decision)
+        self._runs: dict[str, list[Any]] = {}
         self._equity: list[tuple[Any, ...]] = []
         self._rejections: list[tuple[Any, ...]] = []
         self._risk: list[tuple[Any, ...]] = []
@@ -226,12 +268,19 @@ class Store:
         # another coroutine's, so every write holds this lock.
         self._lock = asyncio.Lock()
         self._batch: _Inline | None = None
+        self._deferred_fills: set[str] = set()
+        self.manual_checkpoints = False
 
     async def _commit(self, ops: list[_Op]) -> list[int]:
-        """Run ``ops`` as one transaction (one trip to the database thread). Returns each op's rowcount."""
+        """Run ``ops`` as one transaction (one trip to the database thread). Returns each op's rowcount.
+
+        In a backtest batch the ops are queued instead (see ``_Inline``) and reported as applied.
+        """
+        batch = self._batch
+        if batch is not None:
+            batch.defer(ops)  # no await: nothing can interleave with the queueing
+            return [1] * len(ops)
         async with self._lock:
-            if self._batch is not None:
-                return await self._backend.run(_run_savepoint, ops)
             return await self._backend.run(_run_transaction, ops)
 
     # ------------------------------------------------------------------ open/close
@@ -245,14 +294,22 @@ class Store:
         durable: bool = True,
         inline: bool = False,
         synchronous: str = "full",
+        batch: bool | None = None,
     ) -> Store:
         """Open (creating and migrating) the database.
 
         ``instance_id`` fixes the client-order-id prefix for a new database
         (backtests use a constant so that two runs journal identical ids); a
         live database gets a random one once, at creation, and keeps it.
-        ``inline`` runs SQLite on the calling thread (backtests only).
+        ``inline`` runs SQLite on the calling thread: backtests (``batch``,
+        the default when also not ``durable``: writes deferred to one transaction
+        per flush) and live runs with ``synchronous="normal"`` (each
+        transaction committed at once; automatic checkpoints move off the loop,
+        see ``checkpoint``).
         """
+        batch = (inline and not durable) if batch is None else batch
+        if batch and not inline:
+            raise StoreError("a batched store runs inline")
         db_path = Path(path)
         if str(db_path) != ":memory:":
             db_path.parent.mkdir(parents=True, exist_ok=True)
@@ -263,11 +320,15 @@ class Store:
             backend = _WorkerThread(await aiosqlite.connect(str(db_path), isolation_level=None))
         try:
             await backend.run(_configure, synchronous.upper() if durable else "OFF")
+            if inline and not batch:
+                # a checkpoint fsyncs: never on the loop thread, the daemon calls checkpoint() instead
+                await backend.run(_fetchall_sync, "PRAGMA wal_autocheckpoint=0", ())
             await backend.run(_migrate, db_path)
             meta = await backend.run(_ensure_meta, instance_id or secrets.token_hex(3))
             store = cls(backend, db_path, flush_rows)
+            store.manual_checkpoints = inline and not batch
             store.instance_id = meta["instance_id"]
-            if isinstance(backend, _Inline):
+            if isinstance(backend, _Inline) and batch:
                 backend.begin_batch()
                 store._batch = backend
             row = await store._fetchone("SELECT COALESCE(MAX(id), 0) FROM decisions")
@@ -284,6 +345,16 @@ class Store:
     async def close(self) -> None:
         await self.flush()
         await self._backend.close()
+
+    async def checkpoint(self) -> tuple[int, int, int] | None:
+        """Fold the WAL into the database from a worker thread (inline live stores only).
+
+        Returns SQLite's (busy, wal pages, pages checkpointed), or None when
+        this store checkpoints automatically.
+        """
+        if not self.manual_checkpoints or str(self.path) == ":memory:":
+            return None
+        return await asyncio.to_thread(_checkpoint_sync, str(self.path))
 
     async def schema_version(self) -> int:
         row = await self._fetchone("SELECT MAX(version) FROM schema_migrations")
@@ -400,6 +471,10 @@ class Store:
             fill.ts,
             str(realized_pnl),
         )
+        if self._batch is not None:
+            if fill.fill_id in self._deferred_fills or await self.has_fill(fill.fill_id):
+                return False
+            self._deferred_fills.add(fill.fill_id)
         (count,) = await self._commit(
             [
                 (
@@ -413,7 +488,11 @@ class Store:
         return count == 1
 
     async def has_fill(self, fill_id: str) -> bool:
-        return await self._fetchone("SELECT 1 FROM fills WHERE fill_id = ?", (fill_id,)) is not None
+        if fill_id in self._deferred_fills:
+            return True
+        # queued writes touch the fills table only through _deferred_fills, so no need to apply them first
+        row = await self._backend.run(_fetchall_sync, "SELECT 1 FROM fills WHERE fill_id = ?", (fill_id,))
+        return bool(row)
 
     async def record_trade(self, row: Sequence[Any]) -> None:
         await self._write(
@@ -445,10 +524,43 @@ class Store:
         self._next_decision_id += 1
         return decision_id
 
-    def add_decision(self, row: tuple[Any, ...]) -> None:
-        """``row`` matches the decisions columns after ``run_id`` is inserted by us."""
-        self._decisions.append((row[0], self.run_id, *row[1:]))
-        self._pending += 1
+    def add_decision(self, row: tuple[Any, ...]) -> int:
+        """Buffer one decision; returns its id.
+
+        ``row`` is the decisions columns without ``run_id`` (and without the run
+        columns), its id first: None lets the store number it. A plain decision
+        (no id given, no order, verdict, confidence, probabilities or extras)
+        that repeats the previous one of its symbol extends that row's run
+        (``bars``, ``last_ts``) instead of adding a row: a rule-based strategy
+        says "still long" on almost every bar, and a row per repetition would
+        be most of a backtest's writes while adding nothing but a timestamp.
+        """
+        symbol = row[1]
+        plain = (
+            row[0] is None and row[4] is None and row[5] is None and row[7] is None and row[8] is None
+            and row[9] is None and row[10] is None and row[11] is None and row[12] is None
+        )
+        run = self._runs.get(symbol)
+        if run is not None:
+            if plain and run[4] == row[3] and run[7] == row[6]:
+                run[_RUN_BARS] += 1
+                run[_RUN_LAST_TS] = row[2]
+                return int(run[0])
+            self._end_run(symbol)
+        decision_id = self.next_decision_id() if row[0] is None else row[0]
+        full = [decision_id, self.run_id, *row[1:], 1, None]
+        if plain:
+            self._runs[symbol] = full
+        else:
+            self._decisions.append(tuple(full))
+            self._pending += 1
+        return int(decision_id)
+
+    def _end_run(self, symbol: str) -> None:
+        run = self._runs.pop(symbol, None)
+        if run is not None:
+            self._decisions.append(tuple(run))
+            self._pending += 1
 
     def add_equity(self, ts: int, equity: float, cash: str, realized: str, unrealized: float) -> None:
         """``cash`` and ``realized`` arrive as decimal text (the portfolio keeps it current)."""
@@ -456,6 +568,7 @@ class Store:
         self._pending += 1
 
     def add_rejection(self, ts: int | None, symbol: str, reason: str, detail: str) -> None:
+        self._end_run(symbol)  # a run stands for consecutive accepted bars only
         self._rejections.append((self.run_id, ts, symbol, reason, detail))
         self._pending += 1
 
@@ -468,10 +581,13 @@ class Store:
         return self._pending >= self._flush_rows
 
     async def flush(self) -> None:
+        for symbol in list(self._runs):
+            self._end_run(symbol)
         if self._pending:
             await self._commit(self._take_buffers())
         if self._batch is not None:
             self._batch.commit_batch()
+            self._deferred_fills.clear()
 
     def _take_buffers(self) -> list[_Op]:
         ops: list[_Op] = []
@@ -536,8 +652,11 @@ class Store:
         await self._commit([(sql, tuple(params), False)])
 
     async def _fetchall(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        if self._batch is not None:
+            self._batch.apply_deferred()  # a read sees every earlier write
+            self._deferred_fills.clear()
         return await self._backend.run(_fetchall_sync, sql, params)
 
     async def _fetchone(self, sql: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
-        rows = await self._backend.run(_fetchall_sync, sql, params)
+        rows = await self._fetchall(sql, params)
         return rows[0] if rows else None

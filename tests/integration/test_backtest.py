@@ -90,14 +90,17 @@ async def test_bad_bars_are_rejected_counted_and_never_traded(tmp_path: Path) ->
     assert daemon.pipeline.counts.rejected_bars == len(bad)
     with sqlite3.connect(db) as conn:
         reasons = sorted(r for (r,) in conn.execute("SELECT reason FROM bar_rejections"))
-        decided = {ts for (ts,) in conn.execute("SELECT ts FROM decisions")}
+        # a row may stand for a run of identical decisions on consecutive accepted bars: ts .. last_ts
+        decided = conn.execute("SELECT ts, COALESCE(last_ts, ts), bars FROM decisions").fetchall()
         rejected = {ts for (ts,) in conn.execute("SELECT ts FROM bar_rejections WHERE ts IS NOT NULL")}
     assert reasons == sorted(
         ["not_finite", "high_below_low", "open_outside_range", "negative_volume", "non_positive_price", "out_of_order"]
     )
     # no decision was made at a rejected bar's timestamp (the out-of-order one repeats an earlier good ts)
     good_rejects = rejected - {1704085200}
-    assert not decided & good_rejects
+    assert good_rejects
+    assert not [(first, last) for first, last, _ in decided for ts in good_rejects if first <= ts <= last]
+    assert sum(bars for _, _, bars in decided) == daemon.pipeline.counts.decisions
 
 
 def test_backtest_command_prints_a_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -72,9 +72,12 @@ async def _manager(store: Store, broker: RecordingBroker, fills: list[Fill]) -> 
 REQUEST = OrderRequest("EURUSD", Side.BUY, D("1000"), reason="buy")
 
 
-async def test_orders_are_committed_before_they_are_sent(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "mode", [{"synchronous": "full"}, {"synchronous": "normal", "inline": True}], ids=["worker-full", "inline-normal"]
+)
+async def test_orders_are_committed_before_they_are_sent(tmp_path: Path, mode: dict[str, object]) -> None:
     db = tmp_path / "t.db"
-    store = await Store.open(db)
+    store = await Store.open(db, **mode)  # type: ignore[arg-type]
     await store.begin_run("test", "fp", {})
     broker = RecordingBroker(db)
     manager = await _manager(store, broker, [])
