@@ -211,6 +211,9 @@ class UpdateInbox:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def __len__(self) -> int:
+        return len(self._items)
+
     def drain(self) -> list[OrderUpdate]:
         items = list(self._items)
         self._items.clear()

@@ -166,6 +166,20 @@ class ReplayFeed:
         self._stopped = True
         self._stop_event.set()
 
+    def upcoming(self, limit: int) -> list[Bar]:
+        """Up to ``limit`` of the next bars, not consumed (unpaced feeds: a backtest reads ahead in stretches)."""
+        if self._stopped:
+            return []
+        return self.bars[self._next : self._next + limit]
+
+    def advance(self, count: int) -> None:
+        """Consume the next ``count`` bars as if iterated (after ``upcoming``)."""
+        if not 0 <= count <= len(self.bars) - self._next:
+            raise ValueError(f"cannot advance {count} bars from {self._next} of {len(self.bars)}")
+        if count:
+            self._next += count
+            self._last_bar = self.bars[self._next - 1]
+
     def seek(self, index: int) -> None:
         """Continue from ``index`` (used when a simulated broker restores saved state); restarts the pace schedule."""
         if not 0 <= index <= len(self.bars):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import pathlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import Literal
 
@@ -140,6 +140,41 @@ class SimBroker:
         async for bar in self.feed:
             self._on_bar(bar)
             yield bar
+
+    @property
+    def idle(self) -> bool:
+        """No working order and no undelivered update: a bar can only move prices (see ``deliver_quiet``)."""
+        return not self._working and not self._inbox
+
+    def deliver_quiet(self, bars: Sequence[Bar]) -> None:
+        """Consume the feed's next ``bars`` while idle, in bulk: they can execute nothing.
+
+        What ``bars()`` would do for each of them reduces to the clock, the
+        last bar and close per symbol and the feed position. The caller
+        vouches that every bar is tradeable and in order (its bar guard
+        accepted them). Not for a file-backed state, whose checkpoints count bars.
+        """
+        if not self.idle or self._file is not None:
+            raise BrokerError("deliver_quiet needs an idle broker without a state file")
+        if not bars:
+            return
+        feed = self.feed
+        if feed.position >= feed.total or feed.bars[feed.position] is not bars[0]:
+            raise BrokerError("deliver_quiet: bars are not the feed's next ones")
+        state = self.state
+        last_ts = state.last_bar_ts
+        closes: dict[str, float] = {}
+        for bar in bars:
+            last_ts[bar.symbol] = bar.ts
+            closes[bar.symbol] = bar.close
+        for symbol, close in closes.items():
+            state.last_prices[symbol] = _dec(close)
+        ts = bars[-1].ts
+        if ts > state.clock_ts:
+            state.clock_ts = ts
+        feed.advance(len(bars))
+        state.feed_position = feed.position
+        state.feed_last_ts = ts
 
     async def historical_bars(self, symbol: str, start_ts: int, end_ts: int) -> list[Bar]:
         """Bars with ``start_ts <= ts <= end_ts`` that the feed has already passed: no look-ahead."""

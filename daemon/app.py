@@ -38,12 +38,15 @@ from risk.governor import RiskGovernor, TradingState
 from risk.layers import build_layers
 from risk.reconciler import Reconciler
 from risk.sizing import build_sizer
-from strategies.base import Strategy
+from strategies.base import PlainStrategy, Strategy
 from strategies.sma_cross import SmaCrossStrategy
 
 log = structlog.get_logger(__name__)
 
 BACKTEST_INSTANCE_ID = "bt"
+# bars read ahead per quiet stretch: long enough to amortise the per-stretch work, short enough for
+# the progress bar, the stop check and the feed's periodic yield to the loop
+_STRETCH_BARS = 512
 _STATE_KEY = "trading_state"
 
 
@@ -95,6 +98,8 @@ class Daemon:
     reconciler: Reconciler | None = None
     startup: StartupOutcome | None = None
     notifier: SystemdNotifier = field(default_factory=SystemdNotifier)
+    # backtests of a PlainStrategy run quiet stretches (TradingPipeline.run_quiet); off = every bar via on_bar
+    quiet_stretches: bool = True
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -326,21 +331,38 @@ class Daemon:
         pipeline = self.pipeline
         stop = self._stop
         reconciler = self.reconciler if self.mode == "run" and self.config.reconcile.after_fill else None
-        n = 0
-        async for bar in self.broker.bars():
+        broker, feed, orders = self.broker, self.feed, self.orders
+        # Backtests of a plain strategy skip through stretches of bars that trade nothing (run_quiet).
+        plain = pipeline.strategy if self.quiet_stretches and self._can_stretch() else None
+        n = reported = 0
+        async for bar in broker.bars():
             await pipeline.on_bar(bar)
             if reconciler is not None:
                 await reconciler.after_fills(bar.ts)  # once per bar's batch of fills, never from inside on_fill
             n += 1
-            if progress is not None and n % 1024 == 0:
-                progress(1024)
+            if plain is not None and pipeline.strategy is plain and broker.idle and not orders.has_working():
+                n += await pipeline.run_quiet(feed.upcoming(_STRETCH_BARS), broker.deliver_quiet)
+                await asyncio.sleep(0)  # a stretch may skip the feed's own periodic yield to the loop
+            if progress is not None and n - reported >= 1024:
+                progress(n - reported)
+                reported = n
             if stop.is_set():
                 break
-        if progress is not None:
-            progress(n % 1024)
+        if progress is not None and n > reported:
+            progress(n - reported)
         # apply what arrived after the last bar so no fill is left unbooked
         for update in self.broker.drain_updates():
             await pipeline.on_update(update)
+
+    def _can_stretch(self) -> bool:
+        """Quiet stretches need a replay the broker owns (no pacing, no state file) and a plain strategy."""
+        return (
+            self.mode == "backtest"
+            and self.feed.pace is None
+            and self.broker.state_file is None
+            and isinstance(self.pipeline.strategy, PlainStrategy)
+            and hasattr(self.pipeline.sizer, "keeps_position")
+        )
 
     async def rollback_to_gold(self, ts: int) -> bool:
         """Switch the policy to the registered gold model (the drawdown halt tier asks for it).

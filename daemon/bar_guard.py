@@ -143,6 +143,21 @@ class BarGuard:
         self.accepted += 1
         return _ACCEPT_START if last is None else _ACCEPT
 
+    def accept_plain(self, bar: Bar) -> bool:
+        """Accept ``bar`` if it is a plain continuation of its symbol, else change nothing and return False.
+
+        Plain: every value check passes and it follows the symbol's last bar
+        within the gap limit (so it is never an episode start). The verdict is
+        the one ``check`` gives such a bar without a staleness clock (a
+        replay); False only means "use ``check``", which names any problem.
+        """
+        last = self._last_ts.get(bar.symbol)
+        if last is None or not _plainly_valid(bar) or not last < bar.ts <= last + self.max_gap_seconds:
+            return False
+        self._last_ts[bar.symbol] = bar.ts
+        self.accepted += 1
+        return True
+
     def _reject(self, reason: str, detail: str) -> GuardResult:
         self.rejected[reason] += 1
         return GuardResult(False, reason, detail)

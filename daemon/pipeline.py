@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import structlog
 
@@ -27,13 +27,16 @@ from daemon.store import Store
 from risk.governor import RiskContext, RiskGovernor, TradingState, Verdict, VerdictKind
 from risk.layers import FLATTEN, RiskHooks
 from risk.sizing import order_for_target
-from strategies.base import Action, Decision, PositionView, Strategy
+from strategies.base import Action, Decision, PlainStrategy, PositionView, Strategy
 
 log = structlog.get_logger(__name__)
 
 # Built once: json.dumps with options builds a new encoder per call, which showed up per bar.
 _PROBS = json.JSONEncoder()
 _EXTRAS = json.JSONEncoder(sort_keys=True, default=str)
+
+# Enum's .name is a descriptor call; a dict lookup is several times cheaper on the per-bar path
+_ACTION_NAMES = {action: action.name for action in Action}
 
 AlertSink = Callable[[str, str, dict[str, Any]], Awaitable[None] | None]
 
@@ -92,7 +95,8 @@ class TradingPipeline:
         self._live_clock = live_clock
         self._equity_every = max(1, equity_every)
         self.counts = Counts()
-        self._last: tuple[Decision, Verdict | None] | None = None
+        # (symbol, ts, action, confidence, verdict, reason) of the last decision
+        self._last: tuple[Any, ...] | None = None
         self.last_bar: Bar | None = None
         self.stats = RunStats(float(portfolio.starting_cash))
         self.hooks = RiskHooks(governor.layers)
@@ -103,21 +107,12 @@ class TradingPipeline:
         self.on_rollback: Callable[[int], Awaitable[None]] | None = None
         self._flush_task: asyncio.Task[None] | None = None
         self._last_denial: tuple[str, str, str] | None = None
+        self.quiet_bars = 0  # bars handled by run_quiet (backtests)
 
     @property
     def last_decision(self) -> LastDecision | None:
-        """Built on demand: the per-bar path only keeps a reference to the decision and its verdict."""
-        if self._last is None:
-            return None
-        decision, verdict = self._last
-        return LastDecision(
-            decision.symbol,
-            decision.ts,
-            decision.action.name,
-            decision.confidence,
-            verdict.kind.value if verdict is not None else "no_order",
-            verdict.reason if verdict is not None else "",
-        )
+        """Built on demand: per decision the pipeline keeps a plain tuple, cheaper than a dataclass."""
+        return None if self._last is None else LastDecision(*self._last)
 
     def attach(self, orders: OrderManager) -> None:
         self.orders = orders
@@ -155,16 +150,93 @@ class TradingPipeline:
             await self._act(decision, bar, view, equity)
         if counts.orders != sent:
             equity = portfolio.equity()
-        ts = bar.ts
+        await self._finish_bar(bar.ts, equity)
+
+    async def _finish_bar(self, ts: int, equity: float) -> None:
+        """After the decisions: the risk layers see the mark, then the equity snapshot and a flush if due."""
+        portfolio = self.portfolio
         if self.hooks.equity(ts, equity, portfolio.day_start_equity, portfolio.peak_equity):
             await self._risk_requests(ts)
-        elif counts.bars & 63 == 0:
+        elif self.counts.bars & 63 == 0:
             await self._record_risk_events()
-        if counts.bars % self._equity_every == 0:
-            self.store.add_equity(ts, equity, portfolio.cash_text, portfolio.realized_net_text, portfolio.unrealized())
-            self.stats.add(ts, equity)
+        self._snapshot(ts, equity)
         if self.store.should_flush:
             self._flush_in_background()
+
+    def _snapshot(self, ts: int, equity: float) -> None:
+        if self.counts.bars % self._equity_every == 0:
+            portfolio = self.portfolio
+            self.store.add_equity(ts, equity, portfolio.cash_text, portfolio.realized_net_text, portfolio.unrealized())
+            self.stats.add(ts, equity)
+
+    async def run_quiet(self, bars: Sequence[Bar], deliver: Callable[[Sequence[Bar]], None]) -> int:
+        """Handle the feed's next ``bars`` for as long as they trade nothing; returns how many were handled.
+
+        The backtester's fast path, equivalent to ``on_bar`` per bar (a test
+        compares whole journals). It needs a ``PlainStrategy`` and an idle
+        broker and order book (the caller checks), and handles a bar here only
+        while that bar is plain (``BarGuard.accept_plain``) and its decision
+        needs no order (HOLD, or an action the sizer answers with the current
+        position). Such a bar costs a fraction of ``on_bar``: no decision
+        object, no update drain, no sizing, one row of a decision run. The
+        bar that needs more (an order, a risk request, a rejection) is either
+        finished here through the normal path or left to ``on_bar``; the
+        broker gets every handled bar through ``deliver`` before any order
+        could reach it.
+        """
+        strategy = cast(PlainStrategy, self.strategy)  # the caller checked (an isinstance here costs µs)
+        scan, accept, keeps = strategy.scan, self.guard.accept_plain, self.sizer.keeps_position
+        portfolio, counts, hooks, store = self.portfolio, self.counts, self.hooks, self.store
+        mark, equity_of, quantity = portfolio.mark, portfolio.equity, portfolio.quantity
+        add_decision = store.add_plain_decision
+        last: tuple[Any, ...] | None = None
+        handled = 0
+        for bar in bars:
+            if not accept(bar):
+                break  # not plain: on_bar checks it and names any problem
+            handled += 1
+            counts.bars += 1
+            symbol, ts = bar.symbol, bar.ts
+            mark(symbol, bar.close, ts)
+            decided = scan(bar)
+            if decided is not None:
+                action, reason = decided
+                held = quantity(symbol)
+                if not (action is Action.HOLD or keeps(action, (held > 0) - (held < 0))):
+                    deliver(bars[:handled])
+                    self.quiet_bars += handled
+                    self.last_bar = bar
+                    view = portfolio.view(symbol)
+                    equity = equity_of()
+                    await self._act(Decision(symbol, ts, action, reason=reason), bar, view, equity)
+                    await self._finish_bar(ts, equity_of())
+                    return handled
+                counts.decisions += 1
+                name = _ACTION_NAMES[action]
+                add_decision(symbol, ts, name, reason)
+                last = (symbol, ts, name, None, "no_order", "")
+            equity = equity_of()
+            if hooks.equity(ts, equity, portfolio.day_start_equity, portfolio.peak_equity):
+                deliver(bars[:handled])  # a risk request may flatten: the broker must have seen this bar
+                self.quiet_bars += handled
+                self.last_bar = bar
+                if last is not None:
+                    self._last = last
+                await self._risk_requests(ts)
+                self._snapshot(ts, equity)
+                return handled
+            if counts.bars & 63 == 0:
+                await self._record_risk_events()
+            self._snapshot(ts, equity)
+        if handled:
+            self.quiet_bars += handled
+            deliver(bars[:handled])
+            self.last_bar = bars[handled - 1]
+            if last is not None:
+                self._last = last
+            if store.should_flush:
+                self._flush_in_background()
+        return handled
 
     def _rejected(self, bar: Bar, reason: str, detail: str) -> None:
         self.counts.rejected_bars += 1
@@ -317,7 +389,14 @@ class TradingPipeline:
                 extras,
             )
         )
-        self._last = (decision, verdict)
+        self._last = (
+            decision.symbol,
+            decision.ts,
+            decision.action.name,
+            decision.confidence,
+            verdict.kind.value if verdict is not None else "no_order",
+            verdict.reason if verdict is not None else "",
+        )
 
     # ------------------------------------------------------------------ fills
     async def on_fill(self, fill: Fill, order: ManagedOrder) -> None:

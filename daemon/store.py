@@ -30,7 +30,7 @@ import json
 import secrets
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -53,6 +53,28 @@ _EQUITY_SQL = (
     "INSERT INTO equity_snapshots (run_id, ts, equity, cash, realized_pnl, unrealized_pnl) VALUES (?,?,?,?,?,?)"
 )
 _REJECTION_SQL = "INSERT INTO bar_rejections (run_id, ts, symbol, reason, detail) VALUES (?,?,?,?,?)"
+_ORDER_SQL = (
+    "INSERT INTO orders (client_order_id, run_id, symbol, side, quantity, order_type, limit_price, time_in_force,"
+    " status, broker_order_id, filled_quantity, average_price, reason, decision_id, created_ts, updated_ts, message)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+_ORDER_UPDATE_SQL = (
+    "UPDATE orders SET status = ?, updated_ts = ?, message = ?,"
+    " broker_order_id = COALESCE(?, broker_order_id),"
+    " filled_quantity = COALESCE(?, filled_quantity),"
+    " average_price = COALESCE(?, average_price) WHERE client_order_id = ?"
+)
+_SEQ_SQL = "UPDATE meta SET value = ? WHERE key = 'order_seq'"
+_FILL_SQL = (
+    "INSERT OR IGNORE INTO fills (fill_id, client_order_id, run_id, symbol, side, quantity, price,"
+    " fee, ts, realized_pnl) VALUES (?,?,?,?,?,?,?,?,?,?)"
+)
+_TRADE_SQL = (
+    "INSERT INTO trades (run_id, symbol, direction, quantity, entry_ts, exit_ts, entry_price, exit_price,"
+    " fees, pnl, entry_reason, exit_reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+# positions in an orders row (_ORDER_SQL's column order)
+_O_STATUS, _O_BROKER_ID, _O_FILLED, _O_AVERAGE, _O_UPDATED, _O_MESSAGE = 8, 9, 10, 11, 15, 16
 _EVENT_SQL = "INSERT INTO order_events (client_order_id, ts, from_status, to_status, message) VALUES (?,?,?,?,?)"
 _RISK_SQL = (
     "INSERT INTO risk_events (run_id, ts, symbol, layer, kind, reason, message) VALUES (?,?,?,?,?,?,?)"
@@ -247,6 +269,37 @@ def _ensure_meta(conn: sqlite3.Connection, instance_id: str) -> dict[str, str]:
     return meta
 
 
+@dataclass
+class _JournalBuffer:
+    """A backtest batch's order journal rows, written as a few executemany calls.
+
+    Orders stay rows in memory from their journaling until the batch is
+    written, their updates applied to the row exactly as the live UPDATE
+    would; events, fills and trades keep their call order, so the tables end
+    up as a live run's. Foreign keys hold because orders are written first.
+    """
+
+    orders: dict[str, list[Any]] = field(default_factory=dict)
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+    fills: list[tuple[Any, ...]] = field(default_factory=list)
+    trades: list[tuple[Any, ...]] = field(default_factory=list)
+    sequence: str | None = None
+
+    def take(self) -> list[_Op]:
+        ops: list[_Op] = []
+        if self.orders:
+            ops.append((_ORDER_SQL, [tuple(row) for row in self.orders.values()], True))
+            self.orders = {}
+        for sql, rows in ((_EVENT_SQL, self.events), (_FILL_SQL, self.fills), (_TRADE_SQL, self.trades)):
+            if rows:
+                ops.append((sql, list(rows), True))
+                rows.clear()
+        if self.sequence is not None:
+            ops.append((_SEQ_SQL, (self.sequence,), False))
+            self.sequence = None
+        return ops
+
+
 class Store:
     """Async facade over one SQLite database file."""
 
@@ -268,7 +321,10 @@ class Store:
         # another coroutine's, so every write holds this lock.
         self._lock = asyncio.Lock()
         self._batch: _Inline | None = None
-        self._deferred_fills: set[str] = set()
+        # backtest batch only: journal rows waiting for the batch write, and every fill id this store wrote
+        self._journal = _JournalBuffer()
+        self._batch_fills: set[str] = set()
+        self._fills_empty_at_open = False
         self.manual_checkpoints = False
 
     async def _commit(self, ops: list[_Op]) -> list[int]:
@@ -329,6 +385,7 @@ class Store:
             store.manual_checkpoints = inline and not batch
             store.instance_id = meta["instance_id"]
             if isinstance(backend, _Inline) and batch:
+                store._fills_empty_at_open = not await store._fetchall("SELECT 1 FROM fills LIMIT 1")
                 backend.begin_batch()
                 store._batch = backend
             row = await store._fetchone("SELECT COALESCE(MAX(id), 0) FROM decisions")
@@ -343,7 +400,7 @@ class Store:
         return store
 
     async def close(self) -> None:
-        await self.flush()
+        await self.flush(end_runs=True)
         await self._backend.close()
 
     async def checkpoint(self) -> tuple[int, int, int] | None:
@@ -371,7 +428,7 @@ class Store:
         return self.run_id
 
     async def end_run(self, summary: dict[str, Any]) -> None:
-        await self.flush()
+        await self.flush(end_runs=True)
         await self._write(
             "UPDATE runs SET ended_at = ?, summary = ? WHERE id = ?",
             (_utc_now(), json.dumps(summary, sort_keys=True, default=str), self.run_id),
@@ -398,33 +455,23 @@ class Store:
         """
         # Only the order's own rows: buffered decisions and snapshots are left to the next
         # flush, so a burst of them never sits between a decision and the broker.
-        ops: list[_Op] = []
-        ops.append(
-            (
-                "INSERT INTO orders (client_order_id, run_id, symbol, side, quantity, order_type, limit_price,"
-                " time_in_force, status, reason, decision_id, created_ts, updated_ts)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    client_order_id,
-                    self.run_id,
-                    request.symbol,
-                    request.side.value,
-                    str(request.quantity),
-                    request.order_type.value,
-                    _dec(request.limit_price),
-                    request.time_in_force.value,
-                    OrderStatus.NEW.value,
-                    request.reason,
-                    decision_id,
-                    ts,
-                    ts,
-                ),
-                False,
-            )
+        row = [
+            client_order_id, self.run_id, request.symbol, request.side.value, str(request.quantity),
+            request.order_type.value, _dec(request.limit_price), request.time_in_force.value, OrderStatus.NEW.value,
+            None, "0", None, request.reason, decision_id, ts, ts, "",
+        ]
+        event = (client_order_id, ts, None, OrderStatus.NEW.value, "journaled")
+        if self._batch is not None:
+            # a backtest keeps the row until the batch is written, applying its updates in memory
+            if client_order_id in self._journal.orders:
+                raise StoreError(f"order {client_order_id!r} is already journaled")
+            self._journal.orders[client_order_id] = row
+            self._journal.events.append(event)
+            self._journal.sequence = str(sequence)
+            return
+        await self._commit(
+            [(_ORDER_SQL, tuple(row), False), (_EVENT_SQL, event, False), (_SEQ_SQL, (str(sequence),), False)]
         )
-        ops.append((_EVENT_SQL, (client_order_id, ts, None, OrderStatus.NEW.value, "journaled"), False))
-        ops.append(("UPDATE meta SET value = ? WHERE key = 'order_seq'", (str(sequence),), False))
-        await self._commit(ops)
 
     async def update_order(
         self,
@@ -438,24 +485,31 @@ class Store:
         average_price: Decimal | None = None,
         message: str = "",
     ) -> None:
+        event = (client_order_id, ts, from_status.value, to_status.value, message)
+        filled, average = _dec(filled_quantity), _dec(average_price)
+        if self._batch is not None:
+            self._journal.events.append(event)
+            row = self._journal.orders.get(client_order_id)
+            if row is not None:  # what the UPDATE below does, done to the row before it is written
+                row[_O_STATUS], row[_O_UPDATED], row[_O_MESSAGE] = to_status.value, ts, message
+                if broker_order_id is not None:
+                    row[_O_BROKER_ID] = broker_order_id
+                if filled is not None:
+                    row[_O_FILLED] = filled
+                if average is not None:
+                    row[_O_AVERAGE] = average
+                return
+            self._batch.defer(
+                [(_ORDER_UPDATE_SQL, (to_status.value, ts, message, broker_order_id, filled, average,
+                                      client_order_id), False)]
+            )
+            return
         update = (
-            "UPDATE orders SET status = ?, updated_ts = ?, message = ?,"
-            " broker_order_id = COALESCE(?, broker_order_id),"
-            " filled_quantity = COALESCE(?, filled_quantity),"
-            " average_price = COALESCE(?, average_price) WHERE client_order_id = ?",
-            (
-                to_status.value,
-                ts,
-                message,
-                broker_order_id,
-                _dec(filled_quantity),
-                _dec(average_price),
-                client_order_id,
-            ),
+            _ORDER_UPDATE_SQL,
+            (to_status.value, ts, message, broker_order_id, filled, average, client_order_id),
             False,
         )
-        event = (_EVENT_SQL, (client_order_id, ts, from_status.value, to_status.value, message), False)
-        await self._commit([update, event])
+        await self._commit([update, (_EVENT_SQL, event, False)])
 
     async def record_fill(self, fill: Fill, realized_pnl: Decimal) -> bool:
         """Store a fill once. Returns False when its fill id is already stored."""
@@ -472,34 +526,28 @@ class Store:
             str(realized_pnl),
         )
         if self._batch is not None:
-            if fill.fill_id in self._deferred_fills or await self.has_fill(fill.fill_id):
+            if await self.has_fill(fill.fill_id):
                 return False
-            self._deferred_fills.add(fill.fill_id)
-        (count,) = await self._commit(
-            [
-                (
-                    "INSERT OR IGNORE INTO fills (fill_id, client_order_id, run_id, symbol, side, quantity, price,"
-                    " fee, ts, realized_pnl) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    row,
-                    False,
-                )
-            ]
-        )
+            self._journal.fills.append(row)
+            self._batch_fills.add(fill.fill_id)
+            return True
+        (count,) = await self._commit([(_FILL_SQL, row, False)])
         return count == 1
 
     async def has_fill(self, fill_id: str) -> bool:
-        if fill_id in self._deferred_fills:
-            return True
-        # queued writes touch the fills table only through _deferred_fills, so no need to apply them first
-        row = await self._backend.run(_fetchall_sync, "SELECT 1 FROM fills WHERE fill_id = ?", (fill_id,))
-        return bool(row)
+        if self._batch is not None:
+            if fill_id in self._batch_fills:
+                return True
+            if self._fills_empty_at_open:
+                return False  # every fill in the table was written by this store, so it is in _batch_fills
+        rows = await self._backend.run(_fetchall_sync, "SELECT 1 FROM fills WHERE fill_id = ?", (fill_id,))
+        return bool(rows)
 
     async def record_trade(self, row: Sequence[Any]) -> None:
-        await self._write(
-            "INSERT INTO trades (run_id, symbol, direction, quantity, entry_ts, exit_ts, entry_price, exit_price,"
-            " fees, pnl, entry_reason, exit_reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            (self.run_id, *row),
-        )
+        if self._batch is not None:
+            self._journal.trades.append((self.run_id, *row))
+            return
+        await self._write(_TRADE_SQL, (self.run_id, *row))
 
     async def open_orders(self) -> list[OrderRow]:
         terminal = tuple(s.value for s in OrderStatus if s.is_terminal)
@@ -535,26 +583,32 @@ class Store:
         says "still long" on almost every bar, and a row per repetition would
         be most of a backtest's writes while adding nothing but a timestamp.
         """
-        symbol = row[1]
-        plain = (
+        if (
             row[0] is None and row[4] is None and row[5] is None and row[7] is None and row[8] is None
             and row[9] is None and row[10] is None and row[11] is None and row[12] is None
-        )
+        ):
+            return self.add_plain_decision(row[1], row[2], row[3], row[6])
+        self._end_run(row[1])
+        decision_id = self.next_decision_id() if row[0] is None else row[0]
+        self._decisions.append((decision_id, self.run_id, *row[1:], 1, None))
+        self._pending += 1
+        return int(decision_id)
+
+    def add_plain_decision(self, symbol: str, ts: int, action: str, reason: str) -> int:
+        """A decision with nothing but an action and a reason: it extends its symbol's run when it repeats it."""
         run = self._runs.get(symbol)
         if run is not None:
-            if plain and run[4] == row[3] and run[7] == row[6]:
+            if run[4] == action and run[7] == reason:
                 run[_RUN_BARS] += 1
-                run[_RUN_LAST_TS] = row[2]
+                run[_RUN_LAST_TS] = ts
                 return int(run[0])
             self._end_run(symbol)
-        decision_id = self.next_decision_id() if row[0] is None else row[0]
-        full = [decision_id, self.run_id, *row[1:], 1, None]
-        if plain:
-            self._runs[symbol] = full
-        else:
-            self._decisions.append(tuple(full))
-            self._pending += 1
-        return int(decision_id)
+        decision_id = self.next_decision_id()
+        self._runs[symbol] = [
+            decision_id, self.run_id, symbol, ts, action, None, None, reason, None, None, None, None, None, None, 1,
+            None,
+        ]
+        return decision_id
 
     def _end_run(self, symbol: str) -> None:
         run = self._runs.pop(symbol, None)
@@ -580,14 +634,23 @@ class Store:
     def should_flush(self) -> bool:
         return self._pending >= self._flush_rows
 
-    async def flush(self) -> None:
-        for symbol in list(self._runs):
-            self._end_run(symbol)
+    async def flush(self, *, end_runs: bool | None = None) -> None:
+        """Write the buffered rows.
+
+        Open decision runs are ended (written) too, except in a backtest
+        batch, where they stay open until they end by themselves or the run
+        does: where a run splits then does not depend on when flushes happen.
+        """
+        if end_runs is None:
+            end_runs = self._batch is None
+        if end_runs:
+            for symbol in list(self._runs):
+                self._end_run(symbol)
         if self._pending:
             await self._commit(self._take_buffers())
         if self._batch is not None:
+            self._batch.defer(self._journal.take())
             self._batch.commit_batch()
-            self._deferred_fills.clear()
 
     def _take_buffers(self) -> list[_Op]:
         ops: list[_Op] = []
@@ -652,9 +715,9 @@ class Store:
         await self._commit([(sql, tuple(params), False)])
 
     async def _fetchall(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        if self._batch is not None:
-            self._batch.apply_deferred()  # a read sees every earlier write
-            self._deferred_fills.clear()
+        if self._batch is not None:  # a read sees every earlier write
+            self._batch.defer(self._journal.take())
+            self._batch.apply_deferred()
         return await self._backend.run(_fetchall_sync, sql, params)
 
     async def _fetchone(self, sql: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:

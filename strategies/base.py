@@ -11,7 +11,7 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from brokers.base import Bar
 
@@ -75,3 +75,17 @@ class Strategy(Protocol):
     def reset(self, symbol: str) -> None: ...
 
     def describe(self) -> dict[str, object]: ...
+
+
+@runtime_checkable
+class PlainStrategy(Strategy, Protocol):
+    """A strategy whose decisions depend on its bars alone: no position, no confidence, no extras.
+
+    ``scan(bar)`` consumes one bar like ``decide((bar,), ...)`` and returns
+    its decision as ``(action, reason)`` (None while warming up) without
+    building a ``Decision``. ``decide`` must be exactly ``scan`` per bar; the
+    backtester uses ``scan`` to run through stretches of bars that trade
+    nothing at a fraction of the per-bar cost.
+    """
+
+    def scan(self, bar: Bar) -> tuple[Action, str] | None: ...

@@ -13,8 +13,13 @@ from brokers.base import Bar
 from strategies.base import Action, Decision, PositionView
 from strategies.rolling import RollingSum
 
+_ABOVE = (Action.BUY, "fast_above_slow")
+_EQUAL = (Action.HOLD, "averages_equal")
+
 
 class SmaCrossStrategy:
+    """Decides from closes alone, so it is a ``PlainStrategy`` (the backtester's quiet stretches use ``scan``)."""
+
     name = "sma_cross"
 
     def __init__(self, fast: int = 10, slow: int = 30, allow_short: bool = True) -> None:
@@ -25,7 +30,7 @@ class SmaCrossStrategy:
         self.allow_short = allow_short
         self.warmup_bars = slow
         self._windows: dict[str, tuple[RollingSum, RollingSum]] = {}
-        self._below = Action.SELL if allow_short else Action.CLOSE
+        self._below = (Action.SELL if allow_short else Action.CLOSE, "fast_below_slow")
 
     def reset(self, symbol: str) -> None:
         self._windows.pop(symbol, None)
@@ -33,22 +38,28 @@ class SmaCrossStrategy:
     def decide(self, bars: Sequence[Bar], positions: Sequence[PositionView]) -> list[Decision]:
         decisions = []
         for bar in bars:
-            windows = self._windows.get(bar.symbol)
-            if windows is None:
-                windows = self._windows[bar.symbol] = (RollingSum(self.fast), RollingSum(self.slow))
-            fast, slow = windows
-            fast.push(bar.close)
-            slow.push(bar.close)
-            if not slow.full:
-                continue
-            f, s = fast.mean, slow.mean
-            if f > s:
-                decisions.append(Decision(bar.symbol, bar.ts, Action.BUY, reason="fast_above_slow"))
-            elif f < s:
-                decisions.append(Decision(bar.symbol, bar.ts, self._below, reason="fast_below_slow"))
-            else:
-                decisions.append(Decision(bar.symbol, bar.ts, Action.HOLD, reason="averages_equal"))
+            decided = self.scan(bar)
+            if decided is not None:
+                decisions.append(Decision(bar.symbol, bar.ts, decided[0], reason=decided[1]))
         return decisions
+
+    def scan(self, bar: Bar) -> tuple[Action, str] | None:
+        """The decision on one bar as (action, reason), or None while warming up (see ``PlainStrategy``)."""
+        windows = self._windows.get(bar.symbol)
+        if windows is None:
+            windows = self._windows[bar.symbol] = (RollingSum(self.fast), RollingSum(self.slow))
+        fast, slow = windows
+        close = bar.close
+        fast.push(close)
+        slow.push(close)
+        if slow.count < slow.window:
+            return None
+        f, s = fast.total / fast.window, slow.total / slow.window  # the windows' means
+        if f > s:
+            return _ABOVE
+        if f < s:
+            return self._below
+        return _EQUAL
 
     def describe(self) -> dict[str, object]:
         return {"name": self.name, "fast": self.fast, "slow": self.slow, "allow_short": self.allow_short}
