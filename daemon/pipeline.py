@@ -187,8 +187,10 @@ class TradingPipeline:
         strategy = cast(PlainStrategy, self.strategy)  # the caller checked (an isinstance here costs µs)
         scan, accept, keeps = strategy.scan, self.guard.accept_plain, self.sizer.keeps_position
         portfolio, counts, hooks, store = self.portfolio, self.counts, self.hooks, self.store
-        mark, equity_of, quantity = portfolio.mark, portfolio.equity, portfolio.quantity
+        mark, equity_of = portfolio.mark, portfolio.equity
         add_decision = store.add_plain_decision
+        # no fill lands inside a stretch, so each symbol's quiet actions are fixed for its length
+        quiet_actions: dict[str, frozenset[Action]] = {}
         last: tuple[Any, ...] | None = None
         handled = 0
         for bar in bars:
@@ -201,8 +203,12 @@ class TradingPipeline:
             decided = scan(bar)
             if decided is not None:
                 action, reason = decided
-                held = quantity(symbol)
-                if not (action is Action.HOLD or keeps(action, (held > 0) - (held < 0))):
+                quiet = quiet_actions.get(symbol)
+                if quiet is None:
+                    held = portfolio.quantity(symbol)
+                    side = (held > 0) - (held < 0)
+                    quiet = quiet_actions[symbol] = frozenset(a for a in Action if a is Action.HOLD or keeps(a, side))
+                if action not in quiet:
                     deliver(bars[:handled])
                     self.quiet_bars += handled
                     self.last_bar = bar
