@@ -114,6 +114,17 @@ def _streams_decide(runner: LstmPolicyRunner, obs: np.ndarray) -> Callable[[int]
     return call
 
 
+def _streams_decide_one(runner: LstmPolicyRunner, obs: np.ndarray) -> Callable[[int], None]:
+    """The strategy's per-bar call: one stream, a float64 observation vector, probabilities as floats."""
+    streams = StreamStates(runner)
+    rows = obs[:, 0].astype(np.float64)
+
+    def call(i: int) -> None:
+        streams.decide_one("S0", rows[i % len(rows)])
+
+    return call
+
+
 def _max_prob_diff(model: RecurrentPPO, runner: LstmPolicyRunner, obs: np.ndarray) -> float:
     """Equality check on the benchmark inputs themselves (the bench is no test, but
     a fast wrong answer would make its numbers meaningless)."""
@@ -165,8 +176,11 @@ def main(argv: list[str] | None = None) -> None:
             (f"sb3 model.predict, {n} stream(s)", sb3),
             (f"LstmPolicyRunner.step, {n} stream(s)", ours),
             (f"StreamStates.decide, {n} stream(s)", decide),
-            ("", None),
         ]
+        if n == 1:
+            one = _time_calls(_streams_decide_one(runner, obs), args.calls, warmup=1000)
+            rows.append(("StreamStates.decide_one, 1 stream", one))
+        rows.append(("", None))
         ratios.append(
             (
                 f"{n} stream(s)",

@@ -185,23 +185,26 @@ class _SymbolState:
         "closes_idx",
         "detector",
         "last_ts",
+        "market",
         "moves",
         "ready",
         "regime",
         "smas",
-        "vec",
-        "vols",
+        "vol_rest",
+        "vol_short",
     )
 
-    def __init__(self, config: FeatureConfig, n_features: int) -> None:
+    def __init__(self, config: FeatureConfig) -> None:
         self.bars = 0
         self.last_ts = -(2**62)
         self.close = math.nan
         # Holds close_{t-k} for every return window and close_{t-rsi} for the RSI.
         self.closes = [0.0] * (max(config.return_windows[-1], config.rsi_window) + 1)
         self.closes_idx = 0
-        self.vols = [RollingStats(w) for w in config.vol_windows]
-        self.smas = [RollingStats(w) for w in config.sma_windows]
+        vols = [RollingStats(w) for w in config.vol_windows]
+        self.vol_short = vols[0]  # also the regime's volatility measure
+        self.vol_rest = tuple(vols[1:])
+        self.smas = tuple(RollingStats(w) for w in config.sma_windows)
         self.moves = RollingSum(config.rsi_window)
         self.atr = RollingSum(config.atr_window)
         self.detector = MarketRegimeDetector(
@@ -209,14 +212,22 @@ class _SymbolState:
         )
         self.regime: RegimeState = NEUTRAL_REGIME
         self.ready = False
-        self.vec = np.zeros(n_features, dtype=np.float64)
+        # The market part of the last bar's observation, as Python floats: the per-bar work is
+        # scalar math, and one np.array() per observation is cheaper than writing into an array.
+        self.market: list[float] = []
+
+
+_FLAT_POSITION = (0.0, 0.0, 0.0, 0.0)
+# Seconds of the day -> (sin, cos) of the time-of-day angle; bars repeat a handful of times of
+# day, so the trigonometry is done once per distinct time. Bounded for second-stamped data.
+_TOD_CACHE_MAX = 4096
 
 
 class FeatureProcessor:
     """Incremental features for any number of symbols, O(1) per bar per symbol.
 
     Arrays returned by ``update_market``, ``observation`` and ``update`` are
-    fresh float64 copies: callers may keep them (rollout buffers, decision
+    fresh float64 arrays: callers may keep them (rollout buffers, decision
     logs) without seeing them change on the next bar.
     """
 
@@ -230,8 +241,7 @@ class FeatureProcessor:
         self._market_warmup = config.market_warmup
         self._states: dict[str, _SymbolState] = {}
         c = config
-        self._ret_windows = c.return_windows
-        self._ret_inv = tuple(1.0 / (c.return_scale * math.sqrt(k)) for k in c.return_windows)
+        self._ret = tuple((k, 1.0 / (c.return_scale * math.sqrt(k))) for k in c.return_windows)
         self._inv_vol = 1.0 / c.vol_scale
         self._inv_atr = 1.0 / c.atr_scale
         self._inv_range = 1.0 / c.range_scale
@@ -239,6 +249,9 @@ class FeatureProcessor:
         self._clip = c.regime_clamp
         self._inv_bars = 1.0 / c.bars_held_scale
         self._inv_pnl = 1.0 / c.pnl_scale
+        self._tod: dict[int, tuple[float, float]] = {}
+        dow = [_TAU * weekday / 7 for weekday in range(7)]
+        self._dow = tuple((math.sin(angle), math.cos(angle)) for angle in dow)
 
     def describe(self) -> dict[str, object]:
         """The schema facts a model records at training time and is checked against at load time."""
@@ -281,29 +294,27 @@ class FeatureProcessor:
         state = self._advance(symbol, bar)
         if not state.ready:
             return None
-        return state.vec[: self.n_market].copy()
+        return np.array(state.market, dtype=np.float64)
 
     def observation(self, symbol: str, position: PositionView = FLAT) -> np.ndarray:
         """Market part of the symbol's last bar plus the position part, as a fresh array."""
         state = self._states.get(symbol)
         if state is None or not state.ready:
             raise RuntimeError(f"{symbol}: no observation before warm-up completes")
-        self._write_position(state, position)
-        return state.vec.copy()
+        return np.array([*state.market, *self._position(state, position)], dtype=np.float64)
 
     def update(self, symbol: str, bar: Bar, position: PositionView = FLAT) -> np.ndarray | None:
         """``update_market`` + ``observation`` in one call; None during warm-up."""
         state = self._advance(symbol, bar)
         if not state.ready:
             return None
-        self._write_position(state, position)
-        return state.vec.copy()
+        return np.array([*state.market, *self._position(state, position)], dtype=np.float64)
 
     # ------------------------------------------------------------------ internals
     def _advance(self, symbol: str, bar: Bar) -> _SymbolState:
         state = self._states.get(symbol)
         if state is None:
-            state = self._states[symbol] = _SymbolState(self.config, self.n_features)
+            state = self._states[symbol] = _SymbolState(self.config)
         c = bar.close
         h = bar.high
         lo = bar.low
@@ -322,89 +333,97 @@ class FeatureProcessor:
         state.close = c
 
         closes = state.closes
-        size = len(closes)
         idx = state.closes_idx
         closes[idx] = c
-        state.closes_idx = idx + 1 if idx + 1 < size else 0
+        state.closes_idx = idx + 1 if idx + 1 < len(closes) else 0
 
+        if n >= self._market_warmup:  # >= 2: there is a previous close
+            self._write_market(state, c, h - lo, abs(h - prev), abs(lo - prev), prev, ts, idx)
+            return state
+        # Warm-up: fill the windows; nothing is read from them yet.
         for sma in state.smas:
             sma.push(c)
         if n == 1:
             return state  # everything else needs a previous close
-
         r1 = math.log(c / prev)
-        for vol in state.vols:
+        state.vol_short.push(r1)
+        for vol in state.vol_rest:
             vol.push(r1)
         state.moves.push(abs(c - prev))
         hl = h - lo
         hc = abs(h - prev)
         lc = abs(lo - prev)
         state.atr.push(hl if hl >= hc and hl >= lc else (hc if hc >= lc else lc))
-
-        if n < self._market_warmup:
-            return state
-        self._write_market(state, c, hl, ts, idx)
         return state
 
-    def _write_market(self, state: _SymbolState, c: float, hl: float, ts: int, idx: int) -> None:
+    def _write_market(
+        self, state: _SymbolState, c: float, hl: float, hc: float, lc: float, prev: float, ts: int, idx: int
+    ) -> None:
+        """Push this bar into every window and compute the market features from them.
+
+        Each window is pushed and read in one call (``push_std``/``push_zscore``):
+        the values are those of ``push`` followed by the read, with fewer calls.
+        """
         K = _K
         atan = math.atan
+        log = math.log
         closes = state.closes
         out: list[float] = []
         append = out.append
         ret_long = 0.0
-        for k, inv in zip(self._ret_windows, self._ret_inv, strict=True):
-            ret_long = math.log(c / closes[idx - k])  # negative index wraps the ring
+        for k, inv in self._ret:
+            ret_long = log(c / closes[idx - k])  # negative index wraps the ring
             append(K * atan(ret_long * inv))
-        vols = state.vols
+        r1 = log(c / prev)
         inv_vol = self._inv_vol
-        vol_short = vols[0].std
+        vol_short = state.vol_short.push_std(r1)
         append(K * atan(vol_short * inv_vol))
-        for vol in vols[1:]:
-            append(K * atan(vol.std * inv_vol))
+        for vol in state.vol_rest:
+            append(K * atan(vol.push_std(r1) * inv_vol))
 
         moves = state.moves
-        rsi_n = moves.window
+        moves.push(abs(c - prev))
         total = moves.total
         # Σ Δclose telescopes to close_t - close_{t-n}: exact, no running sum needed.
-        drift = c - closes[idx - rsi_n]
+        drift = c - closes[idx - moves.window]
         append(drift / total if total > _FLAT_EPS * c else 0.0)
         atr = state.atr
+        atr.push(hl if hl >= hc and hl >= lc else (hc if hc >= lc else lc))
         append(K * atan(atr.total / atr.window / c * self._inv_atr))
 
         inv_z = self._inv_z
-        for sma in state.smas:
-            append(K * atan(sma.zscore(c) * inv_z))
+        smas = state.smas
+        for sma in smas:
+            append(K * atan(sma.push_zscore(c) * inv_z))
         append(K * atan(hl / c * self._inv_range))
 
-        tod = _TAU * (ts % _DAY) / _DAY
-        dow = _TAU * ((ts // _DAY + _EPOCH_WEEKDAY) % 7) / 7
-        append(math.sin(tod))
-        append(math.cos(tod))
-        append(math.sin(dow))
-        append(math.cos(dow))
+        second = ts % _DAY
+        tod = self._tod.get(second)
+        if tod is None:
+            if len(self._tod) >= _TOD_CACHE_MAX:
+                self._tod.clear()
+            angle = _TAU * second / _DAY
+            tod = self._tod[second] = (math.sin(angle), math.cos(angle))
+        out += tod
+        out += self._dow[(ts // _DAY + _EPOCH_WEEKDAY) % 7]
 
-        smas = state.smas
-        short_mean = smas[0].mean
         long_mean = smas[-1].mean
         detector = state.detector
-        regime = detector.update(ret_long, vol_short, (short_mean - long_mean) / long_mean)
+        regime = detector.update(ret_long, vol_short, (smas[0].mean - long_mean) / long_mean)
         state.regime = regime
         clip = self._clip
         for z in (regime.momentum_z, regime.volatility_z, regime.divergence_z, regime.score):
             append((clip if z > clip else (-clip if z < -clip else z)) / clip)
 
-        state.vec[: self.n_market] = out
+        state.market = out
         if not state.ready and not detector.bootstrapping:
             state.ready = True
 
-    def _write_position(self, state: _SymbolState, position: PositionView) -> None:
-        vec = state.vec
-        m = self.n_market
+    def _position(self, state: _SymbolState, position: PositionView) -> tuple[float, float, float, float]:
+        """The four position features of ``position`` marked at the symbol's last close."""
         qty = position.quantity
         if not qty:
-            vec[m] = vec[m + 1] = vec[m + 2] = vec[m + 3] = 0.0
-            return
+            return _FLAT_POSITION
         q = float(qty)
         avg = position.average_price
         notional = abs(q) * avg
@@ -415,7 +434,9 @@ class FeatureProcessor:
         else:
             frac = dd = 0.0
         inv = self._inv_pnl
-        vec[m] = 1.0 if q > 0 else -1.0
-        vec[m + 1] = _K * math.atan(position.bars_held * self._inv_bars)
-        vec[m + 2] = _K * math.atan(frac * inv)
-        vec[m + 3] = _K * math.atan(dd * inv) if dd > 0.0 else 0.0
+        return (
+            1.0 if q > 0 else -1.0,
+            _K * math.atan(position.bars_held * self._inv_bars),
+            _K * math.atan(frac * inv),
+            _K * math.atan(dd * inv) if dd > 0.0 else 0.0,
+        )

@@ -149,7 +149,7 @@ class _Workspace:
     so a step does no bias additions and no intermediate allocations.
     """
 
-    __slots__ = ("dense_in", "dense_out", "f", "g", "gates", "h_out", "i", "lstm_in", "o", "sig", "tmp")
+    __slots__ = ("dense_in", "dense_out", "f", "g", "gates", "h_out", "half", "i", "lstm_in", "o", "sig", "tmp")
 
     def __init__(
         self, layers: Sequence[_LstmLayer], head: Sequence[_Dense], hidden: int, n: int, dtype: np.dtype
@@ -174,6 +174,9 @@ class _Workspace:
         self.o = self.gates[:, 2 * hid : 3 * hid]
         self.g = self.gates[:, 3 * hid :]
         self.tmp = np.empty((n, hid), dtype=dtype)
+        # sigmoid = 0.5·tanh + 0.5 against an array of halves: numpy converts a Python
+        # scalar operand on every call, which costs as much as the arithmetic here.
+        self.half = np.full(3 * hid, 0.5, dtype=dtype)
 
 
 def _fuse_lstm_layer(w_ih: np.ndarray, w_hh: np.ndarray, bias: np.ndarray, hidden: int) -> _LstmLayer:
@@ -397,8 +400,8 @@ class LstmPolicyRunner:
             buf[:, layer.in_size : -1] = h_prev[k]
             np.matmul(buf, layer.weight, out=gates)
             np.tanh(gates, out=gates)
-            ws.sig *= 0.5
-            ws.sig += 0.5
+            np.multiply(ws.sig, ws.half, out=ws.sig)
+            np.add(ws.sig, ws.half, out=ws.sig)
             c_k = c_new[k]
             np.multiply(ws.f, c_prev[k], out=c_k)
             np.multiply(ws.i, ws.g, out=tmp)
@@ -411,6 +414,152 @@ class LstmPolicyRunner:
             np.matmul(buf, dense.weight, out=out)
             dense.activation(out)
         return _softmax(ws.dense_out[-1], self.dtype), (h_new, c_new)
+
+    def stream_step(self, h: np.ndarray, c: np.ndarray) -> _StreamStep | None:
+        """A bound single-stream step over the state views ``h`` and ``c`` (each (n_layers, hidden)),
+        or None where only ``step`` can run this model (float64 inference, image scaling)."""
+        if not self._cast_on_copy:
+            return None
+        return _StreamStep(self, h, c)
+
+
+_ROUND_F32: dict[int, struct.Struct] = {}
+
+
+def _bound_activation(activation: _Activation) -> Callable[[np.ndarray, np.ndarray], Any] | None:
+    """``activation`` as an in-place ``(x, out=x)`` call for _StreamStep, None for the identity.
+    Tanh is the ufunc itself: a Python wrapper per call is measurable at this size."""
+    if activation is _identity:
+        return None
+    if activation is _tanh:
+        return np.tanh
+    return lambda x, _out: activation(x)
+
+
+class _StreamStep:
+    """One stream's recurrent step with every buffer bound once, and the stream's state kept in them.
+
+    A single-stream step is a dozen numpy calls on vectors of 4 to 320
+    elements, where each call's dispatch (~0.5 µs) outweighs its arithmetic,
+    and ``LstmPolicyRunner.step`` spends as long again around them: shape
+    checks, the workspace lookup, slicing views, episode-start masks, copying
+    the state in and out, and a softmax that builds an array. This plan does
+    the bookkeeping once, at construction, and keeps the stream's (h, c)
+    where the next step reads them:
+
+    * h lives in the LSTM input row [x, h, 1], so it needs no copy in, and
+      [h, 1] (the end of that row) is the policy head's input as it stands;
+    * c lives right after the gates (i, f, o, g), so [i, f] · [g, c] is one
+      multiplication and c = f·c + i·g one addition of its halves.
+
+    The arithmetic is ``step``'s (same weights, same float32 operations on the
+    same values; f·c + i·g is added in the other order, which IEEE addition
+    does not distinguish), so probabilities and states equal ``step``'s bit for
+    bit. Built only where ``step`` does nothing to an observation but the
+    float32 cast (float32 inference, no image scaling).
+
+    While a plan is *live* its buffers hold the stream's state and the pool
+    rows ``h`` / ``c`` (views into ``StreamStates``' arrays) are stale:
+    ``StreamStates`` calls ``store`` before anything else reads or writes the
+    pool and ``load`` before the plan steps again. Not thread-safe, like the runner.
+    """
+
+    __slots__ = ("_c", "_h", "_head", "_layers", "_logits", "_pack", "_state", "_x", "obs_shape")
+
+    def __init__(self, runner: LstmPolicyRunner, h: np.ndarray, c: np.ndarray) -> None:
+        dtype = runner.dtype
+        hid = runner.hidden_size
+        self.obs_shape = (runner.obs_dim,)
+        self._h = h  # pool rows, (n_layers, hidden)
+        self._c = c
+        half = np.full(3 * hid, 0.5, dtype=dtype)
+        layers = []
+        for layer in runner._layers:
+            row = np.zeros(layer.in_size + hid + 1, dtype=dtype)  # [x, h, 1]
+            row[-1] = 1.0
+            gc = np.zeros(5 * hid, dtype=dtype)  # [i, f, o, g, c]
+            prod = np.empty(2 * hid, dtype=dtype)
+            gates = gc[: 4 * hid]
+            layers.append(
+                (
+                    row,
+                    layer.weight,
+                    gates,
+                    gc[: 3 * hid],  # the sigmoid gates
+                    half,
+                    gates[: 2 * hid],  # [i, f]
+                    gc[3 * hid :],  # [g, c]
+                    prod,  # [i·g, f·c]
+                    prod[:hid],
+                    prod[hid:],
+                    gc[4 * hid :],  # c
+                    row[layer.in_size : -1],  # h
+                    gates[2 * hid : 3 * hid],  # o
+                    row[: layer.in_size],  # x: the observation, or the layer below's h
+                )
+            )
+        self._layers = tuple(layers)
+        self._state = tuple((layer[11], layer[10]) for layer in layers)  # (h, c) per layer
+        self._x = layers[0][-1]
+        head = []
+        buf = layers[-1][0][runner._layers[-1].in_size :]  # [h, 1]
+        for dense in runner._head:
+            nxt = np.zeros(dense.out_size + 1, dtype=dtype)
+            nxt[-1] = 1.0
+            head.append((buf, dense.weight, nxt[:-1], _bound_activation(dense.activation)))
+            buf = nxt
+        self._head = tuple(head)
+        self._logits = head[-1][2]
+        # Python floats rounded to float32 exactly as an ndarray cast rounds them.
+        n = runner.n_actions
+        self._pack = _ROUND_F32.get(n) or _ROUND_F32.setdefault(n, struct.Struct(f"<{n}f"))
+
+    def load(self) -> None:
+        """Take the stream's state from the pool."""
+        for k, (h, c) in enumerate(self._state):
+            h[...] = self._h[k]
+            c[...] = self._c[k]
+
+    def store(self) -> None:
+        """Write the stream's state back to the pool."""
+        for k, (h, c) in enumerate(self._state):
+            self._h[k] = h
+            self._c[k] = c
+
+    def __call__(self, obs: np.ndarray, start: bool = False) -> tuple[float, ...]:
+        """Step with one observation (obs_dim values, or a (1, obs_dim) row); returns the
+        action probabilities as Python floats (each exactly a float32 value)."""
+        # np.dot of a vector and a matrix is the same BLAS gemv as step's one-row np.matmul
+        # (identical results), with less dispatch around it.
+        dot, tanh, multiply, add = np.dot, np.tanh, np.multiply, np.add
+        self._x[...] = obs
+        below = None
+        for row, weight, gates, sig, half, i_f, g_c, prod, ig, fc, c, h, o, x in self._layers:
+            if below is not None:
+                x[...] = below
+            if start:  # as step's episode-start mask: state * 0.0
+                h *= 0.0
+                c *= 0.0
+            dot(row, weight, gates)
+            tanh(gates, gates)
+            multiply(sig, half, sig)
+            add(sig, half, sig)
+            multiply(i_f, g_c, prod)
+            add(fc, ig, c)  # f·c + i·g, as step adds them
+            tanh(c, h)
+            multiply(h, o, h)
+            below = h
+        for buf, weight, out, activation in self._head:
+            dot(buf, weight, out)
+            if activation is not None:
+                activation(out, out)
+        # _softmax's single-row arithmetic, rounded to float32 without an array.
+        row = self._logits.tolist()
+        top = max(row)
+        e = [math.exp(v - top) for v in row]
+        total = sum(e)
+        pack = self._pack
+        return pack.unpack(pack.pack(*[v / total for v in e]))
 
 
 def _softmax(logits: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -450,6 +599,11 @@ class StreamStates:
         self.runner = runner
         self._slots: dict[str, int] = {}
         self._batches: dict[tuple[str, ...], slice | np.ndarray] = {}
+        # stream id -> its bound single-stream step (None: the runner has none), dropped when the pool grows
+        self._steps: dict[str, _StreamStep | None] = {}
+        # Steps that hold their stream's current state: the pool rows of those streams are stale
+        # until _flush writes them back, which everything but the single-stream path does first.
+        self._live: dict[str, _StreamStep] = {}
         shape = (runner.n_layers, max(1, capacity), runner.hidden_size)
         self._h = np.zeros(shape, dtype=runner.dtype)
         self._c = np.zeros(shape, dtype=runner.dtype)
@@ -476,9 +630,43 @@ class StreamStates:
         return slot
 
     def _grow(self) -> None:
+        self._flush()
         pad = np.zeros_like(self._h)
         self._h = np.concatenate([self._h, pad], axis=1)
         self._c = np.concatenate([self._c, pad], axis=1)
+        self._steps.clear()  # their views point into the old arrays
+
+    def _flush(self) -> None:
+        """Bring the pool up to date: live steps write their states back and stop being live."""
+        live = self._live
+        if live:
+            for step in live.values():
+                step.store()
+            live.clear()
+
+    def _live_step(self, stream_id: str) -> _StreamStep | None:
+        """The stream's bound step, made live (holding the stream's state); None if there is none."""
+        step = self._steps.get(stream_id)
+        if step is None and stream_id not in self._steps:
+            slot = self._slot(stream_id)
+            step = self._steps[stream_id] = self.runner.stream_step(self._h[:, slot], self._c[:, slot])
+        if step is not None:
+            step.load()
+            self._live[stream_id] = step
+        return step
+
+    def decide_one(self, stream_id: str, obs: np.ndarray, start: bool = False) -> tuple[float, ...]:
+        """One stream's step, the per-bar hot path: ``decide((stream_id,), obs[None, :], (start,))``
+        with the probabilities as a tuple of Python floats (the values ``.tolist()`` would give).
+
+        ``obs`` is a float array of ``obs_dim`` values. Results and states are bit for bit those
+        of ``decide``; only the overhead around the numpy calls is gone.
+        """
+        step = self._live.get(stream_id) or self._live_step(stream_id)
+        if step is None or obs.shape != step.obs_shape or obs.dtype.kind != "f":
+            probs = self.decide((stream_id,), np.asarray(obs)[None, :], (start,) if start else None)
+            return tuple(probs[0].tolist())
+        return step(obs, start)
 
     def decide(
         self,
@@ -494,14 +682,20 @@ class StreamStates:
         n = len(ids)
         if n == 0:
             return np.empty((0, self.runner.n_actions), dtype=self.runner.dtype)
-        if n == 1:
-            slot = self._slot(ids[0])
-            sel: slice | np.ndarray = slice(slot, slot + 1)
-        else:
-            sel = self._batch_selector(ids)
         obs = np.asarray(obs_batch)
         if obs.shape[0] != n:
             raise ValueError(f"{n} stream ids but {obs.shape[0]} observations")
+        if n == 1:
+            step = self._single_step(ids[0], obs, episode_starts)
+            if step is not None:
+                start = episode_starts is not None and bool(np.count_nonzero(episode_starts))
+                return np.array([step(obs, start)], dtype=self.runner.dtype)
+            self._flush()
+            slot = self._slot(ids[0])
+            sel: slice | np.ndarray = slice(slot, slot + 1)
+        else:
+            self._flush()
+            sel = self._batch_selector(ids)
         if isinstance(sel, slice):
             # A slice is a view of the pool: the runner updates the states in place.
             state = (self._h[:, sel], self._c[:, sel])
@@ -510,6 +704,18 @@ class StreamStates:
         self._h[:, sel] = h
         self._c[:, sel] = c
         return probs
+
+    def _single_step(
+        self, stream_id: str, obs: np.ndarray, episode_starts: Sequence[bool] | np.ndarray | None
+    ) -> _StreamStep | None:
+        """The bound step when ``decide`` can use it: one plain (1, obs_dim) float row and at most
+        one episode-start flag; anything else goes through ``runner.step`` and its checks."""
+        if obs.ndim != 2 or obs.dtype.kind != "f" or (episode_starts is not None and np.size(episode_starts) != 1):
+            return None
+        step = self._live.get(stream_id) or self._live_step(stream_id)
+        if step is None or obs.shape[1:] != step.obs_shape:
+            return None
+        return step
 
     def _batch_selector(self, ids: Sequence[str]) -> slice | np.ndarray:
         """Pool index for a batch of ids, cached because the same symbols tend to
@@ -531,6 +737,7 @@ class StreamStates:
 
     def reset(self, stream_id: str) -> None:
         """Episode start for one stream (first bar, or after a data gap)."""
+        self._flush()
         slot = self._slots.get(stream_id)
         if slot is not None:
             self._h[:, slot] = 0.0
@@ -538,6 +745,7 @@ class StreamStates:
 
     def state(self, stream_id: str) -> LstmState:
         """Copy of one stream's (h, c), each (n_layers, 1, hidden)."""
+        self._flush()
         slot = self._slots[stream_id]
         return self._h[:, slot : slot + 1].copy(), self._c[:, slot : slot + 1].copy()
 
@@ -549,6 +757,7 @@ class StreamStates:
         little-endian float64 whatever the runner's dtype, so the format does
         not depend on it.
         """
+        self._flush()
         r = self.runner
         header = _BLOB_HEADER.pack(_BLOB_MAGIC, r.n_layers, r.hidden_size, r.fingerprint.encode("ascii"))
         return {
@@ -559,6 +768,7 @@ class StreamStates:
     def restore(self, blobs: Mapping[str, bytes]) -> None:
         """Load exported states (all or nothing); streams not named are untouched."""
         decoded = {sid: self._decode(sid, blob) for sid, blob in blobs.items()}
+        self._flush()
         for sid, (h, c) in decoded.items():
             slot = self._slot(sid)
             self._h[:, slot] = h

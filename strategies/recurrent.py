@@ -239,12 +239,10 @@ class RecurrentStrategy:
             if obs is None:
                 return []
             symbol = bar.symbol
-            if symbol in starts:
+            start = symbol in starts
+            if start:
                 starts.discard(symbol)
-                probs = self.streams.decide((symbol,), obs[None, :], (True,))
-            else:
-                probs = self.streams.decide((symbol,), obs[None, :])
-            return [self._decision(bar, obs, probs[0])]
+            return [self._decision(bar, obs, self.streams.decide_one(symbol, obs, start))]
         ready = []
         for bar, position in zip(bars, positions, strict=True):
             obs = self._observe(bar, position)
@@ -256,7 +254,7 @@ class RecurrentStrategy:
         flags = [symbol in starts for symbol in ids]
         probs = self.streams.decide(ids, np.stack([obs for _, obs in ready]), flags if any(flags) else None)
         starts.difference_update(ids)
-        return [self._decision(bar, obs, p) for (bar, obs), p in zip(ready, probs, strict=True)]
+        return [self._decision(bar, obs, tuple(p.tolist())) for (bar, obs), p in zip(ready, probs, strict=True)]
 
     def _observe(self, bar: Bar, position: PositionView) -> np.ndarray | None:
         """Book the bar for its symbol and return its observation (None during warm-up)."""
@@ -276,13 +274,13 @@ class RecurrentStrategy:
             log.info("restored state does not continue into this bar: episode restarts", symbol=symbol, ts=ts)
             self._restart(symbol)
 
-    def _decision(self, bar: Bar, obs: np.ndarray, probs: np.ndarray) -> Decision:
-        values = probs.tolist()
+    def _decision(self, bar: Bar, obs: np.ndarray, values: tuple[float, ...]) -> Decision:
+        """``values``: the action probabilities as Python floats (float32 values of the runner)."""
         top = max(values)
         symbol = bar.symbol
         self.last_observation[symbol] = obs
         if self.trace is not None:
-            self.trace.append((symbol, bar.ts, obs, probs.copy()))
+            self.trace.append((symbol, bar.ts, obs, np.array(values, dtype=self.runner.dtype)))
         regime = self.features.regime(symbol)
         extras = {
             "model_sha256": self.model_sha256,
@@ -292,7 +290,7 @@ class RecurrentStrategy:
             "atr": math.tan(obs.item(self._atr_index) * _HALF_PI) * self._atr_scale * bar.close,
             "obs_hash": _blake2b(obs.tobytes(), digest_size=8).hexdigest(),
         }
-        return Decision(symbol, bar.ts, _ACTIONS[values.index(top)], top, tuple(values), self._reason, extras)
+        return Decision(symbol, bar.ts, _ACTIONS[values.index(top)], top, values, self._reason, extras)
 
     # ------------------------------------------------------------------ persistence
     def export_states(self) -> dict[str, tuple[int, bytes]]:
@@ -419,8 +417,7 @@ class RecurrentStrategy:
             obs = features.update(symbol, bar, FLAT)
             if obs is None:
                 continue
-            start = symbol in self._starts
-            self.streams.decide((symbol,), obs[None, :], (start,))
+            self.streams.decide_one(symbol, obs, symbol in self._starts)
             self._starts.discard(symbol)
 
 

@@ -94,6 +94,29 @@ class RollingStats:
         self._m2 += (x - old) * (x - mean + old - mean_old)
         self.mean = mean
 
+    # The feature path reads every window right after pushing to it, on every bar: these do
+    # both in one call, with the arithmetic of ``push`` followed by ``std`` / ``zscore``
+    # (equal bit for bit), minus the property and method calls in between.
+    def push_std(self, x: float) -> float:
+        """``push(x)``, then return ``std``."""
+        self.push(x)
+        n = self.count
+        if n < 2:
+            return 0.0
+        m2 = self._m2
+        return math.sqrt(m2 / (n - 1)) if m2 > 0.0 else 0.0
+
+    def push_zscore(self, x: float) -> float:
+        """``push(x)``, then return ``zscore(x)``."""
+        self.push(x)
+        n = self.count
+        m2 = self._m2
+        var = m2 / (n - 1) if n >= 2 and m2 > 0.0 else 0.0
+        mean = self.mean
+        if var <= _REL_VAR_EPS * mean * mean + _ABS_VAR_EPS:
+            return 0.0
+        return (x - mean) / math.sqrt(var)
+
     def _recompute(self) -> None:
         # Only ever called with a full buffer.
         buf = self._buf
@@ -206,15 +229,16 @@ class MarketRegimeDetector:
     def update(self, momentum: float, volatility: float, divergence: float) -> RegimeState:
         """Add one bar's raw measures; returns (and keeps in ``state``) the new reading."""
         mom, vol, div = self._mom, self._vol, self._div
-        mom.push(momentum)
-        vol.push(volatility)
-        div.push(divergence)
-        if mom.count < self.bootstrap:
+        # After this push the count is min(count + 1, window), and bootstrap <= window.
+        if mom.count + 1 < self.bootstrap:
+            mom.push(momentum)
+            vol.push(volatility)
+            div.push(divergence)
             state = self._neutral()
         else:
-            mz = mom.zscore(momentum)
-            vz = vol.zscore(volatility)
-            dz = div.zscore(divergence)
+            mz = mom.push_zscore(momentum)
+            vz = vol.push_zscore(volatility)
+            dz = div.push_zscore(divergence)
             wm, wv, wd = self.weights
             score = wm * mz + wv * vz + wd * dz
             c = self.clamp

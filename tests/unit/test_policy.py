@@ -300,3 +300,69 @@ def test_unknown_activation_is_refused() -> None:
 def test_non_model_is_refused() -> None:
     with pytest.raises(ModelError, match="expected a RecurrentPPO"):
         LstmPolicyRunner(object())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_single_stream_fast_path_equals_step_bit_for_bit(variant: str) -> None:
+    """decide_one (and decide for one stream) run a bound step that keeps the state in its own
+    buffers; interleaved with batches, resets, state reads, export/restore and pool growth, every
+    probability and state must equal the generic runner.step's exactly."""
+    model = _model(**VARIANTS[variant])
+    runner = LstmPolicyRunner(model)
+    streams = StreamStates(runner, capacity=1)  # the second stream grows the pool
+    ids = ["A", "B", "C"]
+    rng = np.random.default_rng(11)
+    steps = 120
+    obs = _observations(rng, steps, 3, (12,)).astype(np.float64)
+    starts = rng.random((steps, 3)) < 0.05
+    ref = {sid: runner.initial_state(1) for sid in ids}
+    for t in range(steps):
+        if t % 17 == 5:  # all three in one batch through runner.step
+            probs = streams.decide(ids, obs[t], starts[t])
+            h = np.concatenate([ref[sid][0] for sid in ids], axis=1)
+            c = np.concatenate([ref[sid][1] for sid in ids], axis=1)
+            expected, (h, c) = runner.step(obs[t], (h, c), starts[t])
+            np.testing.assert_array_equal(probs, expected)
+            ref = {sid: (h[:, i : i + 1], c[:, i : i + 1]) for i, sid in enumerate(ids)}
+            continue
+        for i, sid in enumerate(ids):
+            expected, ref[sid] = runner.step(obs[t, i : i + 1], ref[sid], starts[t, i : i + 1])
+            if (t + i) % 3:
+                got = streams.decide_one(sid, obs[t, i], bool(starts[t, i]))
+                assert type(got) is tuple and all(type(p) is float for p in got)
+                assert got == tuple(expected[0].tolist())
+            else:
+                got_array = streams.decide([sid], obs[t, i : i + 1], starts[t, i : i + 1])
+                assert got_array.dtype == expected.dtype
+                np.testing.assert_array_equal(got_array, expected)
+        if t % 23 == 7:
+            h, c = streams.state("B")
+            np.testing.assert_array_equal(h, ref["B"][0])
+            np.testing.assert_array_equal(c, ref["B"][1])
+        if t == 60:
+            streams.reset("C")
+            ref["C"] = runner.initial_state(1)
+        if t == 90:  # export and restore into a fresh pool mid-run
+            blobs = streams.export()
+            streams = StreamStates(runner)
+            streams.restore(blobs)
+    for sid in ids:
+        h, c = streams.state(sid)
+        np.testing.assert_array_equal(h, ref[sid][0])
+        np.testing.assert_array_equal(c, ref[sid][1])
+
+
+def test_single_stream_fast_path_falls_back_where_it_does_not_apply() -> None:
+    """float64 inference has no bound step, and integer observations skip it: decide_one still
+    answers, through runner.step; a wrong observation size is still a ModelError."""
+    model = _model(lstm_hidden_size=16)
+    obs = _observations(np.random.default_rng(3), 20, 1, (12,))
+    cases = [(LstmPolicyRunner(model, dtype=np.float64), obs), (LstmPolicyRunner(model), np.rint(obs * 3).astype(int))]
+    for runner, series in cases:
+        streams = StreamStates(runner)
+        state = runner.initial_state(1)
+        for t in range(20):
+            expected, state = runner.step(series[t], state, [t == 0])
+            assert streams.decide_one("S", series[t, 0], t == 0) == tuple(expected[0].tolist())
+    with pytest.raises(ModelError):
+        StreamStates(LstmPolicyRunner(model)).decide_one("S", np.zeros(5))

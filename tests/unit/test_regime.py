@@ -97,3 +97,15 @@ def test_invalid_parameters_are_rejected() -> None:
         RollingStats(1)
     with pytest.raises(ValueError):
         MarketRegimeDetector(window=5, bootstrap=6)
+
+
+def test_fused_push_and_read_equal_push_then_read_exactly() -> None:
+    """push_std / push_zscore (the feature path's one-call forms) give push + std / zscore bit for bit,
+    through warm-up, wraps and a constant stretch."""
+    values = [math.sin(i * 0.37) * 1e-3 + 1.1 + (i % 5) * 1e-4 for i in range(300)] + [0.7] * 30
+    plain, fused_std, fused_z = RollingStats(9), RollingStats(9), RollingStats(9)
+    for x in values:
+        plain.push(x)
+        assert fused_std.push_std(x) == plain.std
+        assert fused_z.push_zscore(x) == plain.zscore(x)
+        assert (fused_std.mean, fused_z.mean) == (plain.mean, plain.mean)
