@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
@@ -33,6 +34,14 @@ log = structlog.get_logger(__name__)
 
 # Built once: json.dumps with options builds a new encoder per call, which showed up per bar.
 _PROBS = json.JSONEncoder()
+
+
+def _probabilities_json(values: tuple[float, ...]) -> str:
+    """``json.dumps`` of a tuple of floats without the encoder's per-call set-up (one per decision)."""
+    if all(map(math.isfinite, values)):
+        return "[" + ", ".join(map(float.__repr__, values)) + "]"  # json writes floats with repr
+    return _PROBS.encode(values)  # NaN/Infinity spelled the way json spells them
+
 _EXTRAS = json.JSONEncoder(sort_keys=True, default=str)
 
 # Enum's .name is a descriptor call; a dict lookup is several times cheaper on the per-bar path
@@ -376,7 +385,7 @@ class TradingPipeline:
         quantity: Decimal | None,
         client_order_id: str | None,
     ) -> None:
-        probabilities = _PROBS.encode(decision.probabilities) if decision.probabilities is not None else None
+        probabilities = _probabilities_json(decision.probabilities) if decision.probabilities is not None else None
         extras = _EXTRAS.encode(decision.extras) if decision.extras else None
         self.store.add_decision(
             (
