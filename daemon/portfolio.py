@@ -13,10 +13,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from brokers.base import ZERO, Fill, Position
+from brokers.base import ZERO, Fill, Position, Side
 from strategies.base import FLAT, PositionView
 
 _DAY = 86_400
+_BUY = Side.BUY  # bound once: in Python 3.11 ``Side.BUY`` is a descriptor lookup (~150 ns) on every use
 
 
 @dataclass(slots=True)
@@ -88,7 +89,9 @@ class _Holding:
     def refresh(self) -> None:
         self.quantity_float = float(self.quantity)
         if self.quantity:
-            cost = sum((lot.quantity * lot.price for lot in self.lots), ZERO)
+            cost = ZERO  # summed from ZERO like sum(..., ZERO), which fixes the result's exponent
+            for lot in self.lots:
+                cost += lot.quantity * lot.price
             self.average = cost / self.quantity
         else:
             self.average = ZERO
@@ -105,7 +108,15 @@ class _Holding:
 
 
 class Portfolio:
-    """The daemon's own books for one account."""
+    """The daemon's own books for one account.
+
+    Equity and unrealized P&L are asked for several times per bar (the
+    sizer, the risk context, the risk hooks, the snapshot) but change only
+    when a price is marked or a fill, cash or adopted position is booked:
+    ``mark`` computes both in one pass and every change invalidates them, so
+    ``equity()`` and ``unrealized()`` are usually cached reads of the very
+    values the full sums would give.
+    """
 
     def __init__(self, starting_cash: Decimal, currency: str = "USD") -> None:
         self.currency = currency
@@ -121,45 +132,50 @@ class Portfolio:
         self.day_start_equity = float(starting_cash)
         self.peak_equity = float(starting_cash)
         self.fill_count = 0
+        # cached marks (see the class docstring); None = changed since last computed
+        self._equity: float | None = None
+        self._unrealized: float | None = None
 
     # ------------------------------------------------------------------ booking
     def apply_fill(self, fill: Fill, reason: str = "") -> FillEffect:
         """Book one fill. A fill that crosses zero closes one round trip and opens another."""
         holding = self._holding(fill.symbol)
-        signed = fill.signed_quantity
+        price, fee = fill.price, fill.fee
+        signed = fill.quantity if fill.side is _BUY else -fill.quantity  # fill.signed_quantity
         size = abs(signed)
-        self.cash -= signed * fill.price + fill.fee
+        self.cash -= signed * price + fee
         self._cash_float = float(self.cash)
-        self.fees += fill.fee
+        self._equity = self._unrealized = None
+        self.fees += fee
         self.fill_count += 1
 
         held = holding.quantity
-        closing = min(size, abs(held)) if held and (held > 0) != (signed > 0) else ZERO
+        closing = min(size, abs(held)) if held and (held > ZERO) != (signed > ZERO) else ZERO
         opening = size - closing
         # A flip splits its fee between the trip it ends and the one it starts;
         # the two shares add up to the fee exactly.
-        close_fee = fill.fee if not opening else (fill.fee * closing / size if closing else ZERO)
-        open_fee = fill.fee - close_fee
+        close_fee = fee if not opening else (fee * closing / size if closing else ZERO)
+        open_fee = fee - close_fee
 
         realized = ZERO
         closed: tuple[ClosedTrade, ...] = ()
         if closing:
-            direction = 1 if held > 0 else -1
-            realized = self._consume_lots(holding, closing, fill.price, direction)
+            direction = 1 if held > ZERO else -1
+            realized = self._consume_lots(holding, closing, price, direction)
             holding.trip_fees += close_fee
-            if holding.quantity == 0:
+            if not holding.quantity:
                 closed = (self._close_trip(holding, fill.ts, direction, reason),)
         if opening:
-            if holding.quantity == 0:
+            if not holding.quantity:
                 holding.entry_ts = fill.ts
                 holding.entry_reason = reason
                 holding.bars_held = 0
                 holding.peak_unrealized = 0.0
-            open_signed = opening if signed > 0 else -opening
-            holding.lots.append(_Lot(open_signed, fill.price))
+            open_signed = opening if signed > ZERO else -opening
+            holding.lots.append(_Lot(open_signed, price))
             holding.quantity += open_signed
             holding.entry_quantity += opening
-            holding.entry_cost += opening * fill.price
+            holding.entry_cost += opening * price
             holding.trip_fees += open_fee
         self.realized += realized
         holding.refresh()
@@ -216,11 +232,13 @@ class Portfolio:
         holding.entry_quantity = abs(position.quantity)
         holding.entry_cost = abs(position.quantity) * position.average_price
         holding.refresh()
+        self._equity = self._unrealized = None
 
     def set_cash(self, cash: Decimal) -> None:
         self.cash = cash
         self._cash_float = float(cash)
         self.cash_text = str(cash)
+        self._equity = self._unrealized = None
 
     # ------------------------------------------------------------------ marking
     def mark(self, symbol: str, price: float, ts: int) -> None:
@@ -235,7 +253,7 @@ class Portfolio:
             if unrealized > holding.peak_unrealized:
                 holding.peak_unrealized = unrealized
         day = ts // _DAY
-        equity = self.equity()
+        equity = self._revalue()[0]
         if day != self._day:
             self._day = day
             self.day_start_equity = equity
@@ -243,19 +261,30 @@ class Portfolio:
             self.peak_equity = equity
 
     def equity(self) -> float:
-        value = self._cash_float
+        """Cash plus every marked position at its last price (float: an estimate, never booked)."""
+        equity = self._equity
+        return self._revalue()[0] if equity is None else equity
+
+    def unrealized(self) -> float:
+        """The sum of every holding's unrealized P&L at its last price."""
+        unrealized = self._unrealized
+        return self._revalue()[1] if unrealized is None else unrealized
+
+    def _revalue(self) -> tuple[float, float]:
+        """Recompute (and cache) equity and unrealized P&L in one pass over the holdings."""
+        equity = self._cash_float
+        unrealized = 0  # an int start, exactly like sum(): a book without holdings reports 0
         for holding in self._holdings.values():
             quantity = holding.quantity_float
             if quantity and holding.last_price == holding.last_price:  # skip NaN (never marked)
-                value += quantity * holding.last_price
-        return value
-
-    def unrealized(self) -> float:
-        return sum(h.unrealized() for h in self._holdings.values())
+                equity += quantity * holding.last_price
+            unrealized += holding.unrealized()
+        self._equity, self._unrealized = equity, unrealized
+        return equity, unrealized
 
     def gross_exposure(self) -> float:
         return sum(
-            abs(float(h.quantity)) * h.last_price
+            abs(h.quantity_float) * h.last_price  # quantity_float is float(h.quantity), cached per fill
             for h in self._holdings.values()
             if h.quantity and not math.isnan(h.last_price)
         )
@@ -273,12 +302,8 @@ class Portfolio:
         holding = self._holdings.get(symbol)
         if holding is None or not holding.quantity:
             return FLAT
-        return PositionView(
-            quantity=holding.quantity,
-            average_price=holding.average_float,
-            bars_held=holding.bars_held,
-            peak_unrealized=holding.peak_unrealized,
-        )
+        # positional: built on every bar while a position is open, and keywords cost a third more
+        return PositionView(holding.quantity, holding.average_float, holding.bars_held, holding.peak_unrealized)
 
     def positions(self) -> list[Position]:
         return [

@@ -14,8 +14,11 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Protocol
 
-from brokers.base import OrderRequest
+from brokers.base import OrderRequest, Side
 from brokers.errors import RiskStateError
+
+_ZERO = Decimal(0)
+_BUY = Side.BUY  # bound once: in Python 3.11 ``Side.BUY`` is a descriptor lookup (~150 ns) on every use
 
 
 class TradingState(enum.StrEnum):
@@ -55,6 +58,12 @@ class Verdict:
 
 ALLOW = Verdict(VerdictKind.ALLOW)
 
+# Bound once for the per-order loop, like ``_BUY``.
+_ALLOW_KIND = VerdictKind.ALLOW
+_RESIZE_KIND = VerdictKind.RESIZE
+_HALT_KIND = VerdictKind.HALT
+_HALTED = TradingState.HALTED
+
 
 @dataclass(frozen=True, slots=True)
 class RiskContext:
@@ -72,9 +81,20 @@ class RiskContext:
     extras: dict[str, object] = field(default_factory=dict)
 
     def reduces_exposure(self, request: OrderRequest) -> bool:
-        """True when the order moves the position toward zero without flipping it."""
-        after = self.position + request.signed_quantity
-        return abs(after) < abs(self.position) and (after == 0 or (after > 0) == (self.position > 0))
+        """True when the order moves the position toward zero without flipping it.
+
+        Equivalent to ``|position + signed qty| < |position|`` without crossing zero:
+        the order must trade against a non-zero position and be no larger than it.
+        Written as sign tests because every layer asks this on every order.
+        """
+        position = self.position
+        if not position:
+            return False
+        quantity = request.quantity
+        if (request.side is _BUY) == (position > _ZERO):
+            # same side as the position: only a negative quantity (malformed, but defined) moves toward zero
+            return quantity < _ZERO and -quantity <= abs(position)
+        return _ZERO < quantity <= abs(position)
 
 
 class RiskLayer(Protocol):
@@ -133,25 +153,27 @@ class RiskGovernor:
         resized_by: Verdict | None = None
         for layer in self.layers:
             verdict = layer.check(request, ctx)
+            if verdict is ALLOW:  # what nearly every layer answers; the kind test below covers other ALLOWs
+                continue
             kind = verdict.kind
-            if kind is VerdictKind.ALLOW:
+            if kind is _ALLOW_KIND:
                 continue
             self._count(verdict)
-            if kind is VerdictKind.RESIZE:
+            if kind is _RESIZE_KIND:
                 assert verdict.quantity is not None
-                if verdict.quantity <= 0:
+                if verdict.quantity <= _ZERO:
                     return block(verdict.layer, verdict.reason, verdict.message + " (resized to zero)")
                 if verdict.quantity < quantity:
                     quantity = verdict.quantity
                     request = replace(request, quantity=quantity)
                     resized_by = verdict
                 continue
-            if kind is VerdictKind.HALT and self._state is not TradingState.HALTED:
-                self.transition(TradingState.HALTED, f"{verdict.layer}:{verdict.reason}")
+            if kind is _HALT_KIND and self._state is not _HALTED:
+                self.transition(_HALTED, f"{verdict.layer}:{verdict.reason}")
             return verdict
         if resized_by is not None:
             return replace(resized_by, quantity=quantity)
-        return Verdict(VerdictKind.ALLOW, quantity=quantity)
+        return Verdict(_ALLOW_KIND, "", "", "", quantity)
 
     def figures(self) -> dict[str, dict[str, object]]:
         return {layer.name: layer.figures() for layer in self.layers}

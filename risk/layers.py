@@ -25,13 +25,14 @@ Principles every layer follows
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any, Protocol, runtime_checkable
 
-from brokers.base import Fill, OrderRequest
+from brokers.base import Fill, OrderRequest, Side
 from risk.calendar import DAY, CalendarRangeError, Sessions, sessions_for
 from risk.config import (
     ConfidenceConfig,
@@ -70,6 +71,23 @@ FLATTEN = "flatten"  # True on emergency exits (operator /flatten, drawdown halt
 
 _ZERO = Decimal(0)
 _ONE = Decimal(1)
+
+# Enum members bound once: in Python 3.11 ``TradingState.ACTIVE`` is a descriptor lookup (~150 ns) on
+# every use, and the governor runs a dozen layers per order.
+_BUY = Side.BUY
+_ACTIVE = TradingState.ACTIVE
+_PAUSED = TradingState.PAUSED
+_HALTED = TradingState.HALTED
+_ALLOW_KIND = VerdictKind.ALLOW
+_NUMBER = (int, float)  # a tuple: ``int | float`` in an isinstance call builds a union object on every call
+
+# Relative margin of the equity bands below. A band edge computed as base x (1 - limit) can differ from
+# the exact test ``1 - equity / base >= limit`` by a few ulps; the margin is a million times that, so an
+# equity inside the band surely gives the same answer as the exact test and one outside is tested exactly.
+_BAND_MARGIN = 1e-9
+# The same idea for the float pre-check of position caps (``_surely_fits``): 1 - 1e-12 of a float cap is
+# surely below the Decimal cap the exact test would build from it.
+_FIT_MARGIN = 1.0 - 1e-12
 
 # How strict a state is, for escalation: a layer's request never loosens the state.
 _SEVERITY: dict[TradingState, int] = {
@@ -131,17 +149,44 @@ class ObservingLayer(RiskLayer, Protocol):
 # ---------------------------------------------------------------------------- helpers
 
 
+_last_increases: tuple[OrderRequest | None, RiskContext | None, bool] = (None, None, False)
+
+
 def _increases(request: OrderRequest, ctx: RiskContext) -> bool:
-    """Entries, adds and flips: anything that is not a pure reduction."""
-    return request.quantity > 0 and not ctx.reduces_exposure(request)
+    """Entries, adds and flips: anything that is not a pure reduction.
+
+    Most layers ask this about the same order, so the last answer is kept and reused for the very same
+    request and context objects (both frozen, so identity means the same question).
+    """
+    global _last_increases
+    last = _last_increases
+    if last[0] is request and last[1] is ctx:
+        return last[2]
+    result = request.quantity > _ZERO and not ctx.reduces_exposure(request)
+    _last_increases = (request, ctx, result)
+    return result
 
 
 def _is_flatten(request: OrderRequest, ctx: RiskContext) -> bool:
     return ctx.extras.get(FLATTEN) is True and ctx.reduces_exposure(request)
 
 
+_last_dec: tuple[float, Decimal] = (math.nan, Decimal("NaN"))
+
+
 def _dec(value: float) -> Decimal:
-    return Decimal(repr(value))
+    """``value`` as the Decimal of its shortest repr.
+
+    Several layers convert the same ``ctx.last_price`` object for one order; the last conversion is kept
+    and reused when the very same float object comes again (identity, so -0.0 and NaN stay exact).
+    """
+    global _last_dec
+    last = _last_dec
+    if last[0] is value:
+        return last[1]
+    result = Decimal(repr(value))
+    _last_dec = (value, result)
+    return result
 
 
 def _floor_lot(quantity: Decimal, lot: Decimal) -> Decimal:
@@ -161,13 +206,37 @@ def _fit_entry(request: OrderRequest, ctx: RiskContext, max_abs_after: Decimal, 
     whole lots, so a resize never creates an odd lot the broker would reject.
     """
     position = ctx.position
-    after = position + request.signed_quantity
+    quantity = request.quantity
+    after = position + quantity if request.side is _BUY else position - quantity
     cap = max(max_abs_after, _ZERO)
     if position != 0 and after != 0 and (after > 0) != (position > 0):
         new = abs(after)
-        return request.quantity if new <= cap else abs(position) + _floor_lot(cap, lot)
+        return quantity if new <= cap else abs(position) + _floor_lot(cap, lot)
     room = cap - abs(position)
-    return request.quantity if request.quantity <= room else _floor_lot(room, lot)
+    return quantity if quantity <= room else _floor_lot(room, lot)
+
+
+_last_after: tuple[OrderRequest | None, RiskContext | None, float] = (None, None, 0.0)
+
+
+def _surely_fits(request: OrderRequest, ctx: RiskContext, cap: float) -> bool:
+    """True when the whole exposure-increasing order surely leaves |position| <= ``cap`` units (a float).
+
+    A fast pre-check for the position and gross-exposure caps: turning a float cap into a Decimal and
+    fitting the order to it costs microseconds per order, and nearly every order fits with room to
+    spare. For such an order ``_fit_entry`` returns the full quantity exactly when |position after| <= cap.
+    False only means "decide exactly"; a NaN cap never fits. |position after| is kept for the next
+    layer asking about the same order, like ``_increases``.
+    """
+    global _last_after
+    last = _last_after
+    if last[0] is request and last[1] is ctx:
+        after_units = last[2]
+    else:
+        quantity = request.quantity
+        after_units = float(abs(ctx.position + quantity if request.side is _BUY else ctx.position - quantity))
+        _last_after = (request, ctx, after_units)
+    return after_units <= cap * _FIT_MARGIN
 
 
 def _limit_entry(layer: str, reason: str, message: str, request: OrderRequest, allowed: Decimal) -> Verdict:
@@ -187,8 +256,23 @@ def _deny_entry(layer: str, reason: str, message: str, request: OrderRequest, ct
 def _scale_entry(layer: str, reason: str, message: str, request: OrderRequest, ctx: RiskContext,
                  factor: float, lot: Decimal) -> Verdict:
     """Scale the position an entry aims at (not the order), so repeated orders cannot creep past it."""
-    target = abs(ctx.position + request.signed_quantity)
+    quantity = request.quantity
+    target = abs(ctx.position + quantity if request.side is _BUY else ctx.position - quantity)
     return _limit_entry(layer, reason, message, request, _fit_entry(request, ctx, target * _dec(factor), lot))
+
+
+def _quiet_band(base: float, lower: float | None, upper: float | None) -> tuple[float, float]:
+    """The open interval of equity in which ``1 - equity / base`` surely lies in ``[lower, upper)``.
+
+    ``None`` leaves that side unbounded. The equity-watching layers use it to skip their exact test on the
+    per-bar path while a mark stays inside it; a base that is not a positive number gives an empty band.
+    """
+    if not (math.isfinite(base) and base > 0):
+        return math.nan, math.nan
+    margin = base * _BAND_MARGIN
+    low = base * (1.0 - upper) + margin if upper is not None else -math.inf
+    high = base * (1.0 - lower) - margin if lower is not None else math.inf
+    return low, high
 
 
 # ---------------------------------------------------------------------------- base
@@ -258,13 +342,13 @@ class KillSwitchLayer(_Layer):
 
     def check(self, request: OrderRequest, ctx: RiskContext) -> Verdict:
         state = self._last_state = ctx.state
-        if state is TradingState.ACTIVE:
+        if state is _ACTIVE:
             return ALLOW
         if self._allow_flatten and _is_flatten(request, ctx):
             return ALLOW
-        if state is TradingState.PAUSED:
+        if state is _PAUSED:
             return block(self.name, "paused", "trading is paused")
-        if state is TradingState.HALTED:
+        if state is _HALTED:
             return block(self.name, "halted", "trading is halted until resumed")
         if not _increases(request, ctx):
             return ALLOW
@@ -561,20 +645,27 @@ class PositionLimitLayer(_Layer):
         super().__init__(lot_size)
         self._max_units = cfg.max_units
         self._max_notional = cfg.max_notional
+        self._max_units_float = float(cfg.max_units) if cfg.max_units is not None else math.inf
+        self._max_notional_float = float(cfg.max_notional) if cfg.max_notional is not None else None
         self._last: tuple[str, Decimal, float] | None = None
 
     def check(self, request: OrderRequest, ctx: RiskContext) -> Verdict:
         if not _increases(request, ctx):
             return ALLOW
         self._last = (request.symbol, ctx.position, ctx.last_price)
+        if _surely_fits(request, ctx, self._rough_cap(ctx.last_price)):
+            return ALLOW
         cap, reason = self._cap(ctx.last_price)
         if cap is None:
             if reason:
                 return _deny_entry(self.name, reason, f"no valid price ({ctx.last_price})", request, ctx,
                                    self.lot_size)
             return ALLOW
+        allowed = _fit_entry(request, ctx, cap, self.lot_size)
+        if allowed >= request.quantity:
+            return ALLOW  # the common case: no message to format
         message = f"{request.symbol} position capped at {_floor_lot(cap, self.lot_size)} units"
-        return _limit_entry(self.name, reason, message, request, _fit_entry(request, ctx, cap, self.lot_size))
+        return _limit_entry(self.name, reason, message, request, allowed)
 
     def figures(self) -> dict[str, object]:
         if self._last is None:
@@ -583,6 +674,15 @@ class PositionLimitLayer(_Layer):
         notional = float(abs(position)) * price if _valid_price(price) else None
         return {"value": position, "limit": self._max_units, "symbol": symbol, "notional": notional,
                 "max_notional": self._max_notional}
+
+    def _rough_cap(self, price: float) -> float:
+        """The binding cap in units as a float, for ``_surely_fits``; NaN when only ``_cap`` can say."""
+        cap = self._max_units_float
+        if self._max_notional_float is not None:
+            if not _valid_price(price):
+                return math.nan
+            cap = min(cap, self._max_notional_float / price)
+        return cap
 
     def _cap(self, price: float) -> tuple[Decimal | None, str]:
         """The binding cap in units and its reason code; (None, "no_price") when it cannot be valued."""
@@ -603,17 +703,17 @@ class GrossExposureLayer(_Layer):
 
     def __init__(self, cfg: GrossExposureConfig, lot_size: Decimal = _ONE) -> None:
         super().__init__(lot_size)
-        self._max_notional = cfg.max_notional
+        self._max_notional = float(cfg.max_notional) if cfg.max_notional is not None else None
         self._max_leverage = cfg.max_leverage
         self._last: tuple[float, float | None] = (0.0, None)
 
     def limit(self, equity: float) -> float | None:
-        limits = []
-        if self._max_notional is not None:
-            limits.append(float(self._max_notional))
+        """The tighter of the notional and the leverage cap (the notional one on a tie), None when both are off."""
+        limit = self._max_notional
         if self._max_leverage is not None:
-            limits.append(self._max_leverage * equity if math.isfinite(equity) else 0.0)
-        return min(limits) if limits else None
+            by_leverage = self._max_leverage * equity if math.isfinite(equity) else 0.0
+            limit = by_leverage if limit is None or by_leverage < limit else limit
+        return limit
 
     def check(self, request: OrderRequest, ctx: RiskContext) -> Verdict:
         limit = self.limit(ctx.equity)
@@ -624,9 +724,14 @@ class GrossExposureLayer(_Layer):
         if not _valid_price(price):
             return _deny_entry(self.name, "no_price", f"no valid price ({price})", request, ctx, self.lot_size)
         others = max(ctx.gross_exposure - float(abs(ctx.position)) * price, 0.0)
-        room = _dec(max(limit - others, 0.0) / price)
+        room = max(limit - others, 0.0) / price
+        if _surely_fits(request, ctx, room):
+            return ALLOW
+        allowed = _fit_entry(request, ctx, _dec(room), self.lot_size)
+        if allowed >= request.quantity:
+            return ALLOW  # the common case: no message to format
         return _limit_entry(self.name, "max_gross_exposure", f"gross exposure capped at {limit:.2f}", request,
-                            _fit_entry(request, ctx, room, self.lot_size))
+                            allowed)
 
     def figures(self) -> dict[str, object]:
         gross, limit = self._last
@@ -683,6 +788,10 @@ class DailyLossLimitLayer(_Layer):
     kill switch. ``on_equity`` requests HALTED as soon as the mark crosses the
     limit, so the halt does not wait for the next entry. With ``flatten`` on,
     ``flatten_requested`` tells the daemon to close everything.
+
+    ``on_equity`` runs on every bar. While the loss is surely below the limit
+    it only remembers the mark (the figure is computed from it on demand):
+    one equality and one comparison against a band computed once per day start.
     """
 
     name = "daily_loss"
@@ -692,7 +801,12 @@ class DailyLossLimitLayer(_Layer):
         self._limit = cfg.limit
         self._flatten = cfg.flatten
         self.flatten_requested = False
-        self._last_loss: float | None = None
+        # the last (equity, day start) judged; NaN until the first mark
+        self._equity = math.nan
+        self._day_start = math.nan
+        # equity above _quiet_above (for this day start) surely means a loss below the limit
+        self._quiet_base = math.nan
+        self._quiet_above = math.nan
 
     def check(self, request: OrderRequest, ctx: RiskContext) -> Verdict:
         loss = self._assess(ctx.ts, ctx.equity, ctx.day_start_equity)
@@ -706,6 +820,12 @@ class DailyLossLimitLayer(_Layer):
         return ALLOW
 
     def on_equity(self, ts: int, equity: float, day_start_equity: float, peak_equity: float) -> None:
+        if day_start_equity != self._quiet_base:
+            self._quiet_base = day_start_equity
+            self._quiet_above = _quiet_band(day_start_equity, None, self._limit)[0]
+        if self._quiet_above < equity:
+            self._equity, self._day_start = equity, day_start_equity  # below the limit (or +inf): nothing to do
+            return
         self._assess(ts, equity, day_start_equity)
 
     def on_resume(self, ts: int) -> None:
@@ -713,15 +833,21 @@ class DailyLossLimitLayer(_Layer):
         self.flatten_requested = False
 
     def figures(self) -> dict[str, object]:
-        return {"value": self._last_loss, "limit": self._limit, "unit": "fraction of day-start equity"}
+        return {"value": self._loss(self._equity, self._day_start), "limit": self._limit,
+                "unit": "fraction of day-start equity"}
+
+    @staticmethod
+    def _loss(equity: float, day_start: float) -> float | None:
+        """Today's loss as a fraction of the day's start; None when either figure is unusable."""
+        if not (math.isfinite(equity) and math.isfinite(day_start) and day_start > 0):
+            return None
+        return 1.0 - equity / day_start
 
     def _assess(self, ts: int, equity: float, day_start: float) -> float | None:
-        """Today's loss as a fraction of the day's start (None when unknown); trips the request."""
-        if not (math.isfinite(equity) and math.isfinite(day_start) and day_start > 0):
-            self._last_loss = None
-            return None
-        loss = self._last_loss = 1.0 - equity / day_start
-        if loss >= self._limit:
+        """Today's loss (None when unknown); at the limit, requests HALTED (and a flatten when configured)."""
+        self._equity, self._day_start = equity, day_start
+        loss = self._loss(equity, day_start)
+        if loss is not None and loss >= self._limit:
             self._request(TradingState.HALTED, "daily_loss", ts, self._message(loss))
             self.flatten_requested = self.flatten_requested or self._flatten
         return loss
@@ -741,6 +867,10 @@ class DrawdownLayer(_Layer):
 
     The tier follows the drawdown both ways; requests and flags stay latched
     until ``on_resume`` so a brief recovery cannot quietly undo a halt.
+
+    ``on_equity`` runs on every bar. While the mark stays inside the equity
+    band of the current tier (computed once per peak and tier) it only
+    remembers the mark; ``drawdown`` is computed from it on demand.
     """
 
     name = "drawdown"
@@ -749,11 +879,26 @@ class DrawdownLayer(_Layer):
     def __init__(self, cfg: DrawdownConfig, lot_size: Decimal = _ONE) -> None:
         super().__init__(lot_size)
         self._cfg = cfg
+        # ascending (the config validates it), so the tier is a bisection
         self._bounds = (cfg.warn, cfg.halve, cfg.reducing, cfg.halt)
         self.tier = 0
-        self.drawdown: float | None = None
         self.flatten_requested = False
         self.rollback_to_gold = False
+        # the last (equity, peak) judged; NaN until the first mark
+        self._equity = math.nan
+        self._peak = math.nan
+        # equity strictly between these (for _band_peak) surely stays in the current tier
+        self._band_peak = math.nan
+        self._band_low = math.nan
+        self._band_high = math.nan
+
+    @property
+    def drawdown(self) -> float | None:
+        """The drawdown from peak at the last mark; None when equity or peak is unusable."""
+        equity, peak = self._equity, self._peak
+        if not (math.isfinite(equity) and math.isfinite(peak) and peak > 0):
+            return None
+        return max(1.0 - equity / peak, 0.0)
 
     def check(self, request: OrderRequest, ctx: RiskContext) -> Verdict:
         tier = self._assess(ctx.ts, ctx.equity, ctx.peak_equity)
@@ -774,6 +919,9 @@ class DrawdownLayer(_Layer):
                             self.lot_size)
 
     def on_equity(self, ts: int, equity: float, day_start_equity: float, peak_equity: float) -> None:
+        if peak_equity == self._band_peak and self._band_low < equity < self._band_high:
+            self._equity, self._peak = equity, peak_equity  # same tier: nothing to do
+            return
         self._assess(ts, equity, peak_equity)
 
     def on_resume(self, ts: int) -> None:
@@ -786,14 +934,19 @@ class DrawdownLayer(_Layer):
                 "flatten_requested": self.flatten_requested, "rollback_to_gold": self.rollback_to_gold}
 
     def _assess(self, ts: int, equity: float, peak: float) -> int | None:
-        if not (math.isfinite(equity) and math.isfinite(peak) and peak > 0):
-            self.drawdown = None
+        self._equity, self._peak = equity, peak
+        drawdown = self.drawdown
+        if drawdown is None:
             return None
-        drawdown = self.drawdown = max(1.0 - equity / peak, 0.0)
-        tier = sum(drawdown >= bound for bound in self._bounds)
+        tier = bisect_right(self._bounds, drawdown)  # how many tier bounds the drawdown has reached
         previous, self.tier = self.tier, tier
         if tier > previous:
             self._enter(tier, ts)
+        if tier != previous or peak != self._band_peak:
+            bounds = self._bounds
+            self._band_peak = peak
+            self._band_low, self._band_high = _quiet_band(peak, bounds[tier - 1] if tier else None,
+                                                          bounds[tier] if tier < len(bounds) else None)
         return tier
 
     def _enter(self, tier: int, ts: int) -> None:
@@ -824,7 +977,7 @@ class VolatilityRegimeLayer(_Layer):
 
     def check(self, request: OrderRequest, ctx: RiskContext) -> Verdict:
         z = ctx.extras.get(VOLATILITY_Z)
-        if not isinstance(z, int | float) or not _increases(request, ctx):
+        if not isinstance(z, _NUMBER) or not _increases(request, ctx):
             return ALLOW
         self._last_z = float(z)
         if not z > self._cfg.z_threshold:
@@ -924,6 +1077,7 @@ class RiskHooks:
     def __init__(self, layers: Iterable[RiskLayer]) -> None:
         self.layers = list(layers)
         self._cache: dict[str, list[Any]] = {}
+        self._equity_watchers = self._having("on_equity")  # looked up once: ``equity`` runs on every bar
 
     def order_sent(self, symbol: str, ts: int) -> None:
         for layer in self._having("on_order_sent"):
@@ -940,10 +1094,11 @@ class RiskHooks:
     def equity(self, ts: int, equity: float, day_start_equity: float, peak_equity: float) -> bool:
         """Feed one equity mark. True when an equity-watching layer now asks for a state or a flatten.
 
-        Runs on every bar, so it touches only the layers that watch equity.
+        Runs on every bar, so it touches only the layers that watch equity; those keep their own
+        per-bar fast path (see ``DailyLossLimitLayer`` and ``DrawdownLayer``).
         """
         asks = False
-        for layer in self._having("on_equity"):
+        for layer in self._equity_watchers:
             layer.on_equity(ts, equity, day_start_equity, peak_equity)
             if getattr(layer, "requested_state", None) is not None or getattr(layer, "flatten_requested", False):
                 asks = True
@@ -954,7 +1109,7 @@ class RiskHooks:
         verdict = ALLOW
         for layer in self._having("validate_fill"):
             result = layer.validate_fill(order_qty, cumulative_filled, ts=ts, client_order_id=client_order_id)
-            verdict = result if result.kind is not VerdictKind.ALLOW else verdict
+            verdict = result if result.kind is not _ALLOW_KIND else verdict
         return verdict
 
     def reconciliation_mismatch(self, detail: str, ts: int = 0) -> Verdict:

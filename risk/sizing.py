@@ -38,6 +38,10 @@ ATR = "atr"  # average true range, in price units
 REALISED_VOL = "realised_vol"  # realised volatility, same unit as sizing.volatility.target_volatility
 
 _ZERO = Decimal(0)
+_NUMBER = (int, float)  # a tuple: ``int | float`` in an isinstance call builds a union object on every call
+# Bound once: in Python 3.11 ``Action.BUY`` is a descriptor lookup (~150 ns) on every use, and the sizer
+# is asked on every decision.
+_HOLD, _BUY, _SELL, _CLOSE = Action.HOLD, Action.BUY, Action.SELL, Action.CLOSE
 
 
 def _dec(value: float) -> Decimal:
@@ -137,11 +141,11 @@ def safe_f(record: TradeRecord, multiplier: float = 0.25) -> float:
 
 def target_quantity(action: Action, size: Decimal) -> Decimal | None:
     """The signed position a decision aims at; None leaves the position alone."""
-    if action is Action.BUY:
+    if action is _BUY:
         return size
-    if action is Action.SELL:
+    if action is _SELL:
         return -size
-    if action is Action.CLOSE:
+    if action is _CLOSE:
         return _ZERO
     return None
 
@@ -210,18 +214,30 @@ class Sizer:
         opposite position; it never closes a position on its own side.
         """
         action = decision.action
-        if action is Action.HOLD or action is Action.CLOSE:
+        if action is _HOLD or action is _CLOSE:
             return target_quantity(action, _ZERO)
-        side = 1 if action is Action.BUY else -1
+        side = 1 if action is _BUY else -1
         held = position.side
         if held == side and not self.cfg.resize_open:
-            return None
+            return None  # keeps_position: sizes are set at entry
         atr = atr if atr is not None else _float_or_none(decision.extras.get(ATR))
         realised_vol = realised_vol if realised_vol is not None else _float_or_none(decision.extras.get(REALISED_VOL))
         size = self.size(equity=equity, atr=atr, realised_vol=realised_vol)
         if size == 0:
             return _ZERO if held == -side else None
         return target_quantity(action, size)
+
+    def keeps_position(self, action: Action, side: int) -> bool:
+        """True when ``target`` surely leaves a position of ``side`` (-1, 0, 1) where it is for ``action``.
+
+        The backtester's quiet stretches skip sizing on such bars; this is
+        the rule ``target`` applies first (a CLOSE when flat targets flat).
+        """
+        if action is _CLOSE:
+            return side == 0
+        if action is _HOLD:
+            return True
+        return side == (1 if action is _BUY else -1) and not self.cfg.resize_open
 
     def figures(self) -> dict[str, object]:
         record = self.record
@@ -248,7 +264,7 @@ class Sizer:
 
 
 def _float_or_none(value: object) -> float | None:
-    return float(value) if isinstance(value, int | float) else None
+    return float(value) if isinstance(value, _NUMBER) else None
 
 
 def build_sizer(cfg: SizingConfig) -> Sizer:
