@@ -8,7 +8,6 @@ them, starts the background tasks and shuts everything down in order.
 from __future__ import annotations
 
 import asyncio
-import gc
 import secrets
 import signal
 import sys
@@ -308,10 +307,6 @@ class Daemon:
             # dependants and the watchdog clock from here.
             self.notifier.ready(f"trading {self.strategy.name} on {self.broker.name}")
             self.notifier.start_watchdog(self.health)
-        # Everything built so far (bars, model, caches) lives for the whole run: freezing it keeps the
-        # collector from re-scanning it on every full collection, which would stall a bar for milliseconds.
-        gc.collect()
-        gc.freeze()
         log.info(
             "trading started",
             mode=self.mode,
@@ -434,7 +429,6 @@ class Daemon:
                 await self.store.checkpoint()
 
     async def _shutdown(self) -> Summary:
-        gc.unfreeze()
         self.notifier.stopping()
         await self.notifier.stop_watchdog()
         await self.lag.stop()
