@@ -166,6 +166,22 @@ class ReplayFeed:
         self._stopped = True
         self._stop_event.set()
 
+    def next_now(self) -> Bar | None:
+        """The next bar of an unpaced feed without awaiting (None at the end or after ``stop``).
+
+        A backtest reads its bars this way: an await per bar costs more than
+        some of the pipeline's steps, and the caller yields to the loop itself.
+        """
+        if self.pace is not None:
+            raise RuntimeError("next_now() is for unpaced feeds; iterate a paced feed with `async for`")
+        index = self._next
+        if self._stopped or index >= len(self.bars):
+            return None
+        bar = self.bars[index]
+        self._next = index + 1
+        self._last_bar = bar
+        return bar
+
     def upcoming(self, limit: int) -> list[Bar]:
         """Up to ``limit`` of the next bars, not consumed (unpaced feeds: a backtest reads ahead in stretches)."""
         if self._stopped:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import pathlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import Literal
 
@@ -138,6 +138,13 @@ class SimBroker:
 
     async def bars(self) -> AsyncIterator[Bar]:
         async for bar in self.feed:
+            self._on_bar(bar)
+            yield bar
+
+    def replay_now(self) -> Iterator[Bar]:
+        """``bars()`` for an unpaced feed, without an await per bar (backtests; the caller yields to the loop)."""
+        feed = self.feed
+        while (bar := feed.next_now()) is not None:
             self._on_bar(bar)
             yield bar
 

@@ -335,19 +335,33 @@ class Daemon:
         # Backtests of a plain strategy skip through stretches of bars that trade nothing (run_quiet).
         plain = pipeline.strategy if self.quiet_stretches and self._can_stretch() else None
         n = reported = 0
-        async for bar in broker.bars():
+
+        async def step(bar: Bar) -> bool:
+            """One bar (and the quiet stretch after it); True when the run should stop."""
+            nonlocal n, reported
             await pipeline.on_bar(bar)
             if reconciler is not None:
                 await reconciler.after_fills(bar.ts)  # once per bar's batch of fills, never from inside on_fill
             n += 1
             if plain is not None and pipeline.strategy is plain and broker.idle and not orders.has_working():
                 n += await pipeline.run_quiet(feed.upcoming(_STRETCH_BARS), broker.deliver_quiet)
-                await asyncio.sleep(0)  # a stretch may skip the feed's own periodic yield to the loop
+                await asyncio.sleep(0)  # a stretch may skip the periodic yield below
             if progress is not None and n - reported >= 1024:
                 progress(n - reported)
                 reported = n
-            if stop.is_set():
-                break
+            return stop.is_set()
+
+        if feed.pace is None:
+            # a replay as fast as possible: no await per bar to get it, one yield to the loop every 256
+            for i, bar in enumerate(broker.replay_now()):
+                if await step(bar):
+                    break
+                if i & 255 == 255:
+                    await asyncio.sleep(0)
+        else:
+            async for bar in broker.bars():
+                if await step(bar):
+                    break
         if progress is not None and n > reported:
             progress(n - reported)
         # apply what arrived after the last bar so no fill is left unbooked
