@@ -390,18 +390,50 @@ class SimBroker:
         before = self._mutations
         if self._working:
             for order in [o for o in self._working.values() if o.symbol == symbol]:
-                if order.time_in_force is TimeInForce.DAY and (ts - 1) // _DAY > order.submitted_ts // _DAY:
-                    self._finish(order, OrderStatus.EXPIRED, ts, "day order expired at the end of its UTC day")
-                    continue
-                price = self._execution_price(order, bar)
-                if price is not None:
-                    self._execute(order, price, ts)
-                self._expire_if_ioc(order, ts)
+                self._trade(order, bar)
         state.last_prices[symbol] = _dec(bar.close)
         if self._file is not None and (
             self._mutations != before or (self.checkpoint_bars and state.feed_position % self.checkpoint_bars == 0)
         ):
             self._persist()
+
+    def _trade(self, order: SimOrder, bar: Bar) -> None:
+        """One working order meets one bar: a DAY order past its day expires, else it trades if it can."""
+        ts = bar.ts
+        if order.time_in_force is TimeInForce.DAY and (ts - 1) // _DAY > order.submitted_ts // _DAY:
+            self._finish(order, OrderStatus.EXPIRED, ts, "day order expired at the end of its UTC day")
+            return
+        price = self._execution_price(order, bar)
+        if price is not None:
+            self._execute(order, price, ts)
+        self._expire_if_ioc(order, ts)
+
+    def open_next(self) -> None:
+        """The feed's next bar opens: market orders waiting for it fill at its open now.
+
+        With ``fill_at="next_open"`` such a fill happens when the next bar
+        opens, not when it closes and is delivered, so the daemon can book it
+        before that bar arrives, as it would a live broker's fill report.
+        Everything else waits for the bar's delivery (``_on_bar``): a limit
+        order needs the bar's range, and a symbol with one waits whole, so
+        fills keep the order they would have there. The next bar is only
+        read for its open, and only if delivery would trade on it.
+        """
+        if self.fill_at != "next_open" or not self._working:
+            return
+        feed = self.feed
+        if feed.done:
+            return
+        bar = feed.bars[feed.position]
+        orders = [o for o in self._working.values() if o.symbol == bar.symbol]
+        if not orders or any(o.order_type is not OrderType.MARKET for o in orders):
+            return
+        previous = self.state.last_bar_ts.get(bar.symbol)
+        if not _is_tradeable(bar) or (previous is not None and bar.ts <= previous):
+            return
+        for order in orders:
+            self._trade(order, bar)
+        self._persist()
 
     def _execution_price(self, order: SimOrder, bar: Bar) -> Decimal | None:
         """Where ``order`` trades in ``bar``, or None if the bar never reached its limit."""

@@ -340,6 +340,10 @@ class Daemon:
             """One bar (and the quiet stretch after it); True when the run should stop."""
             nonlocal n, reported
             await pipeline.on_bar(bar)
+            # Market orders sent on this bar fill at the next bar's open: book them now, as a live
+            # broker's fill report would be booked, instead of together with that bar.
+            broker.open_next()
+            await pipeline.apply_updates()
             if reconciler is not None:
                 await reconciler.after_fills(bar.ts)  # once per bar's batch of fills, never from inside on_fill
             n += 1

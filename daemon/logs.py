@@ -92,6 +92,31 @@ def _render_processors(as_json: bool, colors: bool) -> list[Processor]:
     return [structlog.dev.ConsoleRenderer(colors=colors)]
 
 
+class _LevelCheckedLogger(structlog.stdlib.BoundLogger):
+    """A stdlib ``BoundLogger`` that asks the stdlib logger's level first.
+
+    ``filter_by_level`` drops a disabled event only after structlog has copied
+    the context and raised and caught ``DropEvent``: about 5 µs, paid on the
+    order path for every debug/info line a production level discards. The
+    stdlib's ``isEnabledFor`` is cached and honours reconfiguration.
+    """
+
+    def debug(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
+        if not self._logger.isEnabledFor(logging.DEBUG):
+            return None
+        return super().debug(event, *args, **kw)
+
+    def info(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
+        if not self._logger.isEnabledFor(logging.INFO):
+            return None
+        return super().info(event, *args, **kw)
+
+    def warning(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
+        if not self._logger.isEnabledFor(logging.WARNING):
+            return None
+        return super().warning(event, *args, **kw)
+
+
 def _is_tty(stream: TextIO) -> bool:
     isatty = getattr(stream, "isatty", None)
     try:
@@ -152,6 +177,6 @@ def configure_logging(level: str = "info", json: bool | None = None, stream: Tex
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        wrapper_class=_LevelCheckedLogger,
         cache_logger_on_first_use=True,
     )

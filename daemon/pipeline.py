@@ -133,12 +133,7 @@ class TradingPipeline:
         This runs for every bar of every backtest, so the quiet case (nothing
         to apply, nothing to send) avoids any work it does not need.
         """
-        orders = self.orders
-        assert orders is not None, "attach() an OrderManager first"
-        updates = self.broker.drain_updates()
-        if updates:
-            for update in updates:
-                await orders.apply(update)
+        await self.apply_updates()
         counts = self.counts
         counts.bars += 1
         result = self.guard.check(bar, time.time() if self._live_clock else None)
@@ -252,6 +247,20 @@ class TradingPipeline:
             if store.should_flush:
                 self._flush_in_background()
         return handled
+
+    async def apply_updates(self) -> int:
+        """Book every order update the broker has delivered (fills first reach the books here).
+
+        ``on_bar`` starts with it, so no decision is made on books that miss a
+        delivered fill; the daemon also calls it as soon as fills can have
+        arrived, so they are booked before the next bar rather than with it.
+        """
+        orders = self.orders
+        assert orders is not None, "attach() an OrderManager first"
+        updates = self.broker.drain_updates()
+        for update in updates:
+            await orders.apply(update)
+        return len(updates)
 
     def _rejected(self, bar: Bar, reason: str, detail: str) -> None:
         self.counts.rejected_bars += 1
