@@ -510,3 +510,48 @@ async def test_state_from_another_feed_is_refused(tmp_path: Path) -> None:
         _broker(shifted).load_state(tmp_path / "s.json")
     with pytest.raises(DataError, match="feed has only 1 bars"):
         _broker(SERIES[:1]).load_state(tmp_path / "s.json")
+
+
+# --- fills at the open ---------------------------------------------------------------------------------
+
+
+async def test_open_next_fills_market_orders_at_the_next_open_before_that_bar_is_delivered() -> None:
+    broker = _broker()
+    bars = broker.replay_now()
+    next(bars)  # bar 0
+    await broker.submit("c1", _buy("10000"))
+    broker.open_next()  # bar 1 opens at 1.1020: the same fill _on_bar would make, now
+    (update,) = broker.drain_updates()
+    assert update.fill == Fill("sim-1-1", "c1", SYM, Side.BUY, D(10000), D("1.1023"), D("1.10"), T0 + H)
+    assert broker.feed.position == 1, "bar 1 itself is not delivered yet"
+    assert broker.idle
+    next(bars)  # bar 1 arrives: nothing left to execute
+    assert broker.drain_updates() == []
+    assert await broker.positions() == [Position(SYM, D(10000), D("1.1023"))]
+
+
+async def test_open_next_leaves_limit_orders_bad_bars_and_the_end_to_delivery() -> None:
+    broker = _broker()
+    bars = broker.replay_now()
+    next(bars)
+    await broker.submit("m1", _buy("1000"))
+    await broker.submit("l1", _limit(Side.BUY, "1000", "1.0990"))
+    broker.open_next()  # a limit order on the symbol: everything waits for bar 1 as before
+    assert broker.drain_updates() == []
+    next(bars)
+    assert [u.client_order_id for u in broker.drain_updates()] == ["m1"]
+
+    bad = [*SERIES[:1], Bar(SYM, T0 + H, float("nan"), 1.2, 1.0, 1.1, 1.0), *SERIES[2:]]
+    broker = _broker(bad)
+    bars = broker.replay_now()
+    next(bars)
+    await broker.submit("c1", _buy("1000"))
+    broker.open_next()  # the next bar is untradeable: no fill at its "open"
+    assert broker.drain_updates() == []
+
+    broker = _broker(SERIES[:1])
+    bars = broker.replay_now()
+    next(bars)
+    await broker.submit("c1", _buy("1000"))
+    broker.open_next()  # no next bar
+    assert broker.drain_updates() == [] and not broker.idle
