@@ -71,6 +71,7 @@ FLATTEN = "flatten"  # True on emergency exits (operator /flatten, drawdown halt
 
 _ZERO = Decimal(0)
 _ONE = Decimal(1)
+_INF = math.inf
 
 # Enum members bound once: in Python 3.11 ``TradingState.ACTIVE`` is a descriptor lookup (~150 ns) on
 # every use, and the governor runs a dozen layers per order.
@@ -88,6 +89,9 @@ _BAND_MARGIN = 1e-9
 # The same idea for the float pre-check of position caps (``_surely_fits``): 1 - 1e-12 of a float cap is
 # surely below the Decimal cap the exact test would build from it.
 _FIT_MARGIN = 1.0 - 1e-12
+# Floats between these are normal with room to spare, so products of two of them keep full precision.
+_PLAIN_LOW = 1e-150
+_PLAIN_HIGH = 1e150
 
 # How strict a state is, for escalation: a layer's request never loosens the state.
 _SEVERITY: dict[TradingState, int] = {
@@ -723,7 +727,9 @@ class GrossExposureLayer(_Layer):
         price = ctx.last_price
         if not _valid_price(price):
             return _deny_entry(self.name, "no_price", f"no valid price ({price})", request, ctx, self.lot_size)
-        others = max(ctx.gross_exposure - float(abs(ctx.position)) * price, 0.0)
+        position = ctx.position
+        # a flat symbol adds nothing (0.0 x a valid price is 0.0) and skips a Decimal->float conversion
+        others = max(ctx.gross_exposure - (float(abs(position)) * price if position else 0.0), 0.0)
         room = max(limit - others, 0.0) / price
         if _surely_fits(request, ctx, room):
             return ALLOW
@@ -746,8 +752,12 @@ class FatFingerLayer(_Layer):
     def __init__(self, cfg: FatFingerConfig, lot_size: Decimal = _ONE) -> None:
         super().__init__(lot_size)
         self._max_notional = cfg.max_order_notional
+        # the float pre-check's bound, surely below the Decimal cap; NaN (never passes) for an absurdly small cap
+        quiet = float(cfg.max_order_notional) * _FIT_MARGIN if cfg.max_order_notional is not None else math.nan
+        self._quiet_notional = quiet if quiet >= _PLAIN_LOW else math.nan
         self._band = cfg.price_band
-        self._last_notional: Decimal | None = None
+        # the last entry judged: (quantity, reference price); its notional is computed when asked for
+        self._last_entry: tuple[Decimal, Decimal | float] | None = None
 
     def check(self, request: OrderRequest, ctx: RiskContext) -> Verdict:
         price = ctx.last_price
@@ -761,19 +771,44 @@ class FatFingerLayer(_Layer):
         if self._max_notional is None or not _increases(request, ctx):
             return ALLOW  # an exit is bounded by the position, which the position limit bounds
         reference = request.limit_price
+        quantity = request.quantity
         if reference is None:
             if not _valid_price(price):
                 return _deny_entry(self.name, "no_price", f"no valid price ({price})", request, ctx,
                                    self.lot_size)
+            self._last_entry = (quantity, price)
+            if self._surely_small(quantity, price):
+                return ALLOW
             reference = _dec(price)
-        notional = self._last_notional = request.quantity * reference
+        self._last_entry = (quantity, reference)
+        notional = quantity * reference
         if notional <= self._max_notional:
             return ALLOW
         return _deny_entry(self.name, "order_notional", f"order notional {notional:.2f} > "
                            f"{self._max_notional}", request, ctx, self.lot_size)
 
+    def _surely_small(self, quantity: Decimal, price: float) -> bool:
+        """True when ``quantity x Decimal(repr(price))`` is surely within the cap: a float pre-check.
+
+        ``Decimal(repr(price))`` costs more than the rest of the layer. With both factors normal floats
+        the float product is within a few ulps of the exact one (repr round-trips, so it is within half
+        an ulp of ``price``); the margin of ``_quiet_notional`` is a million times wider. False only
+        means "decide exactly".
+        """
+        units = float(quantity)
+        return _PLAIN_LOW < units < _PLAIN_HIGH and _PLAIN_LOW < price < _PLAIN_HIGH and \
+            units * price <= self._quiet_notional
+
+    @property
+    def last_notional(self) -> Decimal | None:
+        """Notional of the last entry judged, exactly as the exact test computes it."""
+        if self._last_entry is None:
+            return None
+        quantity, reference = self._last_entry
+        return quantity * (reference if isinstance(reference, Decimal) else _dec(reference))
+
     def figures(self) -> dict[str, object]:
-        return {"value": self._last_notional, "limit": self._max_notional, "price_band": self._band}
+        return {"value": self.last_notional, "limit": self._max_notional, "price_band": self._band}
 
 
 # ---------------------------------------------------------------------------- account
@@ -809,6 +844,8 @@ class DailyLossLimitLayer(_Layer):
         self._quiet_above = math.nan
 
     def check(self, request: OrderRequest, ctx: RiskContext) -> Verdict:
+        if self._surely_below_limit(ctx.equity, ctx.day_start_equity):
+            return ALLOW
         loss = self._assess(ctx.ts, ctx.equity, ctx.day_start_equity)
         if not _increases(request, ctx):
             return ALLOW
@@ -820,13 +857,23 @@ class DailyLossLimitLayer(_Layer):
         return ALLOW
 
     def on_equity(self, ts: int, equity: float, day_start_equity: float, peak_equity: float) -> None:
-        if day_start_equity != self._quiet_base:
-            self._quiet_base = day_start_equity
-            self._quiet_above = _quiet_band(day_start_equity, None, self._limit)[0]
-        if self._quiet_above < equity:
-            self._equity, self._day_start = equity, day_start_equity  # below the limit (or +inf): nothing to do
-            return
-        self._assess(ts, equity, day_start_equity)
+        if not self._surely_below_limit(equity, day_start_equity):
+            self._assess(ts, equity, day_start_equity)
+
+    def _surely_below_limit(self, equity: float, day_start: float) -> bool:
+        """True (and the mark remembered) when today's loss is surely known and below the limit.
+
+        Then ``_assess`` would only remember the mark and every order passes this layer, so the per-bar
+        hook and ``check`` skip it. The band is recomputed once per day start; an infinite equity has no
+        known loss and goes the exact way.
+        """
+        if day_start != self._quiet_base:
+            self._quiet_base = day_start
+            self._quiet_above = _quiet_band(day_start, None, self._limit)[0]
+        if self._quiet_above < equity < _INF:
+            self._equity, self._day_start = equity, day_start
+            return True
+        return False
 
     def on_resume(self, ts: int) -> None:
         super().on_resume(ts)
@@ -901,7 +948,7 @@ class DrawdownLayer(_Layer):
         return max(1.0 - equity / peak, 0.0)
 
     def check(self, request: OrderRequest, ctx: RiskContext) -> Verdict:
-        tier = self._assess(ctx.ts, ctx.equity, ctx.peak_equity)
+        tier = self._tier(ctx.ts, ctx.equity, ctx.peak_equity)
         if tier is None:
             if not _increases(request, ctx):
                 return ALLOW
@@ -919,10 +966,7 @@ class DrawdownLayer(_Layer):
                             self.lot_size)
 
     def on_equity(self, ts: int, equity: float, day_start_equity: float, peak_equity: float) -> None:
-        if peak_equity == self._band_peak and self._band_low < equity < self._band_high:
-            self._equity, self._peak = equity, peak_equity  # same tier: nothing to do
-            return
-        self._assess(ts, equity, peak_equity)
+        self._tier(ts, equity, peak_equity)
 
     def on_resume(self, ts: int) -> None:
         super().on_resume(ts)
@@ -932,6 +976,17 @@ class DrawdownLayer(_Layer):
         return {"value": self.drawdown, "limit": self._cfg.halt, "tier": self.TIERS[self.tier],
                 "tiers": dict(zip(self.TIERS[1:], self._bounds, strict=True)),
                 "flatten_requested": self.flatten_requested, "rollback_to_gold": self.rollback_to_gold}
+
+    def _tier(self, ts: int, equity: float, peak: float) -> int | None:
+        """The tier at this mark: the current one while the mark stays inside its band, else ``_assess``'s.
+
+        Inside the band ``_assess`` would find the same tier and change nothing but the remembered mark,
+        so only the mark is remembered (on every bar, and on every order).
+        """
+        if peak == self._band_peak and self._band_low < equity < self._band_high:
+            self._equity, self._peak = equity, peak
+            return self.tier
+        return self._assess(ts, equity, peak)
 
     def _assess(self, ts: int, equity: float, peak: float) -> int | None:
         self._equity, self._peak = equity, peak

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from brokers.base import Bar, Fill, OrderRequest, OrderStatus, OrderType, OrderUpdate, Side
-from brokers.errors import BrokerError, UnknownOrderOutcome
+from brokers.errors import BrokerError, OrderRejected, UnknownOrderOutcome
 from brokers.replay import load_bundled
 from brokers.sim import SimBroker
 from daemon.orders import NEVER_SENT, ManagedOrder
@@ -135,6 +135,56 @@ async def test_submit_timeout_after_acceptance_is_resolved_by_lookup(tmp_path: P
     events = await rig.store.query("SELECT to_status, message FROM order_events ORDER BY id")
     assert [e[0] for e in events] == ["new", "unknown", "accepted"]
     assert "TimeoutError" in events[1][1]
+    assert rig.broker.state.submits == [order.client_order_id]
+    await rig.close()
+
+
+class AnswersAfterAWhile(SimBroker):
+    """Suspends a few times before answering (a real network round trip), within the submit timeout."""
+
+    reject = False
+
+    async def submit(self, client_order_id: str, request: OrderRequest) -> OrderUpdate:
+        for _ in range(3):
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.001)
+        if self.reject:
+            raise OrderRejected("insufficient margin")
+        return await super().submit(client_order_id, request)
+
+
+async def test_submit_that_suspends_runs_under_the_timeout_to_its_answer(tmp_path: Path) -> None:
+    """``OrderManager._send`` arms the deadline only once the broker suspends; the answer must come through."""
+    rig = await _rig(tmp_path, AnswersAfterAWhile, submit_timeout=5)
+    bar = await _step(rig.broker)
+    order = await rig.orders.submit(BUY, ts=bar.ts)
+    assert order.status is OrderStatus.ACCEPTED
+    rig.broker.reject = True  # type: ignore[attr-defined]
+    rejected = await rig.orders.submit(BUY, ts=bar.ts)
+    assert rejected.status is OrderStatus.REJECTED
+    events = await rig.store.query("SELECT client_order_id, to_status FROM order_events ORDER BY id")
+    assert [e[1] for e in events] == ["new", "submitted", "accepted", "new", "rejected"]
+    await rig.close()
+
+
+async def test_submit_that_suspends_past_the_timeout_is_cancelled(tmp_path: Path) -> None:
+    """Cancellation by the deadline reaches the suspended broker call through ``_Resumed``."""
+    rig = await _rig(tmp_path, SlowAnswer, submit_timeout=0.01)
+    cancelled: list[bool] = []
+    original = rig.broker.submit
+
+    async def submit(client_order_id: str, request: OrderRequest) -> OrderUpdate:
+        try:
+            return await original(client_order_id, request)
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    rig.broker.submit = submit  # type: ignore[method-assign]
+    bar = await _step(rig.broker)
+    order = await rig.orders.submit(BUY, ts=bar.ts)
+    assert cancelled == [True]
+    assert order.status is OrderStatus.ACCEPTED  # found by the lookup, never re-sent
     assert rig.broker.state.submits == [order.client_order_id]
     await rig.close()
 

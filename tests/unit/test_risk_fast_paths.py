@@ -1,26 +1,29 @@
 """The per-bar and per-order fast paths give exactly what the full computations give.
 
-Each fast path (the equity bands of the daily-loss and drawdown layers, the
-float pre-check of the position caps, the sign test of ``reduces_exposure``,
-the portfolio's cached equity) is compared with the exact computation it
+Each fast path (the equity bands of the daily-loss and drawdown layers, on
+the per-bar hook and in ``check``, the float pre-checks of the position caps
+and the order notional, the sign test of ``reduces_exposure``, the
+portfolio's cached equity) is compared with the exact computation it
 stands in for, over generated inputs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from decimal import Decimal
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from brokers.base import Fill, OrderRequest, Side
 from daemon.portfolio import Portfolio
 from risk import layers as risk_layers
-from risk.config import DailyLossConfig, DrawdownConfig, GrossExposureConfig, PositionLimitConfig
-from risk.governor import RiskContext, TradingState
-from risk.layers import DailyLossLimitLayer, DrawdownLayer, GrossExposureLayer, PositionLimitLayer
+from risk.config import DailyLossConfig, DrawdownConfig, FatFingerConfig, GrossExposureConfig, PositionLimitConfig
+from risk.governor import RiskContext, TradingState, Verdict, VerdictKind
+from risk.layers import DailyLossLimitLayer, DrawdownLayer, FatFingerLayer, GrossExposureLayer, PositionLimitLayer
 
 D = Decimal
 
@@ -171,3 +174,73 @@ def test_cached_equity_equals_the_full_sum(steps: list[tuple[str, str, int, floa
         assert book.equity() == expected
         assert book.unrealized() == sum(h.unrealized() for h in holdings)
         assert type(book.unrealized()) is type(sum(h.unrealized() for h in holdings))
+
+
+def _exact_order_notional_verdict(layer: FatFingerLayer, request: OrderRequest, ctx: RiskContext) -> object:
+    """The fat-finger verdict with the float pre-check switched off."""
+    layer._quiet_notional = math.nan  # the pre-check never passes: every order goes the exact way
+    return layer.check(request, ctx)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    quantity=st.one_of(st.integers(1, 200_000).map(D), st.decimals("0.001", "1e6", places=3),
+                       st.sampled_from([D("1e-200"), D("1e200"), D("47169.8113")])),
+    price=st.one_of(st.floats(1e-6, 1e6), st.sampled_from([1.06, 50_000 / 47169.8113, 5e-324, 1e-200, 1e200])),
+    cap=st.sampled_from([D(50_000), D("50000.01"), D("1e-200"), D(1)]),
+)
+def test_order_notional_precheck_never_changes_a_verdict(quantity: Decimal, price: float, cap: Decimal) -> None:
+    cfg = FatFingerConfig(max_order_notional=cap)
+    request = OrderRequest("X", Side.BUY, quantity)
+    ctx = _ctx(D(0), price=price)
+    fast, exact = FatFingerLayer(cfg), FatFingerLayer(cfg)
+    assert fast.check(request, ctx) == _exact_order_notional_verdict(exact, request, ctx)
+    assert fast.last_notional == exact.last_notional == quantity * D(repr(price))
+    assert fast.figures() == exact.figures()
+
+
+def test_order_notional_precheck_at_the_cap() -> None:
+    """A notional equal to the cap passes, one a hair above it is cut: neither is decided by floats."""
+    layer = FatFingerLayer(FatFingerConfig(max_order_notional=D(50_000)))
+    assert layer.check(OrderRequest("X", Side.BUY, D(50_000)), _ctx(D(0), price=1.0)).kind is VerdictKind.ALLOW
+    verdict = layer.check(OrderRequest("X", Side.BUY, D("50000.001")), _ctx(D(0), price=1.0))
+    assert verdict.kind is VerdictKind.BLOCK and verdict.reason == "order_notional"
+
+
+@settings(max_examples=200, deadline=None)
+@given(marks=_marks, peaks=st.lists(st.sampled_from([100_000.0, 100_500.0, 99_000.0, math.nan]), min_size=1),
+       exits=st.lists(st.booleans(), min_size=1))
+def test_checks_on_the_equity_bands_give_the_exact_verdicts(marks: list[float], peaks: list[float],
+                                                             exits: list[bool]) -> None:
+    """``check`` of the daily-loss and drawdown layers, on and off their bands, against ``_assess`` every time."""
+    entry, exit_ = OrderRequest("X", Side.BUY, D(100)), OrderRequest("X", Side.SELL, D(50))
+    for make in (lambda: DailyLossLimitLayer(DailyLossConfig()), lambda: DrawdownLayer(DrawdownConfig())):
+        fast, exact = make(), make()
+        exact._surely_below_limit = lambda equity, day_start: False  # type: ignore[method-assign]
+        exact._tier = exact._assess  # type: ignore[method-assign]
+        for i, equity in enumerate(marks):
+            peak = peaks[i % len(peaks)]
+            ctx = RiskContext(TradingState.ACTIVE, i, D(100), 1.0, equity, 100_000.0, peak)
+            request = exit_ if exits[i % len(exits)] else entry
+            fast.on_equity(i, equity, 100_000.0, peak)
+            exact.on_equity(i, equity, 100_000.0, peak)
+            assert fast.check(request, ctx) == exact.check(request, ctx)
+            assert _observable(fast) == _observable(exact)
+            assert fast.figures() == exact.figures()
+            assert fast.drain_events() == exact.drain_events()
+
+
+def test_hand_written_inits_match_the_dataclass_fields() -> None:
+    """Verdict and RiskContext build by slot setters; they must still be the frozen dataclasses they declare."""
+    verdict = Verdict(VerdictKind.RESIZE, "l", "r", "m", D(3))
+    assert [getattr(verdict, f.name) for f in dataclasses.fields(Verdict)] == [VerdictKind.RESIZE, "l", "r", "m", D(3)]
+    assert Verdict(VerdictKind.ALLOW) == Verdict(VerdictKind.ALLOW, "", "", "", None)
+    assert dataclasses.replace(verdict, quantity=D(1)).quantity == D(1)
+    ctx = RiskContext(TradingState.ACTIVE, 1, D(2), 3.0, 4.0, 5.0, 6.0)
+    assert (ctx.gross_exposure, ctx.confidence, ctx.extras) == (0.0, None, {})
+    assert ctx.extras is not RiskContext(TradingState.ACTIVE, 1, D(2), 3.0, 4.0, 5.0, 6.0).extras
+    assert dataclasses.replace(ctx, ts=9) == RiskContext(TradingState.ACTIVE, 9, D(2), 3.0, 4.0, 5.0, 6.0, 0.0, None,
+                                                         {})
+    for frozen, name in ((verdict, "quantity"), (ctx, "ts")):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(frozen, name, 0)
