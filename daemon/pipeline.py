@@ -9,8 +9,6 @@ backtester and tests.
 from __future__ import annotations
 
 import asyncio
-import json
-import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
@@ -31,18 +29,6 @@ from risk.sizing import order_for_target
 from strategies.base import Action, Decision, PlainStrategy, PositionView, Strategy
 
 log = structlog.get_logger(__name__)
-
-# Built once: json.dumps with options builds a new encoder per call, which showed up per bar.
-_PROBS = json.JSONEncoder()
-
-
-def _probabilities_json(values: tuple[float, ...]) -> str:
-    """``json.dumps`` of a tuple of floats without the encoder's per-call set-up (one per decision)."""
-    if all(map(math.isfinite, values)):
-        return "[" + ", ".join(map(float.__repr__, values)) + "]"  # json writes floats with repr
-    return _PROBS.encode(values)  # NaN/Infinity spelled the way json spells them
-
-_EXTRAS = json.JSONEncoder(sort_keys=True, default=str)
 
 # Enum's .name is a descriptor call; a dict lookup is several times cheaper on the per-bar path
 _ACTION_NAMES = {action: action.name for action in Action}
@@ -394,8 +380,6 @@ class TradingPipeline:
         quantity: Decimal | None,
         client_order_id: str | None,
     ) -> None:
-        probabilities = _probabilities_json(decision.probabilities) if decision.probabilities is not None else None
-        extras = _EXTRAS.encode(decision.extras) if decision.extras else None
         self.store.add_decision(
             (
                 decision_id,
@@ -403,14 +387,14 @@ class TradingPipeline:
                 decision.ts,
                 decision.action.name,
                 decision.confidence,
-                probabilities,
+                decision.probabilities,  # encoded as JSON by the store, with its batch
                 decision.reason,
                 verdict.kind.value if verdict is not None else None,
                 verdict.layer if verdict is not None else None,
                 verdict.reason if verdict is not None else None,
                 str(quantity) if quantity is not None else None,
                 client_order_id,
-                extras,
+                decision.extras or None,
             )
         )
         self._last = (

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import secrets
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
@@ -47,6 +48,32 @@ _DECISION_SQL = (
     " verdict_layer, verdict_reason, order_quantity, client_order_id, extras, bars, last_ts)"
     " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
+_PROBABILITIES_JSON = json.JSONEncoder()
+_EXTRAS_JSON = json.JSONEncoder(sort_keys=True, default=str)
+# where a buffered decisions row keeps its probabilities and extras until it is written
+_D_PROBABILITIES, _D_EXTRAS = 6, 13
+
+
+def _probabilities_json(values: Sequence[float]) -> str:
+    """``json.dumps`` of a sequence of floats without the encoder's per-call set-up."""
+    if all(map(math.isfinite, values)):
+        return "[" + ", ".join(map(float.__repr__, values)) + "]"  # json writes floats with repr
+    return _PROBABILITIES_JSON.encode(values)  # NaN/Infinity spelled the way json spells them
+
+
+def _encoded_decision(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    probabilities, extras = row[_D_PROBABILITIES], row[_D_EXTRAS]
+    if probabilities is None and extras is None:
+        return row
+    return (
+        *row[:_D_PROBABILITIES],
+        None if probabilities is None else _probabilities_json(probabilities),
+        *row[_D_PROBABILITIES + 1 : _D_EXTRAS],
+        _EXTRAS_JSON.encode(extras) if extras else None,
+        *row[_D_EXTRAS + 1 :],
+    )
+
+
 # where a decision run's bar count and last timestamp sit in a buffered decisions row
 _RUN_BARS, _RUN_LAST_TS = 14, 15
 _EQUITY_SQL = (
@@ -576,7 +603,10 @@ class Store:
         """Buffer one decision; returns its id.
 
         ``row`` is the decisions columns without ``run_id`` (and without the run
-        columns), its id first: None lets the store number it. A plain decision
+        columns), its id first: None lets the store number it. Probabilities
+        (a tuple of floats) and extras (a dict) are kept as they are and
+        written as JSON with the batch: encoding a few thousand of them in one
+        go costs less than one at a time between the pipeline's other work. A plain decision
         (no id given, no order, verdict, confidence, probabilities or extras)
         that repeats the previous one of its symbol extends that row's run
         (``bars``, ``last_ts``) instead of adding a row: a rule-based strategy
@@ -654,8 +684,10 @@ class Store:
 
     def _take_buffers(self) -> list[_Op]:
         ops: list[_Op] = []
+        if self._decisions:
+            ops.append((_DECISION_SQL, [_encoded_decision(row) for row in self._decisions], True))
+            self._decisions.clear()
         for sql, rows in (
-            (_DECISION_SQL, self._decisions),
             (_EQUITY_SQL, self._equity),
             (_REJECTION_SQL, self._rejections),
             (_RISK_SQL, self._risk),

@@ -7,7 +7,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daemon.pipeline import _probabilities_json
+from daemon.store import _probabilities_json
 
 
 @given(st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=0, max_size=6))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from decimal import Decimal
 from pathlib import Path
@@ -33,7 +34,8 @@ async def test_repeated_plain_decisions_share_one_row_with_a_bar_count(tmp_path:
     ids = [store.add_decision(_plain("EURUSD", ts)) for ts in (10, 20, 30)]
     ids.append(store.add_decision(_plain("EURUSD", 40, "SELL", "fast_below_slow")))
     # a decision with a confidence is never folded into a run
-    ids.append(store.add_decision((None, "EURUSD", 50, "SELL", 0.7, "[0.1,0.2,0.7,0.0]", "", *[None] * 6)))
+    extras = {"obs_hash": "ab", "regime_score": 0.25}
+    ids.append(store.add_decision((None, "EURUSD", 50, "SELL", 0.7, (0.1, 0.2, 0.7, 0.0), "", *[None] * 5, extras)))
     ids.append(store.add_decision(_plain("EURUSD", 60, "SELL", "fast_below_slow")))
     store.add_rejection(70, "EURUSD", "gap", "")  # a rejected bar ends the run
     ids.append(store.add_decision(_plain("EURUSD", 80, "SELL", "fast_below_slow")))
@@ -46,6 +48,9 @@ async def test_repeated_plain_decisions_share_one_row_with_a_bar_count(tmp_path:
         (4, "EURUSD", 60, "SELL", "fast_below_slow", 1, None),
         (5, "EURUSD", 80, "SELL", "fast_below_slow", 1, None),
     ]
+    with sqlite3.connect(db) as conn:  # written as JSON with the batch, exactly as json.dumps writes them
+        stored = conn.execute("SELECT probabilities, extras FROM decisions WHERE id = 3").fetchone()
+    assert stored == (json.dumps((0.1, 0.2, 0.7, 0.0)), json.dumps(extras, sort_keys=True))
     await store.close()
 
 
