@@ -275,7 +275,7 @@ async def _pipeline(model: Path, repeat: int, backtests: int) -> None:
         print(f"target bar -> order p99 <= {PIPELINE_P99_TARGET_US:.0f} µs: {verdict} ({p99:.1f} µs)")
     for sync, live_timings in live.items():
         order_us = live_timings["bar -> order at broker.submit"]
-        journal_us = live_timings["bar -> order journaled (SQLite commit)"]
+        journal_us = live_timings["bar -> order journaled (store; a commit when live)"]
         if len(order_us):
             print(
                 f"live mode ({'inline' if sync == 'normal' else 'worker-thread'} store, synchronous={sync}):"
@@ -294,7 +294,7 @@ async def _pipeline(model: Path, repeat: int, backtests: int) -> None:
 _STAGES = (
     ("decide_end", "bar -> strategy decided"),
     ("manager", "bar -> OrderManager.submit (sized, risk-checked)"),
-    ("journal_end", "bar -> order journaled (SQLite commit)"),
+    ("journal_end", "bar -> order journaled (store; a commit when live)"),
     ("broker", "bar -> order at broker.submit"),
 )
 
