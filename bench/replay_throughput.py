@@ -46,12 +46,35 @@ def _config(db: Path) -> TradectlConfig:
     )
 
 
-async def _tradectl(bars: list[Bar], db: Path) -> tuple[float, int, int]:
+def _rss_bytes() -> int:
+    """Resident set size now (not the peak): Linux /proc, 0 where it is not available."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+    return pages * resource.getpagesize()
+
+
+class _MemoryProbe:
+    """Samples RSS through the backtest's progress callback: once after warm-up, then at the end."""
+
+    def __init__(self, warmup_bars: int) -> None:
+        self.warmup_bars = warmup_bars
+        self.bars = 0
+        self.after_warmup: tuple[int, int] | None = None  # (bars, rss)
+
+    def __call__(self, advanced: int) -> None:
+        self.bars += advanced
+        if self.after_warmup is None and self.bars >= self.warmup_bars:
+            self.after_warmup = (self.bars, _rss_bytes())
+
+
+async def _tradectl(bars: list[Bar], db: Path, probe: _MemoryProbe) -> tuple[float, int, int]:
     config = _config(db)
     daemon_app.load_data = lambda _config, _override=None: bars  # the same in-memory bars as backtesting.py
     daemon = await daemon_app.Daemon.assemble(config, mode="backtest", db_path=db)
     started = time.perf_counter()
-    summary = await daemon.run(install_signals=False)
+    summary = await daemon.run(install_signals=False, progress=probe)
     elapsed = time.perf_counter() - started
     return elapsed, summary.trades, summary.orders
 
@@ -101,8 +124,10 @@ def main() -> None:
     configure_logging("error")
     bars = repeat_bars(load_bundled(), args.bars)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    probe = _MemoryProbe(warmup_bars=min(20_000, len(bars) // 5))
     with tempfile.TemporaryDirectory() as tmp:
-        ours, our_trades, our_orders = asyncio.run(_tradectl(bars, Path(tmp) / "bench.db"))
+        ours, our_trades, our_orders = asyncio.run(_tradectl(bars, Path(tmp) / "bench.db", probe))
+        rss_end = _rss_bytes()  # before the store's files go: the same process state as during the run
     rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     theirs, their_trades = _backtesting_py(bars)
     ours_rate, theirs_rate = len(bars) / ours, len(bars) / theirs
@@ -113,6 +138,11 @@ def main() -> None:
           f" {their_trades} trades)")
     print(f"  ratio tradectl / backtesting.py        {ours_rate / theirs_rate:>10.2f}x   (target >= 2x)")
     print(f"  peak RSS growth during the tradectl run: {(rss_after - rss_before) / 1024:.1f} MB")
+    if probe.after_warmup is not None and probe.after_warmup[1] and probe.bars > probe.after_warmup[0]:
+        warm_bars, warm_rss = probe.after_warmup
+        per_100k = (rss_end - warm_rss) / (probe.bars - warm_bars) * 100_000 / 2**20
+        print(f"  RSS growth after warm-up ({warm_bars:,} bars): {per_100k:+.2f} MB per 100,000 bars"
+              "   (target <= 1 MB)")
 
 
 def _version() -> str:
