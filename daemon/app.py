@@ -336,19 +336,23 @@ class Daemon:
         plain = pipeline.strategy if self.quiet_stretches and self._can_stretch() else None
         n = reported = 0
 
+        async def book_fills_at_open() -> None:
+            # Market orders sent on the last bar fill at the next bar's open: book them now, as a live
+            # broker's fill report would be booked, instead of together with that bar.
+            broker.open_next()
+            await pipeline.apply_updates()
+
         async def step(bar: Bar) -> bool:
             """One bar (and the quiet stretch after it); True when the run should stop."""
             nonlocal n, reported
             await pipeline.on_bar(bar)
-            # Market orders sent on this bar fill at the next bar's open: book them now, as a live
-            # broker's fill report would be booked, instead of together with that bar.
-            broker.open_next()
-            await pipeline.apply_updates()
+            await book_fills_at_open()
             if reconciler is not None:
                 await reconciler.after_fills(bar.ts)  # once per bar's batch of fills, never from inside on_fill
             n += 1
             if plain is not None and pipeline.strategy is plain and broker.idle and not orders.has_working():
                 n += await pipeline.run_quiet(feed.upcoming(_STRETCH_BARS), broker.deliver_quiet)
+                await book_fills_at_open()  # the stretch may have ended with an order
                 await asyncio.sleep(0)  # a stretch may skip the periodic yield below
             if progress is not None and n - reported >= 1024:
                 progress(n - reported)
