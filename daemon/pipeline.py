@@ -183,6 +183,15 @@ class TradingPipeline:
         quiet_actions: dict[str, frozenset[Action]] = {}
         last: tuple[Any, ...] | None = None
         handled = 0
+
+        def hand_over() -> None:
+            """The bars handled so far go to the broker; status sees the last of them and its decision."""
+            deliver(bars[:handled])
+            self.quiet_bars += handled
+            self.last_bar = bars[handled - 1]
+            if last is not None:
+                self._last = last
+
         for bar in bars:
             if not accept(bar):
                 break  # not plain: on_bar checks it and names any problem
@@ -199,9 +208,7 @@ class TradingPipeline:
                     side = (held > 0) - (held < 0)
                     quiet = quiet_actions[symbol] = frozenset(a for a in Action if a is Action.HOLD or keeps(a, side))
                 if action not in quiet:
-                    deliver(bars[:handled])
-                    self.quiet_bars += handled
-                    self.last_bar = bar
+                    hand_over()
                     view = portfolio.view(symbol)
                     equity = equity_of()
                     await self._act(Decision(symbol, ts, action, reason=reason), bar, view, equity)
@@ -213,11 +220,7 @@ class TradingPipeline:
                 last = (symbol, ts, name, None, "no_order", "")
             equity = equity_of()
             if hooks.equity(ts, equity, portfolio.day_start_equity, portfolio.peak_equity):
-                deliver(bars[:handled])  # a risk request may flatten: the broker must have seen this bar
-                self.quiet_bars += handled
-                self.last_bar = bar
-                if last is not None:
-                    self._last = last
+                hand_over()  # a risk request may flatten: the broker must have seen this bar
                 await self._risk_requests(ts)
                 self._snapshot(ts, equity)
                 return handled
@@ -225,11 +228,7 @@ class TradingPipeline:
                 await self._record_risk_events()
             self._snapshot(ts, equity)
         if handled:
-            self.quiet_bars += handled
-            deliver(bars[:handled])
-            self.last_bar = bars[handled - 1]
-            if last is not None:
-                self._last = last
+            hand_over()
             if store.should_flush:
                 self._flush_in_background()
         return handled
