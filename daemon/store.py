@@ -190,10 +190,12 @@ class _Inline:
     A replay has nothing else for the loop to serve, a thread hop per order
     would cost more than the order's SQL, and a backtest interrupted half way
     is simply run again, so per-order durability buys nothing. Writes are
-    therefore queued (write-behind) and executed in their original order at
-    the next flush or before the next read, so every read sees every earlier
-    write and the journal on disk is the one a live run would write. A write
-    that fails there fails the whole batch (rolled back) with a ``StoreError``.
+    therefore queued (write-behind) and executed at the next flush or before
+    the next read, so every read sees every earlier write. Queued statements
+    run in their original order; the order journal's rows are grouped per
+    table by ``_JournalBuffer``, and either way the tables end up as a live
+    run's (a test compares them). A write that fails there fails the whole
+    batch (rolled back) with a ``StoreError``.
     """
 
     def __init__(self, conn: sqlite3.Connection) -> None:
