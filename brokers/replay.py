@@ -174,6 +174,10 @@ class ReplayFeed:
         """
         if self.pace is not None:
             raise RuntimeError("next_now() is for unpaced feeds; iterate a paced feed with `async for`")
+        return self._take()
+
+    def _take(self) -> Bar | None:
+        """Consume the next bar (None at the end or after ``stop``)."""
         index = self._next
         if self._stopped or index >= len(self.bars):
             return None
@@ -208,21 +212,16 @@ class ReplayFeed:
         return self
 
     async def __anext__(self) -> Bar:
-        index = self._next
-        if self._stopped or index >= len(self.bars):
+        if self.done:
             raise StopAsyncIteration
         if self.pace is None:
-            if index % _YIELD_EVERY == _YIELD_EVERY - 1:
+            if self._next % _YIELD_EVERY == _YIELD_EVERY - 1:
                 await asyncio.sleep(0)
         else:
             await self._wait_for_schedule()
-        if self._stopped or index != self._next or index >= len(self.bars):
-            if self.done:
-                raise StopAsyncIteration
-            index = self._next  # seek() moved the feed while we waited
-        bar = self.bars[index]
-        self._next = index + 1
-        self._last_bar = bar
+        bar = self._take()  # the feed may have been stopped or moved (seek) while we waited
+        if bar is None:
+            raise StopAsyncIteration
         return bar
 
     async def _wait_for_schedule(self) -> None:

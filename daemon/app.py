@@ -383,7 +383,6 @@ class Daemon:
             and self.feed.pace is None
             and self.broker.state_file is None
             and isinstance(self.pipeline.strategy, PlainStrategy)
-            and hasattr(self.pipeline.sizer, "keeps_position")
         )
 
     async def rollback_to_gold(self, ts: int) -> bool:

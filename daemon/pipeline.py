@@ -41,6 +41,10 @@ class Sizer(Protocol):
 
     def target(self, decision: Decision, *, equity: float, price: float, position: PositionView) -> Decimal | None: ...
 
+    def keeps_position(self, action: Action, side: int) -> bool:
+        """True when ``target`` surely leaves a position of ``side`` (-1, 0, 1) as it is for ``action``."""
+        ...
+
 
 @dataclass(slots=True)
 class Counts:

@@ -429,7 +429,8 @@ class Store:
         return store
 
     async def close(self) -> None:
-        await self.flush(end_runs=True)
+        self._end_runs()
+        await self.flush()
         await self._backend.close()
 
     async def checkpoint(self) -> tuple[int, int, int] | None:
@@ -457,7 +458,8 @@ class Store:
         return self.run_id
 
     async def end_run(self, summary: dict[str, Any]) -> None:
-        await self.flush(end_runs=True)
+        self._end_runs()
+        await self.flush()
         await self._write(
             "UPDATE runs SET ended_at = ?, summary = ? WHERE id = ?",
             (_utc_now(), json.dumps(summary, sort_keys=True, default=str), self.run_id),
@@ -642,6 +644,10 @@ class Store:
         ]
         return decision_id
 
+    def _end_runs(self) -> None:
+        for symbol in list(self._runs):
+            self._end_run(symbol)
+
     def _end_run(self, symbol: str) -> None:
         run = self._runs.pop(symbol, None)
         if run is not None:
@@ -666,18 +672,15 @@ class Store:
     def should_flush(self) -> bool:
         return self._pending >= self._flush_rows
 
-    async def flush(self, *, end_runs: bool | None = None) -> None:
+    async def flush(self) -> None:
         """Write the buffered rows.
 
         Open decision runs are ended (written) too, except in a backtest
         batch, where they stay open until they end by themselves or the run
         does: where a run splits then does not depend on when flushes happen.
         """
-        if end_runs is None:
-            end_runs = self._batch is None
-        if end_runs:
-            for symbol in list(self._runs):
-                self._end_run(symbol)
+        if self._batch is None:
+            self._end_runs()
         if self._pending:
             await self._commit(self._take_buffers())
         if self._batch is not None:

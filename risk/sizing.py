@@ -218,8 +218,8 @@ class Sizer:
             return target_quantity(action, _ZERO)
         side = 1 if action is _BUY else -1
         held = position.side
-        if held == side and not self.cfg.resize_open:
-            return None  # keeps_position: sizes are set at entry
+        if self.keeps_position(action, held):
+            return None  # sizes are set at entry
         atr = atr if atr is not None else _float_or_none(decision.extras.get(ATR))
         realised_vol = realised_vol if realised_vol is not None else _float_or_none(decision.extras.get(REALISED_VOL))
         size = self.size(equity=equity, atr=atr, realised_vol=realised_vol)
@@ -230,8 +230,8 @@ class Sizer:
     def keeps_position(self, action: Action, side: int) -> bool:
         """True when ``target`` surely leaves a position of ``side`` (-1, 0, 1) where it is for ``action``.
 
-        The backtester's quiet stretches skip sizing on such bars; this is
-        the rule ``target`` applies first (a CLOSE when flat targets flat).
+        ``target`` answers such a BUY/SELL with None (a CLOSE when flat
+        targets flat); the backtester's quiet stretches skip sizing on them.
         """
         if action is _CLOSE:
             return side == 0
