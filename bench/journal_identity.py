@@ -49,10 +49,11 @@ SETS = {"bundled": None, "100k": 100_000}
 
 def write_bars_csv(path: Path, total: int) -> None:
     """The 100,000-bar set as a CSV the command line reads (epoch seconds, repr floats: exact round trip)."""
-    from brokers.replay import load_bundled, repeat_bars
+    from brokers.history import load_bundled, repeat_bars
 
     rows = ["ts,open,high,low,close,volume"]
-    rows += [f"{b.ts},{b.open!r},{b.high!r},{b.low!r},{b.close!r},{b.volume!r}" for b in repeat_bars(load_bundled(), total)]
+    bars = repeat_bars(load_bundled(), total)
+    rows += [f"{b.ts},{b.open!r},{b.high!r},{b.low!r},{b.close!r},{b.volume!r}" for b in bars]
     path.write_text("\n".join(rows) + "\n")
 
 

@@ -230,7 +230,7 @@ def _recurrent_config(model: Path, synchronous: str = "full") -> Any:
 
 
 async def _assemble(model: Path, db: Path, bars: list[Any], mode: str = "backtest", synchronous: str = "full") -> Any:
-    from brokers.replay import ReplayFeed
+    from brokers.sim.replay import ReplayFeed
     from daemon.app import Daemon
 
     config = _recurrent_config(model, synchronous)
@@ -242,7 +242,7 @@ async def _assemble(model: Path, db: Path, bars: list[Any], mode: str = "backtes
 
 async def _pipeline(model: Path, repeat: int, backtests: int) -> None:
     """bar -> order latency through the real pipeline, then backtest throughput."""
-    from brokers.replay import load_bundled, repeat_bars
+    from brokers.history import load_bundled, repeat_bars
     from daemon.logs import configure_logging
 
     configure_logging("error", False)  # no log line per order or risk denial: their I/O is not the pipeline

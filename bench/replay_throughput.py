@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from brokers.base import Bar
-from brokers.replay import load_bundled, repeat_bars
+from brokers.history import load_bundled, repeat_bars
 from daemon import app as daemon_app
 from daemon.config import TradectlConfig
 from daemon.logs import configure_logging

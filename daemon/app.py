@@ -21,8 +21,9 @@ import structlog
 
 from brokers.base import Bar
 from brokers.errors import ConfigError, RiskStateError, TradectlError
-from brokers.replay import ReplayFeed, load_bars, load_bundled
+from brokers.history import load_bars, load_bundled
 from brokers.sim import SimBroker
+from brokers.sim.replay import ReplayFeed
 from daemon.api import ControlApi
 from daemon.bar_guard import BarGuard
 from daemon.config import TradectlConfig

@@ -150,7 +150,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def _load_data(args: argparse.Namespace, config: TradectlConfig) -> tuple[Path, str, list[Bar]]:
     """Bars the way the daemon loads them, so training sees what a backtest replays."""
-    from brokers.replay import BUNDLED_SYMBOL, bundled_dataset_path, load_bars
+    from brokers.history import BUNDLED_SYMBOL, bundled_dataset_path, load_bars
 
     data = config.data
     path = args.data or data.path

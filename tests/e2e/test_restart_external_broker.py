@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from brokers.sim_state import StateFile
+from brokers.sim.state import StateFile
 from tests.e2e.test_run_and_status import _cli, _free_port
 
 pytestmark = pytest.mark.slow

@@ -130,7 +130,7 @@ def _readline(stream: IO[str] | None, timeout: float) -> str:
 
 def _broker_state(work: Path) -> dict[str, Any]:
     """The broker's own record: its snapshot with its journal replayed (what a restarted broker loads)."""
-    from brokers.sim_state import StateFile
+    from brokers.sim.state import StateFile
 
     state = StateFile(work / "broker.json").load()
     return {

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from brokers.base import Bar, utc_datetime
-from brokers.replay import load_bundled
+from brokers.history import load_bundled
 from daemon.app import Daemon
 from daemon.config import TradectlConfig
 from strategies.base import Action, Decision, PositionView

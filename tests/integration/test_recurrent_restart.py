@@ -23,7 +23,7 @@ import sqlite3
 from decimal import Decimal
 from pathlib import Path
 
-from brokers.replay import load_bundled
+from brokers.history import load_bundled
 from daemon.app import Daemon
 from daemon.config import TradectlConfig
 from daemon.store import Store

@@ -13,8 +13,9 @@ from gymnasium.utils.env_checker import check_env
 
 from brokers.base import Bar, Fill, OrderRequest, Side
 from brokers.costs import CostModel
-from brokers.replay import ReplayFeed, load_bundled
+from brokers.history import load_bundled
 from brokers.sim import SimBroker
+from brokers.sim.replay import ReplayFeed
 from daemon.portfolio import Portfolio
 from strategies.base import ACTION_MAP, FLAT, Action
 from strategies.env import TradingEnv, gap_free_segments

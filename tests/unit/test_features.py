@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from brokers.base import Bar
-from brokers.replay import load_bundled
+from brokers.history import load_bundled
 from strategies.base import FLAT, PositionView
 from strategies.features import (
     DEFAULT_FEATURE_CONFIG,

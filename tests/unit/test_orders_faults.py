@@ -19,7 +19,7 @@ import pytest
 
 from brokers.base import Bar, Fill, OrderRequest, OrderStatus, OrderType, OrderUpdate, Side
 from brokers.errors import BrokerError, OrderRejected, UnknownOrderOutcome
-from brokers.replay import load_bundled
+from brokers.history import load_bundled
 from brokers.sim import SimBroker
 from daemon.orders import NEVER_SENT, ManagedOrder
 from risk.governor import TradingState

@@ -17,7 +17,7 @@ import pytest
 
 from brokers.base import Bar, OrderRequest, OrderStatus, OrderType, OrderUpdate, Position, Side
 from brokers.errors import BrokerError
-from brokers.replay import load_bundled
+from brokers.history import load_bundled
 from brokers.sim import SimBroker
 from daemon.recovery import make_settle, start_safely, supervise
 from risk.governor import TradingState

@@ -21,7 +21,7 @@ from sb3_contrib import RecurrentPPO
 
 from brokers.base import Bar
 from brokers.errors import ModelError
-from brokers.replay import load_bundled
+from brokers.history import load_bundled
 from daemon.config import TradectlConfig
 from strategies.base import ACTION_MAP, FLAT, Action, Decision, PositionView
 from strategies.env import TradingEnv

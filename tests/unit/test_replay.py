@@ -15,14 +15,14 @@ import pytest
 
 from brokers.base import Bar
 from brokers.errors import DataError
-from brokers.replay import (
+from brokers.history import (
     BUNDLED_SYMBOL,
-    ReplayFeed,
     bundled_dataset_path,
     load_bars,
     load_bundled,
     repeat_bars,
 )
+from brokers.sim.replay import ReplayFeed
 
 JAN2_08Z = 1483344000  # 2017-01-02T08:00:00Z
 JUL3_07Z = 1499065200  # 2017-07-03T07:00:00Z

@@ -30,8 +30,9 @@ from brokers.base import (
 )
 from brokers.costs import CostModel
 from brokers.errors import BrokerError, DataError, OrderRejected
-from brokers.replay import ReplayFeed, load_bundled
+from brokers.history import load_bundled
 from brokers.sim import SimBroker, SimState
+from brokers.sim.replay import ReplayFeed
 
 D = Decimal
 SYM = "EURUSD"

@@ -15,9 +15,10 @@ import pytest
 from brokers.base import Bar, OrderRequest, OrderType, Side
 from brokers.costs import CostModel
 from brokers.errors import DataError, OrderRejected
-from brokers.replay import ReplayFeed, load_bundled
+from brokers.history import load_bundled
 from brokers.sim import SimBroker
-from brokers.sim_state import StateFile
+from brokers.sim.replay import ReplayFeed
+from brokers.sim.state import StateFile
 
 D = Decimal
 BARS: list[Bar] = load_bundled()[:60]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from brokers.replay import bundled_dataset_path
+from brokers.history import bundled_dataset_path
 from daemon.cli import main
 from strategies.base import ACTION_MAP
 from strategies.features import FEATURE_NAMES, feature_hash

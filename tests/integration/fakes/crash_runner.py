@@ -31,7 +31,7 @@ from pathlib import Path
 import structlog
 
 from brokers.base import Fill, OrderRequest, OrderUpdate
-from brokers.replay import load_bundled
+from brokers.history import load_bundled
 from brokers.sim import SimBroker
 from daemon.orders import ManagedOrder
 from daemon.recovery import start_safely

@@ -16,8 +16,8 @@ from typing import Any
 
 from brokers.base import Bar, Fill
 from brokers.costs import CostModel
-from brokers.replay import ReplayFeed
 from brokers.sim import SimBroker
+from brokers.sim.replay import ReplayFeed
 from daemon.bar_guard import BarGuard
 from daemon.orders import ManagedOrder, OrderManager
 from daemon.pipeline import TradingPipeline

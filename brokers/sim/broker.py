@@ -41,10 +41,10 @@ from brokers.base import (
 )
 from brokers.costs import CostModel
 from brokers.errors import BrokerError, DataError, OrderRejected
-from brokers.replay import ReplayFeed
-from brokers.sim_state import STATE_VERSION, Delta, SimOrder, SimState, StateFile, atomic_write
+from brokers.sim.replay import ReplayFeed
+from brokers.sim.state import Delta, SimOrder, SimState, StateFile, atomic_write
 
-__all__ = ["STATE_VERSION", "SimBroker", "SimOrder", "SimState"]
+__all__ = ["SimBroker"]
 _DAY = 86_400
 _INF = math.inf
 # Divisions (average prices) use a fixed context so results cannot depend on whatever
