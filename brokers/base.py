@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 ZERO = Decimal(0)
 
@@ -159,13 +159,38 @@ class AccountSnapshot:
 
 
 @runtime_checkable
-class Broker(Protocol):
-    """What the daemon needs from any broker, simulated or real.
+class MarketData(Protocol):
+    """A venue's market-data side: the live bar stream and the history behind it.
+
+    ``bars`` yields close-stamped bars in the order the venue delivers them;
+    a bad bar is still yielded (the daemon's bar guard rejects it with a
+    reason, a feed never drops one silently). ``stop_bars`` ends the stream
+    after the bar in hand, waking a consumer that is waiting for the next one.
+    """
+
+    def bars(self) -> AsyncIterator[Bar]: ...
+
+    def stop_bars(self) -> None: ...
+
+    async def historical_bars(self, symbol: str, start_ts: int, end_ts: int) -> list[Bar]: ...
+
+    def feed_status(self) -> dict[str, Any]:
+        """What ``/status`` shows about the stream (position, lag, connection): plain JSON values."""
+        ...
+
+
+@runtime_checkable
+class Broker(MarketData, Protocol):
+    """What the daemon needs from any venue, simulated or real: the only seam to the market.
 
     Order updates are delivered two ways: ``next_update`` for a task that waits
     on them, and ``drain_updates`` which returns whatever has already arrived.
     The pipeline drains before acting on each bar so that it never decides on
     a position that is stale by an already-received fill.
+
+    ``now`` is the venue's clock in epoch seconds: the wall clock for a live
+    venue, the close of the last delivered bar for a replay. Order timeouts
+    and audits use it, so a replay of 2017 keeps 2017's time.
     """
 
     name: str
@@ -174,7 +199,7 @@ class Broker(Protocol):
 
     async def close(self) -> None: ...
 
-    def bars(self) -> AsyncIterator[Bar]: ...
+    def now(self) -> int: ...
 
     async def next_update(self) -> OrderUpdate: ...
 
@@ -186,13 +211,15 @@ class Broker(Protocol):
 
     async def get_order(self, client_order_id: str) -> OrderUpdate | None: ...
 
+    async def fills_for(self, client_order_id: str) -> list[Fill]:
+        """Every execution of one order, oldest first (how a restarted daemon finds fills it never booked)."""
+        ...
+
     async def open_orders(self) -> list[OrderUpdate]: ...
 
     async def positions(self) -> list[Position]: ...
 
     async def account(self) -> AccountSnapshot: ...
-
-    async def historical_bars(self, symbol: str, start_ts: int, end_ts: int) -> list[Bar]: ...
 
 
 @dataclass(slots=True)

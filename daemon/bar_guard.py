@@ -30,6 +30,12 @@ _ACCEPT_START = GuardResult(True, episode_start=True)
 BarCheck = Callable[[Bar], tuple[str, str] | None]
 
 
+def _timestamp(bar: Bar) -> tuple[str, str] | None:
+    if not isinstance(bar.ts, int):
+        return "not_finite", f"ts={bar.ts!r}"
+    return None
+
+
 def _finite(bar: Bar) -> tuple[str, str] | None:
     for name in ("open", "high", "low", "close", "volume"):
         value = getattr(bar, name)
@@ -64,30 +70,7 @@ def _volume(bar: Bar) -> tuple[str, str] | None:
     return None
 
 
-def _plainly_valid(bar: Bar) -> bool:
-    """Every value check at once, for the bar that passes them all (nearly every bar).
-
-    One chained comparison instead of five calls: NaN fails every comparison,
-    infinity fails ``< inf``. A False here only means "look closer": the
-    individual checks then find and name the problem.
-    """
-    try:
-        return (
-            type(bar.ts) is int
-            and 0 < bar.low <= bar.open <= bar.high < _INF
-            and bar.low <= bar.close <= bar.high
-            and 0 <= bar.volume < _INF
-            and type(bar.open) in _NUMBER and type(bar.high) in _NUMBER and type(bar.low) in _NUMBER
-            and type(bar.close) in _NUMBER and type(bar.volume) in _NUMBER
-        )
-    except TypeError:
-        return False
-
-
-_INF = math.inf
-_NUMBER = frozenset((float, int))
-
-VALUE_CHECKS: tuple[BarCheck, ...] = (_finite, _positive_prices, _high_low, _inside_range, _volume)
+VALUE_CHECKS: tuple[BarCheck, ...] = (_timestamp, _finite, _positive_prices, _high_low, _inside_range, _volume)
 
 REJECTION_REASONS: tuple[str, ...] = (
     "not_finite",
@@ -119,14 +102,10 @@ class BarGuard:
 
     def check(self, bar: Bar, now: float | None = None) -> GuardResult:
         """``now`` (epoch seconds) enables the staleness check in live trading."""
-        if not _plainly_valid(bar):
-            # Something is off: the individual checks name the first problem, in their documented order.
-            if not isinstance(bar.ts, int):
-                return self._reject("not_finite", f"ts={bar.ts!r}")
-            for check in VALUE_CHECKS:
-                problem = check(bar)
-                if problem is not None:
-                    return self._reject(*problem)
+        for check in VALUE_CHECKS:
+            problem = check(bar)
+            if problem is not None:
+                return self._reject(*problem)
         last = self._last_ts.get(bar.symbol)
         if last is not None:
             if bar.ts == last:
@@ -142,21 +121,6 @@ class BarGuard:
         self._last_ts[bar.symbol] = bar.ts
         self.accepted += 1
         return _ACCEPT_START if last is None else _ACCEPT
-
-    def accept_plain(self, bar: Bar) -> bool:
-        """Accept ``bar`` if it is a plain continuation of its symbol, else change nothing and return False.
-
-        Plain: every value check passes and it follows the symbol's last bar
-        within the gap limit (so it is never an episode start). The verdict is
-        the one ``check`` gives such a bar without a staleness clock (a
-        replay); False only means "use ``check``", which names any problem.
-        """
-        last = self._last_ts.get(bar.symbol)
-        if last is None or not _plainly_valid(bar) or not last < bar.ts <= last + self.max_gap_seconds:
-            return False
-        self._last_ts[bar.symbol] = bar.ts
-        self.accepted += 1
-        return True
 
     def _reject(self, reason: str, detail: str) -> GuardResult:
         self.rejected[reason] += 1

@@ -23,6 +23,7 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool killed by a closed pipe
 
 
 def _config_arg(parser: argparse.ArgumentParser) -> None:
@@ -110,24 +111,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train": _cmd_train,
     }
     try:
-        return handlers[args.command](args)
+        code = handlers[args.command](args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the try, not at interpreter exit
+        return code
     except TradectlError as exc:
         print(f"tradectl {args.command}: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return EXIT_OK
+    except BrokenPipeError:
+        return _closed_pipe()
+
+
+def _closed_pipe() -> int:
+    """The reader went away (``tradectl status | head -3``): end quietly, as Unix tools do.
+
+    Python would otherwise report the broken pipe again when it flushes
+    stdout at exit; pointing stdout at /dev/null first keeps that quiet.
+    """
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_BROKEN_PIPE
 
 
 # ---------------------------------------------------------------------- run / backtest
 def _cmd_run(args: argparse.Namespace) -> int:
-    from daemon.app import Daemon, print_summary
+    from daemon.app import print_summary
+    from daemon.runners import LiveRunner
 
     config = load_config(args.config)
     configure_logging(config.logging.level, config.logging.json_output)
 
     async def _main() -> int:
-        daemon = await Daemon.assemble(config, mode="run", data=args.data, db_path=args.db, pace=args.pace)
-        summary = await daemon.run()
+        runner = await LiveRunner.open(config, data=args.data, db_path=args.db, pace=args.pace)
+        summary = await runner.run()
         print_summary("tradectl run summary", summary)
         return EXIT_OK
 
@@ -135,7 +155,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_backtest(args: argparse.Namespace) -> int:
-    from daemon.app import Daemon, print_summary
+    from daemon.app import print_summary
+    from daemon.runners import BacktestRunner
 
     config = load_config(args.config)
     configure_logging("warning", config.logging.json_output)
@@ -144,23 +165,23 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         Path(str(db) + suffix).unlink(missing_ok=True)
 
     async def _main() -> int:
-        daemon = await Daemon.assemble(config, mode="backtest", data=args.data, db_path=db)
+        runner = await BacktestRunner.open(config, data=args.data, db_path=db)
         progress = None
         bar = None
         if not args.no_progress and not args.json:
             from tqdm import tqdm
 
-            bar = tqdm(total=daemon.feed.total, unit="bar", file=sys.stderr, mininterval=0.5)
+            bar = tqdm(total=runner.total_bars, unit="bar", file=sys.stderr, mininterval=0.5)
             progress = bar.update
         try:
-            summary = await daemon.run(progress=progress)
+            summary = await runner.run(progress=progress)
         finally:
             if bar is not None:
                 bar.close()
         if args.json:
             print(json.dumps(summary.as_dict(), indent=2))
         else:
-            print_summary(f"backtest ({daemon.strategy.name}) — journal in {db}", summary)
+            print_summary(f"backtest ({runner.daemon.strategy.name}) — journal in {db}", summary)
         return EXIT_OK
 
     return asyncio.run(_main())

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import structlog
 
@@ -26,12 +26,9 @@ from daemon.store import Store
 from risk.governor import RiskContext, RiskGovernor, TradingState, Verdict, VerdictKind
 from risk.layers import FLATTEN, RiskHooks
 from risk.sizing import order_for_target
-from strategies.base import Action, Decision, PlainStrategy, PositionView, Strategy
+from strategies.base import Action, Decision, PositionView, Strategy
 
 log = structlog.get_logger(__name__)
-
-# Enum's .name is a descriptor call; a dict lookup is several times cheaper on the per-bar path
-_ACTION_NAMES = {action: action.name for action in Action}
 
 AlertSink = Callable[[str, str, dict[str, Any]], Awaitable[None] | None]
 
@@ -94,8 +91,7 @@ class TradingPipeline:
         self._live_clock = live_clock
         self._equity_every = max(1, equity_every)
         self.counts = Counts()
-        # (symbol, ts, action, confidence, verdict, reason) of the last decision
-        self._last: tuple[Any, ...] | None = None
+        self.last_decision: LastDecision | None = None
         self.last_bar: Bar | None = None
         self.stats = RunStats(float(portfolio.starting_cash))
         self.hooks = RiskHooks(governor.layers)
@@ -106,12 +102,6 @@ class TradingPipeline:
         self.on_rollback: Callable[[int], Awaitable[None]] | None = None
         self._flush_task: asyncio.Task[None] | None = None
         self._last_denial: tuple[str, str, str] | None = None
-        self.quiet_bars = 0  # bars handled by run_quiet (backtests)
-
-    @property
-    def last_decision(self) -> LastDecision | None:
-        """Built on demand: per decision the pipeline keeps a plain tuple, cheaper than a dataclass."""
-        return None if self._last is None else LastDecision(*self._last)
 
     def attach(self, orders: OrderManager) -> None:
         self.orders = orders
@@ -120,8 +110,8 @@ class TradingPipeline:
     async def on_bar(self, bar: Bar) -> None:
         """Handle one bar end to end. Never raises for bad data: rejects and counts.
 
-        This runs for every bar of every backtest, so the quiet case (nothing
-        to apply, nothing to send) avoids any work it does not need.
+        The one path of every bar, live or replayed: a bar that changes
+        nothing costs a guard check, a mark, a decision and a few rows.
         """
         await self.apply_updates()
         counts = self.counts
@@ -162,80 +152,6 @@ class TradingPipeline:
             portfolio = self.portfolio
             self.store.add_equity(ts, equity, portfolio.cash_text, portfolio.realized_net_text, portfolio.unrealized())
             self.stats.add(ts, equity)
-
-    async def run_quiet(self, bars: Sequence[Bar], deliver: Callable[[Sequence[Bar]], None]) -> int:
-        """Handle the feed's next ``bars`` for as long as they trade nothing; returns how many were handled.
-
-        The backtester's fast path, equivalent to ``on_bar`` per bar (a test
-        compares whole journals). It needs a ``PlainStrategy`` and an idle
-        broker and order book (the caller checks), and handles a bar here only
-        while that bar is plain (``BarGuard.accept_plain``) and its decision
-        needs no order (HOLD, or an action the sizer answers with the current
-        position). Such a bar costs a fraction of ``on_bar``: no decision
-        object, no update drain, no sizing, one row of a decision run. The
-        bar that needs more (an order, a risk request, a rejection) is either
-        finished here through the normal path or left to ``on_bar``; the
-        broker gets every handled bar through ``deliver`` before any order
-        could reach it.
-        """
-        strategy = cast(PlainStrategy, self.strategy)  # the caller checked (an isinstance here costs µs)
-        scan, accept, keeps = strategy.scan, self.guard.accept_plain, self.sizer.keeps_position
-        portfolio, counts, hooks, store = self.portfolio, self.counts, self.hooks, self.store
-        mark, equity_of = portfolio.mark, portfolio.equity
-        add_decision = store.add_plain_decision
-        # no fill lands inside a stretch, so each symbol's quiet actions are fixed for its length
-        quiet_actions: dict[str, frozenset[Action]] = {}
-        last: tuple[Any, ...] | None = None
-        handled = 0
-
-        def hand_over() -> None:
-            """The bars handled so far go to the broker; status sees the last of them and its decision."""
-            deliver(bars[:handled])
-            self.quiet_bars += handled
-            self.last_bar = bars[handled - 1]
-            if last is not None:
-                self._last = last
-
-        for bar in bars:
-            if not accept(bar):
-                break  # not plain: on_bar checks it and names any problem
-            handled += 1
-            counts.bars += 1
-            symbol, ts = bar.symbol, bar.ts
-            mark(symbol, bar.close, ts)
-            decided = scan(bar)
-            if decided is not None:
-                action, reason = decided
-                quiet = quiet_actions.get(symbol)
-                if quiet is None:
-                    held = portfolio.quantity(symbol)
-                    side = (held > 0) - (held < 0)
-                    quiet = quiet_actions[symbol] = frozenset(a for a in Action if a is Action.HOLD or keeps(a, side))
-                if action not in quiet:
-                    hand_over()
-                    view = portfolio.view(symbol)
-                    equity = equity_of()
-                    await self._act(Decision(symbol, ts, action, reason=reason), bar, view, equity)
-                    await self._finish_bar(ts, equity_of())
-                    return handled
-                counts.decisions += 1
-                name = _ACTION_NAMES[action]
-                add_decision(symbol, ts, name, reason)
-                last = (symbol, ts, name, None, "no_order", "")
-            equity = equity_of()
-            if hooks.equity(ts, equity, portfolio.day_start_equity, portfolio.peak_equity):
-                hand_over()  # a risk request may flatten: the broker must have seen this bar
-                await self._risk_requests(ts)
-                self._snapshot(ts, equity)
-                return handled
-            if counts.bars & 63 == 0:
-                await self._record_risk_events()
-            self._snapshot(ts, equity)
-        if handled:
-            hand_over()
-            if store.should_flush:
-                self._flush_in_background()
-        return handled
 
     async def apply_updates(self) -> int:
         """Book every order update the broker has delivered (fills first reach the books here).
@@ -400,7 +316,7 @@ class TradingPipeline:
                 decision.extras or None,
             )
         )
-        self._last = (
+        self.last_decision = LastDecision(
             decision.symbol,
             decision.ts,
             decision.action.name,

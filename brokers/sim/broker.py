@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import pathlib
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import Literal
 
@@ -141,47 +141,24 @@ class SimBroker:
             self._on_bar(bar)
             yield bar
 
-    def replay_now(self) -> Iterator[Bar]:
-        """``bars()`` for an unpaced feed, without an await per bar (backtests; the caller yields to the loop)."""
+    def stop_bars(self) -> None:
+        self.feed.stop()
+
+    def now(self) -> int:
+        """Simulated time: the close of the last bar delivered (0 before the first)."""
+        return self.state.clock_ts
+
+    def feed_status(self) -> dict[str, object]:
         feed = self.feed
-        while (bar := feed.next_now()) is not None:
-            self._on_bar(bar)
-            yield bar
-
-    @property
-    def idle(self) -> bool:
-        """No working order and no undelivered update: a bar can only move prices (see ``deliver_quiet``)."""
-        return not self._working and not self._inbox
-
-    def deliver_quiet(self, bars: Sequence[Bar]) -> None:
-        """Consume the feed's next ``bars`` while idle, in bulk: they can execute nothing.
-
-        What ``bars()`` would do for each of them reduces to the clock, the
-        last bar and close per symbol and the feed position. The caller
-        vouches that every bar is tradeable and in order (its bar guard
-        accepted them). Not for a file-backed state, whose checkpoints count bars.
-        """
-        if not self.idle or self._file is not None:
-            raise BrokerError("deliver_quiet needs an idle broker without a state file")
-        if not bars:
-            return
-        feed = self.feed
-        if feed.position >= feed.total or feed.bars[feed.position] is not bars[0]:
-            raise BrokerError("deliver_quiet: bars are not the feed's next ones")
-        state = self.state
-        last_ts = state.last_bar_ts
-        closes: dict[str, float] = {}
-        for bar in bars:
-            last_ts[bar.symbol] = bar.ts
-            closes[bar.symbol] = bar.close
-        for symbol, close in closes.items():
-            state.last_prices[symbol] = _dec(close)
-        ts = bars[-1].ts
-        if ts > state.clock_ts:
-            state.clock_ts = ts
-        feed.advance(len(bars))
-        state.feed_position = feed.position
-        state.feed_last_ts = ts
+        last = feed.last_bar
+        return {
+            "kind": "replay",
+            "position": feed.position,
+            "total": feed.total,
+            "lag_seconds": round(feed.lag_seconds, 3),
+            "last_bar_ts": last.time.isoformat() if last is not None else None,
+            "done": feed.done,
+        }
 
     async def historical_bars(self, symbol: str, start_ts: int, end_ts: int) -> list[Bar]:
         """Bars with ``start_ts <= ts <= end_ts`` that the feed has already passed: no look-ahead."""
@@ -407,33 +384,6 @@ class SimBroker:
         if price is not None:
             self._execute(order, price, ts)
         self._expire_if_ioc(order, ts)
-
-    def open_next(self) -> None:
-        """The feed's next bar opens: market orders waiting for it fill at its open now.
-
-        With ``fill_at="next_open"`` such a fill happens when the next bar
-        opens, not when it closes and is delivered, so the daemon can book it
-        before that bar arrives, as it would a live broker's fill report.
-        Everything else waits for the bar's delivery (``_on_bar``): a limit
-        order needs the bar's range, and a symbol with one waits whole, so
-        fills keep the order they would have there. The next bar is only
-        read for its open, and only if delivery would trade on it.
-        """
-        if self.fill_at != "next_open" or not self._working:
-            return
-        feed = self.feed
-        if feed.done:
-            return
-        bar = feed.bars[feed.position]
-        orders = [o for o in self._working.values() if o.symbol == bar.symbol]
-        if not orders or any(o.order_type is not OrderType.MARKET for o in orders):
-            return
-        previous = self.state.last_bar_ts.get(bar.symbol)
-        if not _is_tradeable(bar) or (previous is not None and bar.ts <= previous):
-            return
-        for order in orders:
-            self._trade(order, bar)
-        self._persist()
 
     def _execution_price(self, order: SimOrder, bar: Bar) -> Decimal | None:
         """Where ``order`` trades in ``bar``, or None if the bar never reached its limit."""

@@ -65,16 +65,6 @@ class ReplayFeed:
         self._stopped = True
         self._stop_event.set()
 
-    def next_now(self) -> Bar | None:
-        """The next bar of an unpaced feed without awaiting (None at the end or after ``stop``).
-
-        A backtest reads its bars this way: an await per bar costs more than
-        some of the pipeline's steps, and the caller yields to the loop itself.
-        """
-        if self.pace is not None:
-            raise RuntimeError("next_now() is for unpaced feeds; iterate a paced feed with `async for`")
-        return self._take()
-
     def _take(self) -> Bar | None:
         """Consume the next bar (None at the end or after ``stop``)."""
         index = self._next
@@ -84,20 +74,6 @@ class ReplayFeed:
         self._next = index + 1
         self._last_bar = bar
         return bar
-
-    def upcoming(self, limit: int) -> list[Bar]:
-        """Up to ``limit`` of the next bars, not consumed (unpaced feeds: a backtest reads ahead in stretches)."""
-        if self._stopped:
-            return []
-        return self.bars[self._next : self._next + limit]
-
-    def advance(self, count: int) -> None:
-        """Consume the next ``count`` bars as if iterated (after ``upcoming``)."""
-        if not 0 <= count <= len(self.bars) - self._next:
-            raise ValueError(f"cannot advance {count} bars from {self._next} of {len(self.bars)}")
-        if count:
-            self._next += count
-            self._last_bar = self.bars[self._next - 1]
 
     def seek(self, index: int) -> None:
         """Continue from ``index`` (used when a simulated broker restores saved state); restarts the pace schedule."""

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon.app import Daemon
 from daemon.cli import main
 from daemon.config import TradectlConfig
+from daemon.runners import BacktestRunner
 
 D = Decimal
 
@@ -21,8 +21,8 @@ def _config(tmp_path: Path, **overrides: object) -> TradectlConfig:
     return TradectlConfig(**doc)  # type: ignore[arg-type]
 
 
-async def _backtest(config: TradectlConfig, db: Path, data: Path | None = None) -> Daemon:
-    daemon = await Daemon.assemble(config, mode="backtest", db_path=db, data=data)
+async def _backtest(config: TradectlConfig, db: Path, data: Path | None = None) -> BacktestRunner:
+    daemon = await BacktestRunner.open(config, db_path=db, data=data)
     await daemon.run(install_signals=False)
     return daemon
 
@@ -45,7 +45,7 @@ async def test_two_backtests_write_byte_identical_order_journals(tmp_path: Path,
 async def test_pnl_equals_the_sum_over_stored_fills(tmp_path: Path) -> None:
     db = tmp_path / "bt.db"
     daemon = await _backtest(_config(tmp_path, strategy={"kind": "sma_cross"}), db)
-    book = daemon.portfolio
+    book = daemon.daemon.portfolio
     with sqlite3.connect(db) as conn:
         fills = conn.execute("SELECT side, quantity, price, fee FROM fills").fetchall()
         trades = conn.execute("SELECT pnl FROM trades").fetchall()
@@ -87,7 +87,7 @@ async def test_bad_bars_are_rejected_counted_and_never_traded(tmp_path: Path) ->
     strategy = {"kind": "sma_cross", "sma_cross": {"fast": 3, "slow": 8}}
     config = _config(tmp_path, strategy=strategy, data={"symbol": "TEST"})
     daemon = await _backtest(config, db, data=path)
-    assert daemon.pipeline.counts.rejected_bars == len(bad)
+    assert daemon.daemon.pipeline.counts.rejected_bars == len(bad)
     with sqlite3.connect(db) as conn:
         reasons = sorted(r for (r,) in conn.execute("SELECT reason FROM bar_rejections"))
         # a row may stand for a run of identical decisions on consecutive accepted bars: ts .. last_ts
@@ -100,7 +100,7 @@ async def test_bad_bars_are_rejected_counted_and_never_traded(tmp_path: Path) ->
     good_rejects = rejected - {1704085200}
     assert good_rejects
     assert not [(first, last) for first, last, _ in decided for ts in good_rejects if first <= ts <= last]
-    assert sum(bars for _, _, bars in decided) == daemon.pipeline.counts.decisions
+    assert sum(bars for _, _, bars in decided) == daemon.daemon.pipeline.counts.decisions
 
 
 def test_backtest_command_prints_a_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from brokers.errors import ModelError
-from daemon.app import Daemon
 from daemon.cli import main
 from daemon.config import TradectlConfig
 from daemon.models import gold_model, list_models, register_model
+from daemon.runners import BacktestRunner
 from daemon.store import Store
 from risk.governor import TradingState
 from strategies.recurrent import RecurrentStrategy, default_model_path
@@ -54,13 +54,13 @@ async def test_drawdown_halt_flattens_halts_and_switches_to_the_gold_model(tmp_p
             "loss_streak": {"enabled": False},
         },
     )
-    daemon = await Daemon.assemble(config, mode="backtest", db_path=db)
-    assert daemon.strategy.name == "sma_cross"
+    daemon = await BacktestRunner.open(config, db_path=db)
+    assert daemon.daemon.strategy.name == "sma_cross"
     await daemon.run(install_signals=False)
-    assert daemon.governor.state is TradingState.HALTED
-    assert isinstance(daemon.strategy, RecurrentStrategy)
-    assert daemon.strategy.model_sha256 == gold["sha256"]
-    assert daemon.portfolio.positions() == [], "the halt tier flattens"
+    assert daemon.daemon.governor.state is TradingState.HALTED
+    assert isinstance(daemon.daemon.strategy, RecurrentStrategy)
+    assert daemon.daemon.strategy.model_sha256 == gold["sha256"]
+    assert daemon.daemon.portfolio.positions() == [], "the halt tier flattens"
     with sqlite3.connect(db) as conn:
         reasons = {r for (r,) in conn.execute("SELECT reason FROM risk_events")}
     assert {"drawdown_halt", "rolled_back_to_gold"} <= reasons
@@ -68,12 +68,12 @@ async def test_drawdown_halt_flattens_halts_and_switches_to_the_gold_model(tmp_p
 
 async def test_without_a_gold_model_the_halt_is_recorded(tmp_path: Path) -> None:
     config = TradectlConfig(api={"enabled": False}, strategy={"kind": "sma_cross"})
-    daemon = await Daemon.assemble(config, mode="backtest", db_path=tmp_path / "x.db")
-    assert await daemon.rollback_to_gold(0) is False
-    await daemon.store.flush()
-    rows = await daemon.store.query("SELECT reason FROM risk_events")
+    daemon = await BacktestRunner.open(config, db_path=tmp_path / "x.db")
+    assert await daemon.daemon.rollback_to_gold(0) is False
+    await daemon.daemon.store.flush()
+    rows = await daemon.daemon.store.query("SELECT reason FROM risk_events")
     assert ("no_gold_model",) in rows
-    await daemon.store.close()
+    await daemon.daemon.store.close()
 
 
 def test_models_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -27,8 +27,8 @@ import pytest
 
 from brokers.base import Bar, utc_datetime
 from brokers.history import load_bundled
-from daemon.app import Daemon
 from daemon.config import TradectlConfig
+from daemon.runners import BacktestRunner
 from strategies.base import Action, Decision, PositionView
 from strategies.env import TradingEnv
 from strategies.recurrent import RecurrentStrategy
@@ -95,14 +95,14 @@ def _script(bars: Sequence[Bar]) -> dict[int, Action]:
 
 async def _live(tmp_path: Path, bars: list[Bar], scripted: bool) -> tuple[_Recording, dict[int, str], list[tuple]]:
     data = write_bars(tmp_path / "bars.csv", bars)
-    daemon = await Daemon.assemble(parity_config(), mode="backtest", data=data, db_path=tmp_path / "live.db")
-    built = daemon.strategy
+    daemon = await BacktestRunner.open(parity_config(), data=data, db_path=tmp_path / "live.db")
+    built = daemon.daemon.strategy
     assert isinstance(built, RecurrentStrategy)
     cls = _Scripted if scripted else _Recording
     strategy = cls(built.model_path, max_gap_seconds=built.max_gap_seconds)
     if scripted:
         strategy.script = _script(bars)
-    daemon.strategy = daemon.pipeline.strategy = strategy
+    daemon.daemon.strategy = daemon.daemon.pipeline.strategy = strategy
     await daemon.run(install_signals=False)
     with sqlite3.connect(tmp_path / "live.db") as conn:
         actions = dict(conn.execute("SELECT ts, action FROM decisions ORDER BY id").fetchall())

@@ -24,8 +24,8 @@ from decimal import Decimal
 from pathlib import Path
 
 from brokers.history import load_bundled
-from daemon.app import Daemon
 from daemon.config import TradectlConfig
+from daemon.runners import BacktestRunner
 from daemon.store import Store
 from strategies.recurrent import RecurrentStrategy, restore_from_store, save_to_store
 from tests.integration.test_parity import write_bars
@@ -70,35 +70,36 @@ async def test_decisions_after_a_restart_equal_an_uninterrupted_run(tmp_path: Pa
     data = write_bars(tmp_path / "bars.csv", bars)
     config = _config()
 
-    whole = await Daemon.assemble(config, mode="backtest", data=data, db_path=tmp_path / "whole.db")
+    whole = await BacktestRunner.open(config, data=data, db_path=tmp_path / "whole.db")
     await whole.run(install_signals=False)
-    reference_run = whole.store.run_id
+    reference_run = whole.daemon.store.run_id
     cut = _flat_cut(tmp_path / "whole.db", reference_run, [b.ts for b in bars])
     reference = [row for row in _decisions(tmp_path / "whole.db", reference_run) if row[1] >= bars[cut].ts]
 
     db = tmp_path / "restart.db"
     head = write_bars(tmp_path / "head.csv", bars[:cut])
-    first = await Daemon.assemble(config, mode="backtest", data=head, db_path=db)
+    first = await BacktestRunner.open(config, data=head, db_path=db)
     await first.run(install_signals=False)
-    first.broker.save_state(tmp_path / "sim.json")
-    assert isinstance(first.strategy, RecurrentStrategy)
+    first.daemon.broker.save_state(tmp_path / "sim.json")
+    assert isinstance(first.daemon.strategy, RecurrentStrategy)
     # The daemon's shutdown closed its store; saving is what the shutdown glue will do before that.
     store = await Store.open(db, instance_id="bt", durable=False)
     try:
-        assert await save_to_store(first.strategy, store) == 1
+        assert await save_to_store(first.daemon.strategy, store) == 1
     finally:
         await store.close()
 
-    second = await Daemon.assemble(config, mode="backtest", data=data, db_path=db)
+    second = await BacktestRunner.open(config, data=data, db_path=db)
     # The simulated account carries over (cash, order and fill numbering) and its feed moves on to
     # bar `cut`: the bars it has passed are the history the strategy is rebuilt from.
-    second.broker.load_state(tmp_path / "sim.json")
-    second.portfolio.set_cash((await second.broker.account()).cash)
-    assert isinstance(second.strategy, RecurrentStrategy)
-    outcome = await restore_from_store(second.strategy, second.store, second.broker, now_ts=bars[cut].ts)
+    second.daemon.broker.load_state(tmp_path / "sim.json")
+    second.daemon.portfolio.set_cash((await second.daemon.broker.account()).cash)
+    assert isinstance(second.daemon.strategy, RecurrentStrategy)
+    daemon = second.daemon
+    outcome = await restore_from_store(daemon.strategy, daemon.store, daemon.broker, now_ts=bars[cut].ts)
     assert outcome == {"EURUSD": "exact"}
     await second.run(install_signals=False)
-    resumed = _decisions(db, second.store.run_id)
+    resumed = _decisions(db, second.daemon.store.run_id)
 
     assert len(resumed) == len(bars) - cut
     assert resumed == reference
@@ -110,19 +111,19 @@ async def test_without_the_saved_state_decisions_differ(tmp_path: Path) -> None:
     bars = load_bundled()[:1600]
     data = write_bars(tmp_path / "bars.csv", bars)
     config = _config()
-    whole = await Daemon.assemble(config, mode="backtest", data=data, db_path=tmp_path / "whole.db")
+    whole = await BacktestRunner.open(config, data=data, db_path=tmp_path / "whole.db")
     await whole.run(install_signals=False)
     cut = 1200
-    reference = [r for r in _decisions(tmp_path / "whole.db", whole.store.run_id) if r[1] >= bars[cut].ts]
+    reference = [r for r in _decisions(tmp_path / "whole.db", whole.daemon.store.run_id) if r[1] >= bars[cut].ts]
 
-    second = await Daemon.assemble(config, mode="backtest", data=data, db_path=tmp_path / "fresh.db")
-    second.feed.seek(cut)
-    assert isinstance(second.strategy, RecurrentStrategy)
+    second = await BacktestRunner.open(config, data=data, db_path=tmp_path / "fresh.db")
+    second.daemon.broker.feed.seek(cut)  # the simulator's own feed: start at bar `cut`
+    assert isinstance(second.daemon.strategy, RecurrentStrategy)
     outcome = await restore_from_store(
-        second.strategy, second.store, second.broker, now_ts=bars[cut].ts, symbols=["EURUSD"]
+        second.daemon.strategy, second.daemon.store, second.daemon.broker, now_ts=bars[cut].ts, symbols=["EURUSD"]
     )
     assert outcome == {"EURUSD": "rewarmed"}
     await second.run(install_signals=False)
-    resumed = _decisions(tmp_path / "fresh.db", second.store.run_id)
+    resumed = _decisions(tmp_path / "fresh.db", second.daemon.store.run_id)
     assert len(resumed) == len(reference)  # re-warmed: decides from the first bar, no warm-up wait
     assert [r[4] for r in resumed] != [r[4] for r in reference]

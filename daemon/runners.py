@@ -1,0 +1,280 @@
+"""The two ways to run the one pipeline: live (``tradectl run``) and backtest (``tradectl backtest``).
+
+Both feed every bar through ``TradingPipeline.on_bar``; they differ only in
+what surrounds it, and that is all that is here:
+
+* ``BacktestRunner``: a fresh simulated account, the batched store, bars as
+  fast as the broker hands them out, fills booked when the next bar arrives.
+  Nothing else runs, so two backtests of the same bars are identical.
+* ``LiveRunner``: the configured venue, the durable store, the control API,
+  systemd notification, supervision (timeouts, periodic reconciliation), the
+  recurrent policy's memory restored and saved, and order updates booked the
+  moment the broker reports them rather than with the next bar.
+
+A start that fails half-way releases what it opened (store, broker, API)
+before the error reaches the caller, so the process can exit at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import structlog
+
+from brokers.base import Bar
+from daemon.api import ControlApi
+from daemon.app import Daemon, build_strategy
+from daemon.config import TradectlConfig
+from daemon.recovery import supervise
+from daemon.report import Summary
+from daemon.sdnotify import SystemdNotifier
+from daemon.store import Store
+from daemon.venues import Venue, load_data, open_backtest_broker, open_broker
+from strategies.base import Strategy
+
+log = structlog.get_logger(__name__)
+
+BACKTEST_INSTANCE_ID = "bt"
+_PROGRESS_EVERY = 1024  # bars between progress callbacks
+
+
+async def _assemble(
+    config: TradectlConfig, strategy: Strategy, venue: Venue, store: Store, *, mode: str, restore_trading_state: bool
+) -> Daemon:
+    """``Daemon.assemble``, closing the store and the broker if it fails."""
+    try:
+        return await Daemon.assemble(
+            config, mode=mode, strategy=strategy, broker=venue.broker, store=store,
+            fresh_account=venue.fresh_account, restore_trading_state=restore_trading_state,
+        )
+    except BaseException:
+        try:
+            await venue.broker.close()
+        finally:
+            await store.close()
+        raise
+
+
+@contextlib.contextmanager
+def _stop_on_signals(daemon: Daemon, install: bool) -> Iterator[None]:
+    """SIGINT/SIGTERM ask the daemon to stop after the bar in hand (nothing is cut off half-way)."""
+    loop = asyncio.get_running_loop()
+    if install:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, daemon.request_stop)
+    try:
+        yield
+    finally:
+        if install:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+
+class BacktestRunner:
+    """Replays bars through the pipeline against a fresh simulated account, as fast as possible."""
+
+    def __init__(self, daemon: Daemon, total_bars: int) -> None:
+        self.daemon = daemon
+        self.total_bars = total_bars
+
+    @classmethod
+    async def open(
+        cls,
+        config: TradectlConfig,
+        *,
+        db_path: Path,
+        data: Path | None = None,
+        bars: Sequence[Bar] | None = None,
+    ) -> BacktestRunner:
+        # the strategy first: a refused model leaves no open store and no half-written run behind
+        strategy = build_strategy(config)
+        replay = list(bars) if bars is not None else load_data(config, data)
+        venue = open_backtest_broker(config, replay)
+        store = await Store.open(
+            db_path,
+            flush_rows=config.store.flush_rows,
+            instance_id=BACKTEST_INSTANCE_ID,
+            durable=False,
+            inline=True,
+            synchronous=config.store.synchronous,
+        )
+        daemon = await _assemble(config, strategy, venue, store, mode="backtest", restore_trading_state=False)
+        return cls(daemon, len(replay))
+
+    async def run(self, *, progress: Callable[[int], None] | None = None, install_signals: bool = True) -> Summary:
+        daemon = self.daemon
+        try:
+            with _stop_on_signals(daemon, install_signals):
+                await daemon.start_safely()
+                log.info("backtest started", strategy=daemon.strategy.name, bars=self.total_bars)
+                await self._replay(progress)
+        finally:
+            summary = await daemon.finish()
+        return summary
+
+    async def _replay(self, progress: Callable[[int], None] | None) -> None:
+        daemon = self.daemon
+        on_bar, stop = daemon.pipeline.on_bar, daemon.stop_event
+        n = 0
+        async for bar in daemon.broker.bars():
+            await on_bar(bar)
+            n += 1
+            if progress is not None and n % _PROGRESS_EVERY == 0:
+                progress(_PROGRESS_EVERY)
+            if stop.is_set():
+                break
+        if progress is not None and n % _PROGRESS_EVERY:
+            progress(n % _PROGRESS_EVERY)
+
+
+class LiveRunner:
+    """Trades the configured venue with every service an operator expects around the pipeline."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.api: ControlApi | None = None
+        self.notifier = SystemdNotifier()
+        # a bar and a streamed order update are never handled at the same time
+        self._books = asyncio.Lock()
+        self._restored = False
+
+    @classmethod
+    async def open(
+        cls,
+        config: TradectlConfig,
+        *,
+        db_path: Path | None = None,
+        data: Path | None = None,
+        pace: float | None = None,
+        bars: Sequence[Bar] | None = None,
+    ) -> LiveRunner:
+        strategy = build_strategy(config)  # first: a refused model leaves nothing open
+        replay = list(bars) if bars is not None else load_data(config, data)
+        venue = open_broker(config, replay, pace=config.data.pace if pace is None else pace)
+        store = await Store.open(
+            db_path or config.store.path,
+            flush_rows=config.store.flush_rows,
+            durable=True,
+            # a commit without an fsync is cheaper than the hop to a worker thread (see daemon.store)
+            inline=config.store.synchronous == "normal",
+            synchronous=config.store.synchronous,
+        )
+        daemon = await _assemble(config, strategy, venue, store, mode="run", restore_trading_state=True)
+        return cls(daemon)
+
+    async def run(self, *, install_signals: bool = True) -> Summary:
+        daemon = self.daemon
+        config = daemon.config
+        background: list[asyncio.Task[None]] = []
+        try:
+            with _stop_on_signals(daemon, install_signals):
+                daemon.lag.start()
+                await self._restore_strategy_state()
+                await self._start_api()
+                background.append(asyncio.create_task(self._flush_periodically()))
+                await daemon.start_safely()
+                rc = config.reconcile
+                background.append(asyncio.create_task(supervise(
+                    daemon.orders, daemon.reconciler, daemon.broker.now, reconcile_every=rc.interval_seconds,
+                    timeouts_every=config.orders.check_every_seconds, stop=daemon.stop_event,
+                )))
+                background.append(asyncio.create_task(self._book_updates()))
+                # READY=1 only once the store, broker and API are up: systemd (Type=notify) starts
+                # dependants and the watchdog clock from here.
+                self.notifier.ready(f"trading {daemon.strategy.name} on {daemon.broker.name}")
+                self.notifier.start_watchdog(daemon.health)
+                log.info("trading started", strategy=daemon.strategy.name, broker=daemon.broker.name,
+                         state=daemon.governor.state.value)
+                await self._trade()
+        finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await self._stop_services()
+            summary = await daemon.finish()
+        return summary
+
+    async def _trade(self) -> None:
+        daemon = self.daemon
+        pipeline, stop = daemon.pipeline, daemon.stop_event
+        async for bar in daemon.broker.bars():
+            async with self._books:
+                await pipeline.on_bar(bar)
+                await self._after_fills()
+            if stop.is_set():
+                break
+
+    async def _book_updates(self) -> None:
+        """Book order updates as the broker streams them: a fill is in the books before the next bar."""
+        broker, pipeline = self.daemon.broker, self.daemon.pipeline
+        while True:
+            update = await broker.next_update()
+            async with self._books:
+                await pipeline.on_update(update)
+                await pipeline.apply_updates()  # whatever else arrived meanwhile
+                await self._after_fills()
+
+    async def _after_fills(self) -> None:
+        daemon = self.daemon
+        if daemon.config.reconcile.after_fill:
+            await daemon.reconciler.after_fills(daemon.broker.now())
+
+    async def _start_api(self) -> None:
+        daemon = self.daemon
+        api = daemon.config.api
+        if not api.enabled:
+            return
+        self.api = ControlApi(
+            status=daemon.status,
+            health=daemon.health,
+            actions={"pause": daemon.pause, "resume": daemon.resume, "flatten": daemon.flatten},
+            documents={"risk": daemon.risk_report},
+            token=api.token.get_secret_value() if api.token else None,
+            host=api.host,
+            port=api.port,
+        )
+        await self.api.start()
+
+    async def _stop_services(self) -> None:
+        self.notifier.stopping()
+        await self.notifier.stop_watchdog()
+        if self.api is not None:
+            await self.api.stop()
+        if self._restored:
+            await self._save_strategy_state()
+
+    async def _flush_periodically(self) -> None:
+        store, settings = self.daemon.store, self.daemon.config.store
+        last_checkpoint = time.monotonic()
+        while True:
+            await asyncio.sleep(settings.flush_seconds)
+            await store.flush()
+            if time.monotonic() - last_checkpoint >= settings.checkpoint_seconds:
+                last_checkpoint = time.monotonic()
+                await store.checkpoint()
+
+    async def _restore_strategy_state(self) -> None:
+        """Give a recurrent policy back its memory (or re-warm it from recent history) before the first bar."""
+        from strategies.recurrent import RecurrentStrategy, restore_from_store
+
+        daemon = self.daemon
+        if not isinstance(daemon.strategy, RecurrentStrategy):
+            return
+        symbols = [daemon.config.data.symbol]
+        outcome = await restore_from_store(daemon.strategy, daemon.store, daemon.broker, daemon.broker.now(),
+                                           symbols=symbols)
+        self._restored = True
+        log.info("recurrent memory restored", **outcome)
+
+    async def _save_strategy_state(self) -> None:
+        from strategies.recurrent import RecurrentStrategy, save_to_store
+
+        strategy = self.daemon.strategy
+        if isinstance(strategy, RecurrentStrategy):
+            saved = await save_to_store(strategy, self.daemon.store)
+            log.info("recurrent memory saved", symbols=saved)
