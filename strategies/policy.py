@@ -41,61 +41,58 @@ __all__ = ["LstmPolicyRunner", "LstmState", "StreamStates", "greedy"]
 LstmState = tuple[np.ndarray, np.ndarray]
 """(h, c), each shaped (n_layers, n_streams, hidden) like sb3's predict state."""
 
-_Activation = Callable[[np.ndarray], None]
+_Activation = Callable[[np.ndarray, np.ndarray], object]
+"""An activation applied in place as ``f(x, x)`` (a ufunc's ``(x, out)``); the identity is None."""
 
 
-def _tanh(x: np.ndarray) -> None:
-    np.tanh(x, out=x)
+def _relu(x: np.ndarray, out: np.ndarray) -> None:
+    np.maximum(x, 0.0, out=out)
 
 
-def _relu(x: np.ndarray) -> None:
-    np.maximum(x, 0.0, out=x)
-
-
-def _sigmoid(x: np.ndarray) -> None:
+def _sigmoid(x: np.ndarray, out: np.ndarray) -> None:
     # 0.5·(1 + tanh(x/2)) is the logistic function without exp overflow warnings.
-    x *= 0.5
-    np.tanh(x, out=x)
-    x *= 0.5
-    x += 0.5
-
-
-def _identity(x: np.ndarray) -> None:
-    return None
+    np.multiply(x, 0.5, out=out)
+    np.tanh(out, out=out)
+    out *= 0.5
+    out += 0.5
 
 
 def _leaky_relu(slope: float) -> _Activation:
-    def apply(x: np.ndarray) -> None:
-        np.copyto(x, np.where(x >= 0.0, x, x * slope))
+    def apply(x: np.ndarray, out: np.ndarray) -> None:
+        np.copyto(out, np.where(x >= 0.0, x, x * slope))
 
     return apply
 
 
 def _elu(alpha: float) -> _Activation:
-    def apply(x: np.ndarray) -> None:
-        np.copyto(x, np.where(x > 0.0, x, alpha * np.expm1(np.minimum(x, 0.0))))
+    def apply(x: np.ndarray, out: np.ndarray) -> None:
+        np.copyto(out, np.where(x > 0.0, x, alpha * np.expm1(np.minimum(x, 0.0))))
 
     return apply
 
 
-def _silu(x: np.ndarray) -> None:
-    s = x.copy()
-    _sigmoid(s)
-    x *= s
+def _silu(x: np.ndarray, out: np.ndarray) -> None:
+    s = np.empty_like(x)
+    _sigmoid(x, s)
+    np.multiply(x, s, out=out)
 
 
-def _activation_for(module: Any) -> _Activation:
-    """Map a torch activation module to an in-place numpy function, or refuse."""
+def _activation_for(module: Any) -> _Activation | None:
+    """Map a torch activation module to an in-place numpy function (None: identity), or refuse.
+
+    Tanh is the ufunc itself: a Python wrapper around it is measurable at the
+    size of a single-stream step.
+    """
     from torch import nn
 
     if isinstance(module, nn.Tanh):
-        return _tanh
+        return np.tanh
     if isinstance(module, nn.ReLU):
         return _relu
     if isinstance(module, nn.Sigmoid):
         return _sigmoid
     if isinstance(module, nn.Identity):
-        return _identity
+        return None
     if isinstance(module, nn.LeakyReLU):
         return _leaky_relu(float(module.negative_slope))
     if isinstance(module, nn.ELU):
@@ -134,49 +131,11 @@ class _Dense:
     """A Linear layer as rows [W^T; bias], fed an input that ends in a 1 column."""
 
     weight: np.ndarray  # (in + 1, out)
-    activation: _Activation
+    activation: _Activation | None  # None: the identity
 
     @property
     def out_size(self) -> int:
         return int(self.weight.shape[1])
-
-
-class _Workspace:
-    """Scratch buffers (and views into them) for one batch size, reused every step.
-
-    Every layer's input buffer carries a trailing column of ones for the bias,
-    and each layer writes its output straight into the next layer's buffer,
-    so a step does no bias additions and no intermediate allocations.
-    """
-
-    __slots__ = ("dense_in", "dense_out", "f", "g", "gates", "h_out", "half", "i", "lstm_in", "o", "sig", "tmp")
-
-    def __init__(
-        self, layers: Sequence[_LstmLayer], head: Sequence[_Dense], hidden: int, n: int, dtype: np.dtype
-    ) -> None:
-        hid = hidden
-
-        def with_ones(width: int) -> np.ndarray:
-            buf = np.zeros((n, width + 1), dtype=dtype)
-            buf[:, -1] = 1.0
-            return buf
-
-        self.lstm_in = [with_ones(layer.in_size + hid) for layer in layers]
-        self.dense_in = [with_ones(d.weight.shape[0] - 1) for d in head]
-        # Where each LSTM layer's h goes: the next layer's input, or the head's.
-        self.h_out = [buf[:, :hid] for buf in [*self.lstm_in[1:], self.dense_in[0]]]
-        logits = np.empty((n, head[-1].out_size), dtype=dtype)
-        self.dense_out = [nxt[:, : d.out_size] for d, nxt in zip(head, [*self.dense_in[1:], logits], strict=True)]
-        self.gates = np.empty((n, 4 * hid), dtype=dtype)
-        self.sig = self.gates[:, : 3 * hid]
-        self.i = self.gates[:, :hid]
-        self.f = self.gates[:, hid : 2 * hid]
-        self.o = self.gates[:, 2 * hid : 3 * hid]
-        self.g = self.gates[:, 3 * hid :]
-        self.tmp = np.empty((n, hid), dtype=dtype)
-        # sigmoid = 0.5·tanh + 0.5 against an array of halves: numpy converts a Python
-        # scalar operand on every call, which costs as much as the arithmetic here.
-        self.half = np.full(3 * hid, 0.5, dtype=dtype)
 
 
 def _fuse_lstm_layer(w_ih: np.ndarray, w_hh: np.ndarray, bias: np.ndarray, hidden: int) -> _LstmLayer:
@@ -188,7 +147,7 @@ def _fuse_lstm_layer(w_ih: np.ndarray, w_hh: np.ndarray, bias: np.ndarray, hidde
     return _LstmLayer(in_size=w_ih.shape[1], weight=np.ascontiguousarray(stacked))
 
 
-def _dense_from_linear(module: Any, activation: _Activation) -> _Dense:
+def _dense_from_linear(module: Any, activation: _Activation | None) -> _Dense:
     bias = np.zeros(module.out_features) if module.bias is None else _f64(module.bias)
     return _Dense(np.ascontiguousarray(np.concatenate([_f64(module.weight).T, bias[None, :]])), activation)
 
@@ -256,12 +215,12 @@ def _read_head(policy: RecurrentActorCriticPolicy) -> list[_Dense]:
     from torch import nn
 
     linears: list[Any] = []
-    activations: list[_Activation] = []
+    activations: list[_Activation | None] = []
     for module in policy.mlp_extractor.policy_net:
         if isinstance(module, nn.Linear):
             linears.append(module)
-            activations.append(_identity)
-        elif linears and activations[-1] is _identity:
+            activations.append(None)
+        elif linears and activations[-1] is None:
             # An activation applies to the Linear just before it.
             activations[-1] = _activation_for(module)
         else:
@@ -270,7 +229,7 @@ def _read_head(policy: RecurrentActorCriticPolicy) -> list[_Dense]:
     if not isinstance(action_net, nn.Linear):
         raise ModelError(f"unsupported action_net {type(action_net).__name__}: expected Linear")
     dense = [_dense_from_linear(m, act) for m, act in zip(linears, activations, strict=True)]
-    dense.append(_dense_from_linear(action_net, _identity))
+    dense.append(_dense_from_linear(action_net, None))
     return dense
 
 
@@ -314,7 +273,7 @@ class LstmPolicyRunner:
         self._cast_on_copy = self.dtype == np.dtype(np.float32) and not self._scale_image
         self._layers = [_LstmLayer(lay.in_size, lay.weight.astype(self.dtype)) for lay in layers]
         self._head = [_Dense(d.weight.astype(self.dtype), d.activation) for d in head]
-        self._workspaces: dict[int, _Workspace] = {}
+        self._plans: dict[int, _StepPlan] = {}  # batch size -> its plan
 
     def _fingerprint(self, layers: Sequence[_LstmLayer], head: Sequence[_Dense]) -> str:
         """Identify the weights (in float64, whatever ``dtype``) so a saved LSTM
@@ -331,15 +290,6 @@ class LstmPolicyRunner:
     def initial_state(self, n_streams: int) -> LstmState:
         shape = (self.n_layers, n_streams, self.hidden_size)
         return np.zeros(shape, dtype=self.dtype), np.zeros(shape, dtype=self.dtype)
-
-    def _workspace(self, n: int) -> _Workspace:
-        ws = self._workspaces.get(n)
-        if ws is None:
-            if len(self._workspaces) >= 16:
-                self._workspaces.clear()
-            ws = _Workspace(self._layers, self._head, self.hidden_size, n, self.dtype)
-            self._workspaces[n] = ws
-        return ws
 
     def _prepare_obs(self, obs: np.ndarray) -> np.ndarray:
         # sb3 casts observations to float32 before anything else; do the same so
@@ -379,173 +329,152 @@ class LstmPolicyRunner:
         shape = (self.n_layers, n, self.hidden_size)
         if h_prev.shape != shape or c_prev.shape != shape:
             raise ModelError(f"LSTM state shapes {h_prev.shape} and {c_prev.shape}, expected {shape}")
+        keep = None
         if episode_start is not None:
             starts = np.asarray(episode_start, dtype=bool)
             if np.count_nonzero(starts):  # a tenth of the cost of .any() on tiny arrays
-                keep = (~starts.reshape(-1)).astype(self.dtype)[None, :, None]
-                h_prev = h_prev * keep
-                c_prev = c_prev * keep
-        ws = self._workspaces.get(n) or self._workspace(n)
+                keep = (~starts.reshape(-1)).astype(self.dtype)[:, None]
+        plan = self._plans.get(n) or self._plan(n)
+        plan.load(h_prev, c_prev)
+        plan.advance(x, keep)
         if out is None:
-            h_new = np.empty(shape, dtype=self.dtype)
-            c_new = np.empty(shape, dtype=self.dtype)
-        else:
-            # Safe when out aliases state: h_prev[k] is copied into the input buffer
-            # before h_new[k] is written, and c is updated element by element.
-            h_new, c_new = out
-        gates, tmp = ws.gates, ws.tmp
-        ws.lstm_in[0][:, : self.obs_dim] = x
-        for k, layer in enumerate(self._layers):
-            buf = ws.lstm_in[k]
-            buf[:, layer.in_size : -1] = h_prev[k]
-            np.matmul(buf, layer.weight, out=gates)
-            np.tanh(gates, out=gates)
-            np.multiply(ws.sig, ws.half, out=ws.sig)
-            np.add(ws.sig, ws.half, out=ws.sig)
-            c_k = c_new[k]
-            np.multiply(ws.f, c_prev[k], out=c_k)
-            np.multiply(ws.i, ws.g, out=tmp)
-            c_k += tmp
-            h_k = ws.h_out[k]
-            np.tanh(c_k, out=h_k)
-            h_k *= ws.o
-            h_new[k] = h_k
-        for dense, buf, out in zip(self._head, ws.dense_in, ws.dense_out, strict=True):
-            np.matmul(buf, dense.weight, out=out)
-            dense.activation(out)
-        return _softmax(ws.dense_out[-1], self.dtype), (h_new, c_new)
+            out = np.empty(shape, dtype=self.dtype), np.empty(shape, dtype=self.dtype)
+        plan.store(*out)
+        return _softmax(plan.logits, plan.pack), out
 
-    def stream_step(self, h: np.ndarray, c: np.ndarray) -> _StreamStep | None:
-        """A bound single-stream step over the state views ``h`` and ``c`` (each (n_layers, hidden)),
-        or None where only ``step`` can run this model (float64 inference, image scaling)."""
+    def _plan(self, n: int) -> _StepPlan:
+        """The batch plan for ``n`` streams, kept for the next step of that size."""
+        if len(self._plans) >= 16:
+            self._plans.clear()
+        plan = self._plans[n] = _StepPlan(self, n)
+        return plan
+
+    def stream_step(self) -> _StepPlan | None:
+        """A single stream's plan, which keeps that stream's state between steps, or None where only
+        ``step`` can run this model (float64 inference, image scaling: observations need preparing)."""
         if not self._cast_on_copy:
             return None
-        return _StreamStep(self, h, c)
+        return _StepPlan(self, None)
 
 
-_ROUND_F32: dict[int, struct.Struct] = {}
+_ZERO = 0.0
+_PACKS: dict[tuple[str, int], struct.Struct] = {}
 
 
-def _bound_activation(activation: _Activation) -> Callable[[np.ndarray, np.ndarray], Any] | None:
-    """``activation`` as an in-place ``(x, out=x)`` call for _StreamStep, None for the identity.
-    Tanh is the ufunc itself: a Python wrapper per call is measurable at this size."""
-    if activation is _identity:
-        return None
-    if activation is _tanh:
-        return np.tanh
-    return lambda x, _out: activation(x)
+def _row_pack(dtype: np.dtype, n: int) -> struct.Struct:
+    """Packs n Python floats as ``dtype`` values: a float32 round trip rounds each exactly as an ndarray cast."""
+    key = (dtype.char, n)
+    pack = _PACKS.get(key)
+    if pack is None:
+        pack = _PACKS[key] = struct.Struct(f"<{n}{'f' if dtype == np.dtype(np.float32) else 'd'}")
+    return pack
 
 
-class _StreamStep:
-    """One stream's recurrent step with every buffer bound once, and the stream's state kept in them.
+class _StepPlan:
+    """The one LSTM step, on buffers bound once: a single stream's (1-D) or a batch of ``n`` (2-D).
 
-    A single-stream step is a dozen numpy calls on vectors of 4 to 320
-    elements, where each call's dispatch (~0.5 µs) outweighs its arithmetic,
-    and ``LstmPolicyRunner.step`` spends as long again around them: shape
-    checks, the workspace lookup, slicing views, episode-start masks, copying
-    the state in and out, and a softmax that builds an array. This plan does
-    the bookkeeping once, at construction, and keeps the stream's (h, c)
-    where the next step reads them:
+    A step is a dozen numpy calls on vectors of 4 to 320 elements, where each
+    call's dispatch (~0.5 µs) outweighs its arithmetic, so everything that can
+    be decided once is decided at construction: every buffer, every view into
+    it, the order of the operations. The layout keeps the state where the step
+    reads it:
 
     * h lives in the LSTM input row [x, h, 1], so it needs no copy in, and
       [h, 1] (the end of that row) is the policy head's input as it stands;
     * c lives right after the gates (i, f, o, g), so [i, f] · [g, c] is one
       multiplication and c = f·c + i·g one addition of its halves.
 
-    The arithmetic is ``step``'s (same weights, same float32 operations on the
-    same values; f·c + i·g is added in the other order, which IEEE addition
-    does not distinguish), so probabilities and states equal ``step``'s bit for
-    bit. Built only where ``step`` does nothing to an observation but the
-    float32 cast (float32 inference, no image scaling).
+    A single stream's plan (``n`` None) keeps that stream's state in its
+    buffers from step to step (``StreamStates``' bound steps). A batch plan is
+    a workspace: ``runner.step`` loads the batch's states into it, advances it
+    and stores them back. Both run ``advance``, so single-stream and batched
+    inference are the same arithmetic; a one-row batch gives a single stream's
+    results bit for bit (a one-row matmul is the same BLAS gemv as ``np.dot``
+    of a vector).
 
-    While a plan is *live* its buffers hold the stream's state and the pool
-    rows ``h`` / ``c`` (views into ``StreamStates``' arrays) are stale:
-    ``StreamStates`` calls ``store`` before anything else reads or writes the
-    pool and ``load`` before the plan steps again. Not thread-safe, like the runner.
+    Not thread-safe, like the runner.
     """
 
-    __slots__ = ("_c", "_h", "_head", "_layers", "_logits", "_pack", "_state", "_x", "obs_shape")
+    __slots__ = ("_dot", "_head", "_layers", "_state", "_x", "logits", "obs_shape", "pack")
 
-    def __init__(self, runner: LstmPolicyRunner, h: np.ndarray, c: np.ndarray) -> None:
+    def __init__(self, runner: LstmPolicyRunner, n: int | None) -> None:
         dtype = runner.dtype
         hid = runner.hidden_size
-        self.obs_shape = (runner.obs_dim,)
-        self._h = h  # pool rows, (n_layers, hidden)
-        self._c = c
-        half = np.full(3 * hid, 0.5, dtype=dtype)
+        rows = () if n is None else (n,)
+        # np.dot has less dispatch than np.matmul, but only matmul writes into a strided view.
+        self._dot: Callable[..., Any] = np.dot if n is None else np.matmul
+        self.obs_shape = (*rows, runner.obs_dim)
+        half = np.full(3 * hid, 0.5, dtype=dtype)  # an array: numpy converts a scalar operand on every call
         layers = []
         for layer in runner._layers:
-            row = np.zeros(layer.in_size + hid + 1, dtype=dtype)  # [x, h, 1]
-            row[-1] = 1.0
-            gc = np.zeros(5 * hid, dtype=dtype)  # [i, f, o, g, c]
-            prod = np.empty(2 * hid, dtype=dtype)
-            gates = gc[: 4 * hid]
+            row = np.zeros((*rows, layer.in_size + hid + 1), dtype=dtype)  # [x, h, 1]
+            row[..., -1] = 1.0
+            gc = np.zeros((*rows, 5 * hid), dtype=dtype)  # [i, f, o, g, c]
+            prod = np.empty((*rows, 2 * hid), dtype=dtype)  # [i·g, f·c]
             layers.append(
                 (
                     row,
                     layer.weight,
-                    gates,
-                    gc[: 3 * hid],  # the sigmoid gates
+                    gc[..., : 4 * hid],  # the gates
+                    gc[..., : 3 * hid],  # the sigmoid gates
                     half,
-                    gates[: 2 * hid],  # [i, f]
-                    gc[3 * hid :],  # [g, c]
-                    prod,  # [i·g, f·c]
-                    prod[:hid],
-                    prod[hid:],
-                    gc[4 * hid :],  # c
-                    row[layer.in_size : -1],  # h
-                    gates[2 * hid : 3 * hid],  # o
-                    row[: layer.in_size],  # x: the observation, or the layer below's h
+                    gc[..., : 2 * hid],  # [i, f]
+                    gc[..., 3 * hid :],  # [g, c]
+                    prod,
+                    prod[..., :hid],  # i·g
+                    prod[..., hid:],  # f·c
+                    gc[..., 4 * hid :],  # c
+                    row[..., layer.in_size : -1],  # h
+                    gc[..., 2 * hid : 3 * hid],  # o
+                    row[..., : layer.in_size],  # x: the observation, or the layer below's h
                 )
             )
         self._layers = tuple(layers)
         self._state = tuple((layer[11], layer[10]) for layer in layers)  # (h, c) per layer
         self._x = layers[0][-1]
         head = []
-        buf = layers[-1][0][runner._layers[-1].in_size :]  # [h, 1]
+        buf = layers[-1][0][..., runner._layers[-1].in_size :]  # [h, 1]
         for dense in runner._head:
-            nxt = np.zeros(dense.out_size + 1, dtype=dtype)
-            nxt[-1] = 1.0
-            head.append((buf, dense.weight, nxt[:-1], _bound_activation(dense.activation)))
+            nxt = np.zeros((*rows, dense.out_size + 1), dtype=dtype)
+            nxt[..., -1] = 1.0
+            head.append((buf, dense.weight, nxt[..., :-1], dense.activation))
             buf = nxt
         self._head = tuple(head)
-        self._logits = head[-1][2]
-        # Python floats rounded to float32 exactly as an ndarray cast rounds them.
-        n = runner.n_actions
-        self._pack = _ROUND_F32.get(n) or _ROUND_F32.setdefault(n, struct.Struct(f"<{n}f"))
+        self.logits = head[-1][2]
+        self.pack = _row_pack(dtype, runner.n_actions)
 
-    def load(self) -> None:
-        """Take the stream's state from the pool."""
-        for k, (h, c) in enumerate(self._state):
-            h[...] = self._h[k]
-            c[...] = self._c[k]
+    def load(self, h: np.ndarray, c: np.ndarray) -> None:
+        """Take the state from ``h`` and ``c``, each (n_layers, [n,] hidden)."""
+        for k, (hk, ck) in enumerate(self._state):
+            hk[...] = h[k]
+            ck[...] = c[k]
 
-    def store(self) -> None:
-        """Write the stream's state back to the pool."""
-        for k, (h, c) in enumerate(self._state):
-            self._h[k] = h
-            self._c[k] = c
+    def store(self, h: np.ndarray, c: np.ndarray) -> None:
+        """Write the state to ``h`` and ``c``, each (n_layers, [n,] hidden)."""
+        for k, (hk, ck) in enumerate(self._state):
+            h[k] = hk
+            c[k] = ck
 
-    def __call__(self, obs: np.ndarray, start: bool = False) -> tuple[float, ...]:
-        """Step with one observation (obs_dim values, or a (1, obs_dim) row); returns the
-        action probabilities as Python floats (each exactly a float32 value)."""
-        # np.dot of a vector and a matrix is the same BLAS gemv as step's one-row np.matmul
-        # (identical results), with less dispatch around it.
-        dot, tanh, multiply, add = np.dot, np.tanh, np.multiply, np.add
+    def advance(self, obs: np.ndarray, keep: float | np.ndarray | None = None) -> None:
+        """One recurrent step with ``obs`` (already float32 values): the state moves on in place and
+        ``logits`` holds the result. ``keep`` multiplies the state first, as sb3 masks episode starts
+        (0.0: a single stream's start; a 0/1 column (n, 1): a batch's)."""
+        dot, tanh, multiply, add = self._dot, np.tanh, np.multiply, np.add
         self._x[...] = obs
+        if keep is not None:
+            for h, c in self._state:
+                h *= keep
+                c *= keep
         below = None
         for row, weight, gates, sig, half, i_f, g_c, prod, ig, fc, c, h, o, x in self._layers:
             if below is not None:
                 x[...] = below
-            if start:  # as step's episode-start mask: state * 0.0
-                h *= 0.0
-                c *= 0.0
             dot(row, weight, gates)
             tanh(gates, gates)
             multiply(sig, half, sig)
             add(sig, half, sig)
             multiply(i_f, g_c, prod)
-            add(fc, ig, c)  # f·c + i·g, as step adds them
+            add(fc, ig, c)  # c = f·c + i·g
             tanh(c, h)
             multiply(h, o, h)
             below = h
@@ -553,24 +482,25 @@ class _StreamStep:
             dot(buf, weight, out)
             if activation is not None:
                 activation(out, out)
-        # _softmax's single-row arithmetic, rounded to float32 without an array.
-        row = self._logits.tolist()
-        top = max(row)
-        e = [math.exp(v - top) for v in row]
-        total = sum(e)
-        pack = self._pack
-        return pack.unpack(pack.pack(*[v / total for v in e]))
+
+    def probabilities(self) -> tuple[float, ...]:
+        """A single stream's action probabilities after ``advance``, as Python floats (``dtype`` values)."""
+        return _softmax_row(self.logits.tolist(), self.pack)
 
 
-def _softmax(logits: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Row softmax into a new array; one row goes through Python floats because
-    numpy's per-call overhead dwarfs the arithmetic on a handful of actions."""
+def _softmax_row(logits: list[float], pack: struct.Struct) -> tuple[float, ...]:
+    """One row's softmax in Python floats, rounded to the runner's dtype by ``pack``: numpy's
+    per-call overhead dwarfs the arithmetic on a handful of actions."""
+    top = max(logits)
+    e = [math.exp(v - top) for v in logits]
+    total = sum(e)
+    return pack.unpack(pack.pack(*[v / total for v in e]))
+
+
+def _softmax(logits: np.ndarray, pack: struct.Struct) -> np.ndarray:
+    """Row softmax of (n, n_actions) logits into a new array; one row goes through ``_softmax_row``."""
     if logits.shape[0] == 1:
-        row = logits[0].tolist()
-        top = max(row)
-        e = [math.exp(v - top) for v in row]
-        total = sum(e)
-        return np.array([[v / total for v in e]], dtype=dtype)
+        return np.array([_softmax_row(logits[0].tolist(), pack)], dtype=logits.dtype)
     out = logits - logits.max(axis=1, keepdims=True)
     np.exp(out, out=out)
     out /= out.sum(axis=1, keepdims=True)
@@ -591,19 +521,19 @@ class StreamStates:
     """One LSTM state per stream id, carried from call to call.
 
     Streams that decide on the same timestamp are batched into one ``step``.
-    States live in two pooled arrays (n_layers, capacity, hidden) so a
-    single-stream decision reads its state as a view instead of a copy.
+    States live in two pooled arrays (n_layers, capacity, hidden), except
+    while a stream decides alone bar after bar: then its own step plan holds
+    its state (it is *live*) and the pool rows are stale until ``_flush``
+    writes them back, which everything but the single-stream path does first.
     """
 
     def __init__(self, runner: LstmPolicyRunner, capacity: int = 8) -> None:
         self.runner = runner
         self._slots: dict[str, int] = {}
         self._batches: dict[tuple[str, ...], slice | np.ndarray] = {}
-        # stream id -> its bound single-stream step (None: the runner has none), dropped when the pool grows
-        self._steps: dict[str, _StreamStep | None] = {}
-        # Steps that hold their stream's current state: the pool rows of those streams are stale
-        # until _flush writes them back, which everything but the single-stream path does first.
-        self._live: dict[str, _StreamStep] = {}
+        # stream id -> its single-stream plan (None: the runner has none)
+        self._steps: dict[str, _StepPlan | None] = {}
+        self._live: dict[str, _StepPlan] = {}  # the plans that hold their stream's current state
         shape = (runner.n_layers, max(1, capacity), runner.hidden_size)
         self._h = np.zeros(shape, dtype=runner.dtype)
         self._c = np.zeros(shape, dtype=runner.dtype)
@@ -634,24 +564,24 @@ class StreamStates:
         pad = np.zeros_like(self._h)
         self._h = np.concatenate([self._h, pad], axis=1)
         self._c = np.concatenate([self._c, pad], axis=1)
-        self._steps.clear()  # their views point into the old arrays
 
     def _flush(self) -> None:
         """Bring the pool up to date: live steps write their states back and stop being live."""
         live = self._live
         if live:
-            for step in live.values():
-                step.store()
+            for stream_id, step in live.items():
+                slot = self._slots[stream_id]
+                step.store(self._h[:, slot], self._c[:, slot])
             live.clear()
 
-    def _live_step(self, stream_id: str) -> _StreamStep | None:
-        """The stream's bound step, made live (holding the stream's state); None if there is none."""
+    def _live_step(self, stream_id: str) -> _StepPlan | None:
+        """The stream's plan, made live (holding the stream's state); None if there is none."""
         step = self._steps.get(stream_id)
         if step is None and stream_id not in self._steps:
-            slot = self._slot(stream_id)
-            step = self._steps[stream_id] = self.runner.stream_step(self._h[:, slot], self._c[:, slot])
+            step = self._steps[stream_id] = self.runner.stream_step()
         if step is not None:
-            step.load()
+            slot = self._slot(stream_id)
+            step.load(self._h[:, slot], self._c[:, slot])
             self._live[stream_id] = step
         return step
 
@@ -666,7 +596,8 @@ class StreamStates:
         if step is None or obs.shape != step.obs_shape or obs.dtype.kind != "f":
             probs = self.decide((stream_id,), np.asarray(obs)[None, :], (start,) if start else None)
             return tuple(probs[0].tolist())
-        return step(obs, start)
+        step.advance(obs, _ZERO if start else None)
+        return _softmax_row(step.logits.tolist(), step.pack)  # step.probabilities(), one call fewer
 
     def decide(
         self,
@@ -689,7 +620,8 @@ class StreamStates:
             step = self._single_step(ids[0], obs, episode_starts)
             if step is not None:
                 start = episode_starts is not None and bool(np.count_nonzero(episode_starts))
-                return np.array([step(obs, start)], dtype=self.runner.dtype)
+                step.advance(obs, _ZERO if start else None)
+                return np.array([step.probabilities()], dtype=self.runner.dtype)
             self._flush()
             slot = self._slot(ids[0])
             sel: slice | np.ndarray = slice(slot, slot + 1)
@@ -707,8 +639,8 @@ class StreamStates:
 
     def _single_step(
         self, stream_id: str, obs: np.ndarray, episode_starts: Sequence[bool] | np.ndarray | None
-    ) -> _StreamStep | None:
-        """The bound step when ``decide`` can use it: one plain (1, obs_dim) float row and at most
+    ) -> _StepPlan | None:
+        """The stream's plan when ``decide`` can use it: one plain (1, obs_dim) float row and at most
         one episode-start flag; anything else goes through ``runner.step`` and its checks."""
         if obs.ndim != 2 or obs.dtype.kind != "f" or (episode_starts is not None and np.size(episode_starts) != 1):
             return None
