@@ -68,7 +68,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a RecurrentPPO policy on bars (writes model + metadata)")
     _config_arg(train)
-    from strategies.train import add_arguments as _train_arguments
+    from strategies.training.command import add_arguments as _train_arguments
 
     _train_arguments(train)
 
@@ -273,7 +273,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- train
 def _cmd_train(args: argparse.Namespace) -> int:
-    from strategies.train import run as run_training
+    from strategies.training.command import run as run_training
 
     config = load_config(args.config)
     configure_logging(config.logging.level, config.logging.json_output)

@@ -1,29 +1,24 @@
 """Positions, cash and P&L, counted from actual fills.
 
-Accounting is FIFO by lot with ``Decimal`` arithmetic, so realized P&L is a sum
-of products of fill quantities and fill prices — exact, no division. Marking to
-market (unrealized P&L, equity) is float: it is an estimate from the last bar,
-recomputed every bar, and never booked.
+Positions are ``brokers.accounting.FifoPosition``: FIFO by lot with ``Decimal``
+arithmetic, the rule the training environment books by too. This module adds
+the account around them (cash, fees, realized P&L), the round trips for the
+journal, and marking to market (unrealized P&L, equity), which is float: an
+estimate from the last bar, recomputed every bar, and never booked.
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 
+from brokers.accounting import FifoPosition
 from brokers.base import ZERO, Fill, Position, Side
 from strategies.base import FLAT, PositionView
 
 _DAY = 86_400
 _BUY = Side.BUY  # bound once: in Python 3.11 ``Side.BUY`` is a descriptor lookup (~150 ns) on every use
-
-
-@dataclass(slots=True)
-class _Lot:
-    quantity: Decimal  # signed
-    price: Decimal
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,13 +60,11 @@ class FillEffect:
 
 
 @dataclass(slots=True)
-class _Holding:
-    symbol: str
-    lots: deque[_Lot] = field(default_factory=deque)
-    quantity: Decimal = ZERO
+class _Holding(FifoPosition):
+    """One symbol's position, its last mark, and the round trip it is in."""
+
+    symbol: str = ""
     last_price: float = math.nan
-    bars_held: int = 0
-    peak_unrealized: float = 0.0
     # the current round trip
     entry_ts: int = 0
     entry_quantity: Decimal = ZERO
@@ -81,30 +74,9 @@ class _Holding:
     trip_realized: Decimal = ZERO
     trip_fees: Decimal = ZERO
     entry_reason: str = ""
-    # cached on every fill: marking runs every bar, fills are rare
-    quantity_float: float = 0.0
-    average_float: float = 0.0
-    average: Decimal = ZERO
-
-    def refresh(self) -> None:
-        self.quantity_float = float(self.quantity)
-        if self.quantity:
-            cost = ZERO  # summed from ZERO like sum(..., ZERO), which fixes the result's exponent
-            for lot in self.lots:
-                cost += lot.quantity * lot.price
-            self.average = cost / self.quantity
-        else:
-            self.average = ZERO
-        self.average_float = float(self.average)
 
     def unrealized(self) -> float:
-        """The sum over lots of qty * (last - lot price), which is qty * (last - average price)."""
-        if not self.quantity_float or self.last_price != self.last_price:  # flat or NaN
-            return 0.0
-        return self.quantity_float * (self.last_price - self.average_float)
-
-    def average_price(self) -> Decimal:
-        return self.average
+        return self.unrealized_at(self.last_price)
 
 
 class Portfolio:
@@ -149,60 +121,35 @@ class Portfolio:
         self.fees += fee
         self.fill_count += 1
 
-        held = holding.quantity
-        closing = min(size, abs(held)) if held and (held > ZERO) != (signed > ZERO) else ZERO
-        opening = size - closing
+        booked = holding.book(signed, price)
+        closing, opening = booked.closed, booked.opened
         # A flip splits its fee between the trip it ends and the one it starts;
         # the two shares add up to the fee exactly.
         close_fee = fee if not opening else (fee * closing / size if closing else ZERO)
         open_fee = fee - close_fee
 
-        realized = ZERO
         closed: tuple[ClosedTrade, ...] = ()
         if closing:
-            direction = 1 if held > ZERO else -1
-            realized = self._consume_lots(holding, closing, price, direction)
+            holding.trip_realized += booked.realized
+            holding.exit_quantity += closing
+            holding.exit_value += closing * price
             holding.trip_fees += close_fee
-            if not holding.quantity:
-                closed = (self._close_trip(holding, fill.ts, direction, reason),)
+            if booked.flat_between:
+                closed = (self._close_trip(holding, fill.ts, booked.direction, reason),)
         if opening:
-            if not holding.quantity:
+            if booked.flat_between:
                 holding.entry_ts = fill.ts
                 holding.entry_reason = reason
-                holding.bars_held = 0
-                holding.peak_unrealized = 0.0
-            open_signed = opening if signed > ZERO else -opening
-            holding.lots.append(_Lot(open_signed, price))
-            holding.quantity += open_signed
             holding.entry_quantity += opening
             holding.entry_cost += opening * price
             holding.trip_fees += open_fee
-        self.realized += realized
-        holding.refresh()
+        self.realized += booked.realized
         self.cash_text = str(self.cash)
         self.realized_net_text = str(self.realized - self.fees)
-        return FillEffect(realized, closed)
+        return FillEffect(booked.realized, closed)
 
     @staticmethod
-    def _consume_lots(holding: _Holding, amount: Decimal, price: Decimal, direction: int) -> Decimal:
-        """Close ``amount`` first in, first out; returns the price P&L realized."""
-        realized = ZERO
-        left = amount
-        while left:
-            lot = holding.lots[0]
-            take = min(left, abs(lot.quantity))
-            realized += take * (price - lot.price) * direction
-            lot.quantity -= take * direction
-            holding.quantity -= take * direction
-            left -= take
-            if lot.quantity == 0:
-                holding.lots.popleft()
-        holding.trip_realized += realized
-        holding.exit_quantity += amount
-        holding.exit_value += amount * price
-        return realized
-
-    def _close_trip(self, holding: _Holding, ts: int, direction: int, reason: str) -> ClosedTrade:
+    def _close_trip(holding: _Holding, ts: int, direction: int, reason: str) -> ClosedTrade:
         trade = ClosedTrade(
             symbol=holding.symbol,
             direction=direction,
@@ -219,19 +166,15 @@ class Portfolio:
         holding.entry_quantity = holding.entry_cost = ZERO
         holding.exit_quantity = holding.exit_value = ZERO
         holding.trip_realized = holding.trip_fees = ZERO
-        holding.bars_held = 0
-        holding.peak_unrealized = 0.0
         return trade
 
     def adopt_position(self, position: Position, ts: int) -> None:
         """Take a broker-reported position as our own (start-up with an existing account)."""
         holding = self._holding(position.symbol)
-        holding.lots = deque([_Lot(position.quantity, position.average_price)]) if position.quantity else deque()
-        holding.quantity = position.quantity
+        holding.adopt(position.quantity, position.average_price)
         holding.entry_ts = ts
         holding.entry_quantity = abs(position.quantity)
         holding.entry_cost = abs(position.quantity) * position.average_price
-        holding.refresh()
         self._equity = self._unrealized = None
 
     def set_cash(self, cash: Decimal) -> None:
@@ -248,10 +191,7 @@ class Portfolio:
             holding = self._holding(symbol)
         holding.last_price = price
         if holding.quantity:
-            holding.bars_held += 1
-            unrealized = holding.unrealized()
-            if unrealized > holding.peak_unrealized:
-                holding.peak_unrealized = unrealized
+            holding.mark(price)
         day = ts // _DAY
         equity = self._revalue()[0]
         if day != self._day:
@@ -278,7 +218,7 @@ class Portfolio:
             quantity = holding.quantity_float
             if quantity and holding.last_price == holding.last_price:  # skip NaN (never marked)
                 equity += quantity * holding.last_price
-            unrealized += holding.unrealized()
+            unrealized += holding.unrealized_at(holding.last_price)
         self._equity, self._unrealized = equity, unrealized
         return equity, unrealized
 
@@ -307,7 +247,7 @@ class Portfolio:
 
     def positions(self) -> list[Position]:
         return [
-            Position(h.symbol, h.quantity, h.average_price())
+            Position(h.symbol, h.quantity, h.average)
             for h in sorted(self._holdings.values(), key=lambda h: h.symbol)
             if h.quantity
         ]
@@ -331,5 +271,5 @@ class Portfolio:
     def _holding(self, symbol: str) -> _Holding:
         holding = self._holdings.get(symbol)
         if holding is None:
-            holding = self._holdings[symbol] = _Holding(symbol)
+            holding = self._holdings[symbol] = _Holding(symbol=symbol)
         return holding

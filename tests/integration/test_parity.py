@@ -30,8 +30,8 @@ from brokers.history import load_bundled
 from daemon.config import TradectlConfig
 from daemon.runners import BacktestRunner
 from strategies.base import Action, Decision, PositionView
-from strategies.env import TradingEnv
 from strategies.recurrent import RecurrentStrategy
+from strategies.training.env import TradingEnv
 
 BARS = 1500
 UNITS = 10_000

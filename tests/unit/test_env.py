@@ -18,8 +18,8 @@ from brokers.sim import SimBroker
 from brokers.sim.replay import ReplayFeed
 from daemon.portfolio import Portfolio
 from strategies.base import ACTION_MAP, FLAT, Action
-from strategies.env import TradingEnv, gap_free_segments
 from strategies.features import DEFAULT_FEATURE_CONFIG, FEATURE_NAMES, FeatureProcessor, feature_hash
+from strategies.training.env import TradingEnv, gap_free_segments
 
 WARMUP = DEFAULT_FEATURE_CONFIG.warmup_bars
 HOUR = 3600
@@ -292,7 +292,7 @@ async def test_execution_matches_the_sim_broker_bar_for_bar(bundled: list[Bar]) 
             assert step_info["bar_index"] == start + j
             held = broker.state.positions.get(symbol)
             assert env._book.quantity == (held.quantity if held else 0)
-            assert env._book.average_price == (held.average_price if held else 0)
+            assert env._book.average == (held.average_price if held else 0)
             assert env._book.cash == broker.state.cash
             assert env._book.equity(bar.close) == (await broker.account()).equity
         k = j - WARMUP + 1

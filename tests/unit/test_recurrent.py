@@ -24,7 +24,6 @@ from brokers.errors import ModelError
 from brokers.history import load_bundled
 from daemon.config import TradectlConfig
 from strategies.base import ACTION_MAP, FLAT, Action, Decision, PositionView
-from strategies.env import TradingEnv
 from strategies.features import FeatureConfig, feature_hash
 from strategies.model_file import load_model, meta_path, read_metadata, save_model
 from strategies.recurrent import (
@@ -34,6 +33,7 @@ from strategies.recurrent import (
     restore_from_store,
     save_to_store,
 )
+from strategies.training.env import TradingEnv
 
 TOL = 1e-5
 

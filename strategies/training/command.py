@@ -1,6 +1,6 @@
 """`tradectl train`: RecurrentPPO on historical bars, through the live feature path and cost model.
 
-The training environment is ``strategies.env.TradingEnv``: the same
+The training environment is ``strategies.training.env.TradingEnv``: the same
 ``FeatureProcessor`` the live strategy runs and the simulated broker's costs
 from the configuration, so what the policy learns from is what it trades on.
 The last ``--eval-fraction`` of the bars is held out; after training the
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from sb3_contrib import RecurrentPPO
 
     from daemon.config import TradectlConfig
-    from strategies.env import TradingEnv
+    from strategies.training.env import TradingEnv
 
 DEFAULT_OUT = Path("var/models/model.zip")
 DEFAULT_CHECKPOINT_DIR = Path("var/models/checkpoints")
@@ -200,7 +200,7 @@ def _vec_env(bars: list[Bar], env_kwargs: dict[str, Any], n_envs: int) -> Any:
     from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from strategies.env import TradingEnv
+    from strategies.training.env import TradingEnv
 
     def make() -> Monitor:
         return Monitor(TradingEnv(bars, **env_kwargs))
@@ -326,8 +326,8 @@ def evaluate(model: RecurrentPPO, bars: Sequence[Bar], env_kwargs: dict[str, Any
     """
     import numpy as np
 
-    from strategies.env import DEFAULT_MAX_GAP_SECONDS, TradingEnv, gap_free_segments
     from strategies.policy import LstmPolicyRunner, StreamStates
+    from strategies.training.env import DEFAULT_MAX_GAP_SECONDS, TradingEnv, gap_free_segments
 
     runner = LstmPolicyRunner(model)
     max_gap = env_kwargs.get("max_gap_seconds", DEFAULT_MAX_GAP_SECONDS)

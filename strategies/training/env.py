@@ -10,9 +10,10 @@ the environment owns no private definitions:
   ``cost_model.fill_price(side, open)`` with fee
   ``cost_model.commission(quantity, price)``, booked with exact ``Decimal``
   cash, exactly like ``brokers.sim``;
-* the position is marked at each bar's close the way ``daemon.portfolio``
-  marks it (``bars_held`` +1 while holding; ``peak_unrealized`` = max of
-  float(qty)·(close - average) since the position opened from flat).
+* the position is booked and marked by ``brokers.accounting.FifoPosition``,
+  the daemon portfolio's own rule: FIFO lots; at each bar's close
+  ``bars_held`` +1 while holding and ``peak_unrealized`` = max of
+  float(qty)·(close - average) since the position opened from flat.
 
 Reward per step, in percent of the starting equity:
 
@@ -45,6 +46,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from brokers.accounting import FifoPosition
 from brokers.base import ZERO, Bar, Side
 from brokers.costs import CostModel
 from strategies.base import ACTION_MAP, FLAT, Action, PositionView
@@ -55,59 +57,19 @@ DEFAULT_MAX_GAP_SECONDS = 3 * 86_400
 
 
 @dataclass(slots=True)
-class _Book:
-    """One symbol's account, booked like the sim broker and marked like the daemon's portfolio.
+class _Book(FifoPosition):
+    """One symbol's account: cash booked like the sim broker, the position by the daemon
+    portfolio's rule (``brokers.accounting``: FIFO lots) and marked like it."""
 
-    Average-cost accounting. The environment only ever opens from flat, closes
-    to flat or flips (targets are +units, -units or 0), where average cost and
-    the portfolio's FIFO lots give identical prices and P&L.
-    """
-
-    cash: Decimal
-    quantity: Decimal = ZERO
-    cost: Decimal = ZERO  # Σ signed quantity · price of the open position
+    cash: Decimal = ZERO
     realized: Decimal = ZERO  # price P&L realized, before fees
     fees: Decimal = ZERO
-    bars_held: int = 0
-    peak_unrealized: float = 0.0
 
     def fill(self, side: Side, quantity: Decimal, price: Decimal, fee: Decimal) -> None:
         signed = quantity if side is Side.BUY else -quantity
         self.cash -= signed * price + fee
         self.fees += fee
-        held = self.quantity
-        if held and (held > 0) != (signed > 0):
-            closing = min(quantity, abs(held))
-            direction = 1 if held > 0 else -1
-            average = self.cost / held
-            self.realized += closing * (price - average) * direction
-            held -= closing * direction
-            self.cost = average * held if held else ZERO
-            self.quantity = held
-            opening = quantity - closing
-        else:
-            opening = quantity
-        if opening:
-            if not self.quantity:
-                self.bars_held = 0
-                self.peak_unrealized = 0.0
-            open_signed = opening if signed > 0 else -opening
-            self.quantity += open_signed
-            self.cost += open_signed * price
-        elif not self.quantity:
-            self.bars_held = 0
-            self.peak_unrealized = 0.0
-
-    @property
-    def average_price(self) -> Decimal:
-        return self.cost / self.quantity if self.quantity else ZERO
-
-    def mark(self, close: float) -> None:
-        if self.quantity:
-            self.bars_held += 1
-            unrealized = float(self.quantity) * (close - float(self.average_price))
-            if unrealized > self.peak_unrealized:
-                self.peak_unrealized = unrealized
+        self.realized += self.book(signed, price).realized
 
     def equity(self, close: float) -> Decimal:
         return self.cash + self.quantity * Decimal(repr(close)) if self.quantity else self.cash
@@ -115,12 +77,7 @@ class _Book:
     def view(self) -> PositionView:
         if not self.quantity:
             return FLAT
-        return PositionView(
-            quantity=self.quantity,
-            average_price=float(self.average_price),
-            bars_held=self.bars_held,
-            peak_unrealized=self.peak_unrealized,
-        )
+        return PositionView(self.quantity, self.average_float, self.bars_held, self.peak_unrealized)
 
 
 def gap_free_segments(bars: Sequence[Bar], max_gap_seconds: int) -> list[tuple[int, int]]:
@@ -198,7 +155,7 @@ class TradingEnv(gym.Env[np.ndarray, int]):
             )
         self._n_starts = sum(count for _, count in self._starts)
 
-        self._book = _Book(self.initial_equity)
+        self._book = _Book(cash=self.initial_equity)
         self._i = 0
         self._end = 0
         self._steps = 0
@@ -263,7 +220,7 @@ class TradingEnv(gym.Env[np.ndarray, int]):
         self._i = warm_end - 1
         self._end = start + self._window - 1
         self._steps = 0
-        self._book = _Book(self.initial_equity)
+        self._book = _Book(cash=self.initial_equity)
         self._equity = self._peak_equity = self.initial_equity
         self._drawdown = 0.0
         self._holds.clear()
