@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import pathlib
+from collections import deque
 from collections.abc import AsyncIterator
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import Literal
@@ -68,6 +69,11 @@ class SimBroker:
     last saved bar, which is consistent with everything it saved.
     ``state_fsync=False`` keeps atomicity against a killed process but gives up
     durability against power loss (for tests).
+
+    Without a state file, memory stays flat over any replay: only the latest
+    ``retain_finished`` finished orders and their fills are remembered (for
+    ``get_order``, ``fills_for`` and the duplicate-id check); the daemon's
+    store holds the full record.
     """
 
     def __init__(
@@ -84,6 +90,7 @@ class SimBroker:
         checkpoint_bars: int = 0,
         state_fsync: bool = True,
         account_id: str = "",
+        retain_finished: int = 1000,
     ) -> None:
         if fill_at not in ("next_open", "close"):
             raise ValueError(f"fill_at must be 'next_open' or 'close', not {fill_at!r}")
@@ -91,6 +98,8 @@ class SimBroker:
             raise ValueError(f"max_fill_quantity must be positive, got {max_fill_quantity}")
         if checkpoint_bars < 0:
             raise ValueError(f"checkpoint_bars must be >= 0, got {checkpoint_bars}")
+        if retain_finished < 1:
+            raise ValueError(f"retain_finished must be >= 1, got {retain_finished}")
         self.name = name
         self.feed = feed
         self.cost_model = cost_model
@@ -107,6 +116,11 @@ class SimBroker:
         self._working: dict[str, SimOrder] = {}
         self._fills_by_order: dict[str, list[Fill]] = {}
         self._inbox = UpdateInbox()
+        # Without a state file the broker's memory is bounded: the store holds the record. Finished
+        # orders (with their fills) are kept for look-ups and duplicate checks, the latest
+        # ``retain_finished`` of them, like a venue's idempotency window.
+        self.retain_finished = retain_finished
+        self._finished: deque[str] = deque()
         self._connected = False
         self._sync_feed_position()
 
@@ -423,10 +437,11 @@ class SimBroker:
         order.updated_ts = ts
         self._mutations += 1
         self._delta.orders.add(order.client_order_id)
-        if order.status.is_terminal:
-            del self._working[order.client_order_id]
         self.state.fills.append(fill)
         self._fills_by_order.setdefault(fill.client_order_id, []).append(fill)
+        if order.status.is_terminal:
+            del self._working[order.client_order_id]
+            self._finished_order(order.client_order_id)
         self._apply_to_account(fill)
         self._inbox.put(_update(order, fill))
 
@@ -458,7 +473,26 @@ class SimBroker:
         self._mutations += 1
         self._delta.orders.add(order.client_order_id)
         self._working.pop(order.client_order_id, None)
+        self._finished_order(order.client_order_id)
         self._inbox.put(_update(order))
+
+    def _finished_order(self, client_order_id: str) -> None:
+        """Forget the oldest finished orders beyond ``retain_finished`` (only without a state file, whose
+        journal is indexed by the full history)."""
+        if self._file is not None:
+            return
+        finished = self._finished
+        finished.append(client_order_id)
+        if len(finished) <= self.retain_finished:
+            return
+        state = self.state
+        forgotten = finished.popleft()
+        state.orders.pop(forgotten, None)
+        self._fills_by_order.pop(forgotten, None)
+        # the flat logs are trimmed in halves, so the cost per order stays constant
+        for log in (state.fills, state.submits):
+            if len(log) > 2 * self.retain_finished:
+                del log[: len(log) - self.retain_finished]
 
     def _sync_feed_position(self) -> None:
         state = self.state

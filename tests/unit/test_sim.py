@@ -511,3 +511,36 @@ async def test_state_from_another_feed_is_refused(tmp_path: Path) -> None:
         _broker(shifted).load_state(tmp_path / "s.json")
     with pytest.raises(DataError, match="feed has only 1 bars"):
         _broker(SERIES[:1]).load_state(tmp_path / "s.json")
+
+
+# --- bounded memory ------------------------------------------------------------------------------
+
+
+async def test_without_a_state_file_only_the_latest_finished_orders_are_remembered() -> None:
+    broker = _broker(retain_finished=2)
+    bars = broker.bars()
+    await anext(bars)
+    for i in range(4):
+        await broker.submit(f"c{i}", _buy("10") if i % 2 == 0 else _sell("10"))
+        await anext(bars)  # fills at this bar's open
+    assert [u.client_order_id for u in broker.drain_updates()] == ["c0", "c1", "c2", "c3"]
+    assert sorted(broker.state.orders) == ["c2", "c3"], "older finished orders are forgotten"
+    assert await broker.get_order("c0") is None and await broker.fills_for("c0") == []
+    assert [f.client_order_id for f in await broker.fills_for("c3")] == ["c3"]
+    with pytest.raises(OrderRejected, match="duplicate client_order_id 'c3'"):
+        await broker.submit("c3", _buy("10"))
+    assert broker.state.cash == D(100000) - sum(
+        (f.signed_quantity * f.price + f.fee for f in broker.state.fills), D(0)
+    ), "what is forgotten is history, not money"
+
+
+async def test_a_state_file_keeps_the_whole_history(tmp_path: Path) -> None:
+    broker = _broker(retain_finished=1, state_file=tmp_path / "sim.json", state_fsync=False)
+    await broker.connect()
+    bars = broker.bars()
+    await anext(bars)
+    for i in range(3):
+        await broker.submit(f"c{i}", _buy("10"))
+        await anext(bars)
+    assert sorted(broker.state.orders) == ["c0", "c1", "c2"]
+    await broker.close()
