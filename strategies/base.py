@@ -11,7 +11,7 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 from brokers.base import Bar
 
@@ -65,27 +65,19 @@ class Strategy(Protocol):
     (one per symbol) so that learned policies can batch them. It returns one
     decision per bar that is past warm-up; bars still warming up get none.
     ``reset(symbol)`` marks an episode start (first bar, or after a data gap).
+    ``model_sha256`` names the trained model a strategy runs (the SHA-256 of
+    its file), None for a rule-based strategy: the daemon compares it with
+    the registered models (gold-model rollback) without knowing the kind.
     """
 
     name: str
     warmup_bars: int
+
+    @property
+    def model_sha256(self) -> str | None: ...
 
     def decide(self, bars: Sequence[Bar], positions: Sequence[PositionView]) -> list[Decision]: ...
 
     def reset(self, symbol: str) -> None: ...
 
     def describe(self) -> dict[str, object]: ...
-
-
-@runtime_checkable
-class PlainStrategy(Strategy, Protocol):
-    """A strategy whose decisions depend on its bars alone: no position, no confidence, no extras.
-
-    ``scan(bar)`` consumes one bar like ``decide((bar,), ...)`` and returns
-    its decision as ``(action, reason)`` (None while warming up) without
-    building a ``Decision``. ``decide`` must be exactly ``scan`` per bar; the
-    backtester uses ``scan`` to run through stretches of bars that trade
-    nothing at a fraction of the per-bar cost.
-    """
-
-    def scan(self, bar: Bar) -> tuple[Action, str] | None: ...

@@ -18,9 +18,10 @@ _EQUAL = (Action.HOLD, "averages_equal")
 
 
 class SmaCrossStrategy:
-    """Decides from closes alone, so it is a ``PlainStrategy`` (the backtester's quiet stretches use ``scan``)."""
+    """Decides from closes alone: no position, no confidence, no extras."""
 
     name = "sma_cross"
+    model_sha256: str | None = None  # rule-based: no model
 
     def __init__(self, fast: int = 10, slow: int = 30, allow_short: bool = True) -> None:
         if fast >= slow:
@@ -36,30 +37,23 @@ class SmaCrossStrategy:
         self._windows.pop(symbol, None)
 
     def decide(self, bars: Sequence[Bar], positions: Sequence[PositionView]) -> list[Decision]:
+        # Runs on every bar, most of which change nothing: two pushes, two means, one comparison.
         decisions = []
         for bar in bars:
-            decided = self.scan(bar)
-            if decided is not None:
-                decisions.append(Decision(bar.symbol, bar.ts, decided[0], reason=decided[1]))
+            symbol = bar.symbol
+            windows = self._windows.get(symbol)
+            if windows is None:
+                windows = self._windows[symbol] = (RollingSum(self.fast), RollingSum(self.slow))
+            fast, slow = windows
+            close = bar.close
+            fast.push(close)
+            slow.push(close)
+            if slow.count < slow.window:
+                continue  # warming up
+            f, s = fast.total / fast.window, slow.total / slow.window  # the windows' means
+            action, reason = _ABOVE if f > s else self._below if f < s else _EQUAL
+            decisions.append(Decision(symbol, bar.ts, action, None, None, reason))
         return decisions
-
-    def scan(self, bar: Bar) -> tuple[Action, str] | None:
-        """The decision on one bar as (action, reason), or None while warming up (see ``PlainStrategy``)."""
-        windows = self._windows.get(bar.symbol)
-        if windows is None:
-            windows = self._windows[bar.symbol] = (RollingSum(self.fast), RollingSum(self.slow))
-        fast, slow = windows
-        close = bar.close
-        fast.push(close)
-        slow.push(close)
-        if slow.count < slow.window:
-            return None
-        f, s = fast.total / fast.window, slow.total / slow.window  # the windows' means
-        if f > s:
-            return _ABOVE
-        if f < s:
-            return self._below
-        return _EQUAL
 
     def describe(self) -> dict[str, object]:
         return {"name": self.name, "fast": self.fast, "slow": self.slow, "allow_short": self.allow_short}
