@@ -23,12 +23,11 @@ from brokers.errors import ConfigError, RiskStateError, TradectlError
 from daemon.bar_guard import BarGuard
 from daemon.config import TradectlConfig
 from daemon.looplag import LoopLagMonitor
-from daemon.orders import OrderManager
+from daemon.orders import OrderManager, StartupOutcome, make_settle, open_books, start_safely
 from daemon.pipeline import TradingPipeline
 from daemon.portfolio import Portfolio
-from daemon.recovery import StartupOutcome, make_settle, open_books, start_safely
 from daemon.report import Summary, summarize
-from daemon.store import Store
+from daemon.store import RiskEvent, Store
 from risk.governor import RiskGovernor, TradingState
 from risk.layers import build_layers
 from risk.reconciler import Reconciler
@@ -127,7 +126,7 @@ class Daemon:
         rc = config.reconcile
         reconciler = Reconciler(
             broker, portfolio, orders, policy=rc.policy, governor=governor, hooks=pipeline.hooks,
-            audit=store._write, alert=pipeline._emit, settle=make_settle(broker, orders),
+            audit=store.record_reconciliation, alert=pipeline._emit, settle=make_settle(broker, orders),
             confirm_delay=rc.confirm_delay_seconds, unknown_halt_after=rc.unknown_halt_after, run_id=store.run_id,
         )
         daemon = cls(config, mode, store, broker, pipeline, orders, governor, portfolio, strategy, reconciler)
@@ -230,7 +229,9 @@ class Daemon:
 
         gold = await gold_model(self.store)
         if gold is None:
-            self.store.add_risk_event(ts, None, "drawdown", "alert", "no_gold_model", "no gold model is registered")
+            self.store.record_risk_event(
+                RiskEvent(ts, None, "drawdown", "alert", "no_gold_model", "no gold model is registered")
+            )
             log.warning("rollback to the gold model requested, but none is registered")
             return False
         sha, path = gold
@@ -242,14 +243,16 @@ class Daemon:
             # loading a model reads and unpickles a file: keep it off the event loop
             strategy = await asyncio.to_thread(RecurrentStrategy.from_config, rcfg, self.config)
         except TradectlError as exc:
-            self.store.add_risk_event(ts, None, "drawdown", "alert", "gold_model_refused", str(exc))
+            self.store.record_risk_event(RiskEvent(ts, None, "drawdown", "alert", "gold_model_refused", str(exc)))
             log.error("gold model refused; keeping the current strategy", error=str(exc))
             return False
         symbol = self.config.data.symbol
         span = strategy.warmup_bars * 4 * self.config.data.bar_seconds
         strategy.warm_up(symbol, await self.broker.historical_bars(symbol, ts - span, ts))
         self.strategy = self.pipeline.strategy = strategy
-        self.store.add_risk_event(ts, None, "drawdown", "alert", "rolled_back_to_gold", f"gold model {sha[:12]}")
+        self.store.record_risk_event(
+            RiskEvent(ts, None, "drawdown", "alert", "rolled_back_to_gold", f"gold model {sha[:12]}")
+        )
         log.warning("switched to the gold model", sha256=sha, path=str(path))
         return True
 

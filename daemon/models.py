@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -42,34 +41,21 @@ async def register_model(store: Store, path: str | Path, *, gold: bool = False, 
     model, meta, actual = await asyncio.to_thread(_inspect, Path(path))  # file I/O off the event loop
     if actual != meta.get("sha256"):
         raise ModelError(f"SHA-256 of {model.name} does not match its metadata (file changed or corrupt)")
-    metrics = json.dumps(meta.get("training_metrics", {}), sort_keys=True, default=str)
-    ops: list[tuple[str, tuple[Any, ...]]] = []
-    if gold:
-        ops.append(("UPDATE model_registry SET is_gold = 0 WHERE is_gold = 1", ()))
-    ops.append(
-        (
-            "INSERT INTO model_registry (sha256, path, feature_hash, metrics, is_gold, registered_ts)"
-            " VALUES (?,?,?,?,?,?) ON CONFLICT(sha256) DO UPDATE SET path = excluded.path,"
-            " is_gold = MAX(model_registry.is_gold, excluded.is_gold)",
-            (actual, str(model), str(meta.get("feature_hash", "")), metrics, int(gold), ts),
-        )
+    await store.register_model(
+        actual, model, str(meta.get("feature_hash", "")), meta.get("training_metrics", {}), gold=gold, ts=ts
     )
-    for sql, params in ops:
-        await store.execute(sql, params)
     return {"sha256": actual, "path": str(model), "gold": gold}
 
 
 async def gold_model(store: Store) -> tuple[str, Path] | None:
-    rows = await store.query("SELECT sha256, path FROM model_registry WHERE is_gold = 1")
-    return (str(rows[0][0]), Path(rows[0][1])) if rows else None
+    """The operator's known-good model: its SHA-256 and file, or None when none is registered."""
+    entry = await store.gold_model()
+    return None if entry is None else (entry.sha256, entry.path)
 
 
 async def list_models(store: Store) -> list[dict[str, Any]]:
-    rows = await store.query(
-        "SELECT sha256, path, feature_hash, is_gold, is_production, registered_ts FROM model_registry"
-        " ORDER BY registered_ts, sha256"
-    )
     return [
-        {"sha256": r[0], "path": r[1], "feature_hash": r[2], "gold": bool(r[3]), "production": bool(r[4]), "ts": r[5]}
-        for r in rows
+        {"sha256": m.sha256, "path": str(m.path), "feature_hash": m.feature_hash, "gold": m.gold,
+         "production": m.production, "ts": m.registered_ts}
+        for m in await store.models()
     ]

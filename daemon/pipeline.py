@@ -22,7 +22,7 @@ from daemon.bar_guard import BarGuard
 from daemon.orders import ManagedOrder, OrderManager
 from daemon.portfolio import ClosedTrade, Portfolio
 from daemon.report import RunStats
-from daemon.store import Store
+from daemon.store import BarRejection, DecisionRow, EquitySnapshot, RiskEvent, Store
 from risk.governor import RiskContext, RiskGovernor, TradingState, Verdict, VerdictKind
 from risk.layers import FLATTEN, RiskHooks
 from risk.sizing import order_for_target
@@ -150,7 +150,9 @@ class TradingPipeline:
     def _snapshot(self, ts: int, equity: float) -> None:
         if self.counts.bars % self._equity_every == 0:
             portfolio = self.portfolio
-            self.store.add_equity(ts, equity, portfolio.cash_text, portfolio.realized_net_text, portfolio.unrealized())
+            self.store.record_equity(
+                EquitySnapshot(ts, equity, portfolio.cash_text, portfolio.realized_net_text, portfolio.unrealized())
+            )
             self.stats.add(ts, equity)
 
     async def apply_updates(self) -> int:
@@ -170,7 +172,7 @@ class TradingPipeline:
     def _rejected(self, bar: Bar, reason: str, detail: str) -> None:
         self.counts.rejected_bars += 1
         ts = bar.ts if isinstance(bar.ts, int) else None
-        self.store.add_rejection(ts, bar.symbol, reason, detail)
+        self.store.record_rejection(BarRejection(ts, bar.symbol, reason, detail))
         log.warning("bar rejected", symbol=bar.symbol, ts=ts, reason=reason, detail=detail)
         if reason == "gap":
             self.strategy.reset(bar.symbol)
@@ -273,8 +275,8 @@ class TradingPipeline:
     ) -> None:
         self.counts.risk_denials += 1
         self._record(decision_id, decision, verdict, request.signed_quantity, None)
-        self.store.add_risk_event(
-            ts, request.symbol, verdict.layer, verdict.kind.value, verdict.reason, verdict.message
+        self.store.record_risk_event(
+            RiskEvent(ts, request.symbol, verdict.layer, verdict.kind.value, verdict.reason, verdict.message)
         )
         key = (request.symbol, verdict.layer, verdict.reason)
         if key == self._last_denial:
@@ -299,21 +301,21 @@ class TradingPipeline:
         quantity: Decimal | None,
         client_order_id: str | None,
     ) -> None:
-        self.store.add_decision(
-            (
-                decision_id,
+        self.store.record_decision(
+            DecisionRow(
                 decision.symbol,
                 decision.ts,
                 decision.action.name,
-                decision.confidence,
-                decision.probabilities,  # encoded as JSON by the store, with its batch
                 decision.reason,
-                verdict.kind.value if verdict is not None else None,
-                verdict.layer if verdict is not None else None,
-                verdict.reason if verdict is not None else None,
-                str(quantity) if quantity is not None else None,
-                client_order_id,
-                decision.extras or None,
+                id=decision_id,
+                confidence=decision.confidence,
+                probabilities=decision.probabilities,
+                verdict=verdict.kind.value if verdict is not None else None,
+                verdict_layer=verdict.layer if verdict is not None else None,
+                verdict_reason=verdict.reason if verdict is not None else None,
+                order_quantity=quantity,
+                client_order_id=client_order_id,
+                extras=decision.extras or None,
             )
         )
         self.last_decision = LastDecision(
@@ -352,7 +354,7 @@ class TradingPipeline:
     async def _trade_closed(self, trade: ClosedTrade) -> None:
         self.counts.trades += 1
         self.stats.add_trade(trade.pnl)
-        await self.store.record_trade(trade.as_row())
+        await self.store.record_trade(trade)
         self.hooks.trade_closed(trade.symbol, trade.pnl, trade.exit_ts)
         record = getattr(self.sizer, "record_trade", None)
         if record is not None:
@@ -363,7 +365,9 @@ class TradingPipeline:
     async def _record_risk_events(self) -> None:
         """Store and alert what the layers noticed (warnings, requested state changes)."""
         for event in self.hooks.drain_events():
-            self.store.add_risk_event(event.ts, None, event.layer, event.level, event.reason, event.message)
+            self.store.record_risk_event(
+                RiskEvent(event.ts, None, event.layer, event.level, event.reason, event.message)
+            )
             log.warning("risk event", layer=event.layer, reason=event.reason, message=event.message)
             await self._emit("risk_event", event.message, {"layer": event.layer, "reason": event.reason})
 
@@ -375,7 +379,9 @@ class TradingPipeline:
         self._rolled_back = False
 
     async def _halt(self, verdict: Verdict, ts: int, symbol: str | None) -> None:
-        self.store.add_risk_event(ts, symbol, verdict.layer, verdict.kind.value, verdict.reason, verdict.message)
+        self.store.record_risk_event(
+            RiskEvent(ts, symbol, verdict.layer, verdict.kind.value, verdict.reason, verdict.message)
+        )
         if self.governor.state is not TradingState.HALTED:
             self.governor.transition(TradingState.HALTED, f"{verdict.layer}:{verdict.reason}")
         log.error("trading halted", layer=verdict.layer, reason=verdict.reason, message=verdict.message)
@@ -405,9 +411,9 @@ class TradingPipeline:
                 verdict = self.governor.check(request, self._context(request, mark, None))
                 if not verdict.allowed:
                     denied.append({"symbol": position.symbol, "reason": verdict.reason})
-                    self.store.add_risk_event(
+                    self.store.record_risk_event(RiskEvent(
                         when, position.symbol, verdict.layer, verdict.kind.value, verdict.reason, verdict.message
-                    )
+                    ))
                     continue
                 order = await self.orders.submit(request, ts=when)
                 self.counts.orders += 1
@@ -423,7 +429,9 @@ class TradingPipeline:
         log.error("order anomaly", kind=kind, message=message)
         ts = self.last_bar.ts if self.last_bar else 0
         symbol = order.request.symbol if order else None
-        self.store.add_risk_event(ts, symbol, "orders", "halt" if kind == "overfill" else "alert", kind, message)
+        self.store.record_risk_event(
+            RiskEvent(ts, symbol, "orders", "halt" if kind == "overfill" else "alert", kind, message)
+        )
         if kind == "overfill" and self.governor.state is not TradingState.HALTED:
             self.governor.transition(TradingState.HALTED, f"orders:{kind}")
         await self._emit(kind, message, {})

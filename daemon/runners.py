@@ -30,7 +30,7 @@ from brokers.base import Bar
 from daemon.api import ControlApi
 from daemon.app import Daemon, build_strategy
 from daemon.config import TradectlConfig
-from daemon.recovery import supervise
+from daemon.orders import supervise
 from daemon.report import Summary
 from daemon.sdnotify import SystemdNotifier
 from daemon.store import Store
@@ -99,9 +99,7 @@ class BacktestRunner:
             db_path,
             flush_rows=config.store.flush_rows,
             instance_id=BACKTEST_INSTANCE_ID,
-            durable=False,
-            inline=True,
-            synchronous=config.store.synchronous,
+            batched=True,
         )
         daemon = await _assemble(config, strategy, venue, store, mode="backtest", restore_trading_state=False)
         return cls(daemon, len(replay))
@@ -159,9 +157,6 @@ class LiveRunner:
         store = await Store.open(
             db_path or config.store.path,
             flush_rows=config.store.flush_rows,
-            durable=True,
-            # a commit without an fsync is cheaper than the hop to a worker thread (see daemon.store)
-            inline=config.store.synchronous == "normal",
             synchronous=config.store.synchronous,
         )
         daemon = await _assemble(config, strategy, venue, store, mode="run", restore_trading_state=True)

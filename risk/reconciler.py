@@ -12,9 +12,8 @@ order, after fills, and periodically. Three rules shape it:
   still be in flight to us. Pending updates are applied (``settle``) before
   comparing, and a difference is only acted on if a second look after
   ``confirm_delay`` still shows it.
-* **Every run is audited** — what differed and what was done — through an
-  ``async write(sql, params)`` callable (the store's ``_write``), into the
-  ``reconciliation_runs`` table of ``MIGRATION``.
+* **Every run is audited** — what differed and what was done — as a
+  ``ReconciliationRecord`` handed to ``audit`` (``Store.record_reconciliation``).
 
 The policy decides what a confirmed difference does: ``adopt`` takes the
 broker's state (orders are looked up again, positions are set to the
@@ -27,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import json
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,33 +35,15 @@ from typing import Any, Literal, Protocol
 import structlog
 
 from brokers.base import ZERO, OrderStatus, OrderUpdate, Position
+from daemon.store.rows import ReconciliationRecord
 from risk.governor import RiskGovernor, TradingState
 
 log = structlog.get_logger(__name__)
 
 Policy = Literal["adopt", "halt"]
-AuditWrite = Callable[[str, Sequence[Any]], Awaitable[None]]
+AuditWrite = Callable[[ReconciliationRecord], Awaitable[None]]
 AlertSink = Callable[[str, str, dict[str, Any]], Awaitable[None] | None]
 Settle = Callable[[], Awaitable[None]]
-
-MIGRATION_NAME = "reconciliation runs"
-RECONCILIATION_RUNS_DDL = """
-        CREATE TABLE reconciliation_runs (
-            id INTEGER PRIMARY KEY,
-            run_id INTEGER NOT NULL DEFAULT 0,
-            ts INTEGER NOT NULL,
-            reason TEXT NOT NULL,
-            status TEXT NOT NULL,
-            action TEXT NOT NULL,
-            differences TEXT NOT NULL DEFAULT '[]',
-            detail TEXT NOT NULL DEFAULT ''
-        );
-        CREATE INDEX reconciliation_runs_ts ON reconciliation_runs(ts)
-        """
-_AUDIT_SQL = (
-    "INSERT INTO reconciliation_runs (run_id, ts, reason, status, action, differences, detail)"
-    " VALUES (?,?,?,?,?,?,?)"
-)
 
 # Daemon orders the broker must list as open. NEW (send in progress), SUBMITTED/UNKNOWN (no ack yet) and
 # CANCEL_PENDING (confirmation in flight) are the order manager's to settle through its ack timeout.
@@ -432,7 +412,7 @@ class Reconciler:
         if self._audit is None:
             return
         try:
-            await self._audit(_AUDIT_SQL, audit_row(result, self.run_id))
+            await self._audit(audit_record(result, self.run_id))
         except Exception as exc:
             # Auditing is not allowed to take the safety action back; it is logged loudly instead.
             self.stats.runs["audit_failed"] += 1
@@ -445,16 +425,12 @@ class Reconciler:
 # ---------------------------------------------------------------------------- helpers
 
 
-def audit_row(result: ReconciliationResult, run_id: int = 0) -> tuple[Any, ...]:
-    differences = json.dumps([d.as_dict() for d in result.differences], sort_keys=True)
-    return (run_id, result.ts, result.reason, result.status.value, result.action.value, differences, result.detail)
-
-
-async def ensure_audit_table(write: AuditWrite) -> None:
-    """Create ``reconciliation_runs`` if absent: for stores that predate the lead's migration (tests, tools)."""
-    for statement in filter(None, (s.strip() for s in RECONCILIATION_RUNS_DDL.split(";"))):
-        await write(statement.replace("CREATE TABLE ", "CREATE TABLE IF NOT EXISTS ").replace(
-            "CREATE INDEX ", "CREATE INDEX IF NOT EXISTS "), ())
+def audit_record(result: ReconciliationResult, run_id: int = 0) -> ReconciliationRecord:
+    """What the audit keeps of one run."""
+    return ReconciliationRecord(
+        run_id, result.ts, result.reason, result.status.value, result.action.value,
+        tuple(d.as_dict() for d in result.differences), result.detail,
+    )
 
 
 def _positions_by_symbol(positions: object) -> dict[str, Position]:

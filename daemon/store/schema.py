@@ -1,4 +1,4 @@
-"""Schema migrations for the SQLite store, applied in order, each exactly once.
+"""Every table of the store: its migrations (applied in order, each exactly once) and connection settings.
 
 Append new migrations; never edit one that has shipped. Money and quantities
 are stored as decimal TEXT so that what was counted is what is read back.
@@ -6,7 +6,27 @@ are stored as decimal TEXT so that what was counted is what is read back.
 
 from __future__ import annotations
 
-from risk.reconciler import MIGRATION_NAME, RECONCILIATION_RUNS_DDL
+import sqlite3
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from brokers.errors import StoreError
+
+_RECONCILIATION_RUNS = """
+        CREATE TABLE reconciliation_runs (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL DEFAULT 0,
+            ts INTEGER NOT NULL,
+            reason TEXT NOT NULL,
+            status TEXT NOT NULL,
+            action TEXT NOT NULL,
+            differences TEXT NOT NULL DEFAULT '[]',
+            detail TEXT NOT NULL DEFAULT ''
+        );
+        CREATE INDEX reconciliation_runs_ts ON reconciliation_runs(ts)
+        """
 
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (
@@ -161,7 +181,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         );
         """,
     ),
-    (3, MIGRATION_NAME, RECONCILIATION_RUNS_DDL),
+    (3, "reconciliation runs", _RECONCILIATION_RUNS),
     (
         4,
         "decision runs",
@@ -176,3 +196,67 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
 )
 
 LATEST_VERSION = MIGRATIONS[-1][0]
+
+# (sql, parameters, executemany?)
+Op = tuple[str, Sequence[Any], bool]
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def run_transaction(conn: sqlite3.Connection, ops: Sequence[Op]) -> list[int]:
+    """All of ``ops`` or none of them; returns each statement's row count."""
+    counts = []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for sql, params, many in ops:
+            cursor = conn.executemany(sql, params) if many else conn.execute(sql, params)
+            counts.append(cursor.rowcount)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return counts
+
+
+def configure(conn: sqlite3.Connection, synchronous: str) -> None:
+    """WAL, the commit's durability (FULL: power loss; NORMAL: a killed process; OFF: backtests) and foreign keys."""
+    mode = synchronous.upper()
+    if mode not in ("FULL", "NORMAL", "OFF"):
+        raise StoreError(f"unknown synchronous mode {synchronous!r}")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={mode}")
+    conn.execute("PRAGMA foreign_keys=ON")
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring the schema to ``LATEST_VERSION``; refuse a database written by a newer tradectl."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT, applied_at TEXT)"
+    )
+    current = int(conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()[0])
+    if current > LATEST_VERSION:
+        raise StoreError(f"{path}: schema version {current} is newer than this tradectl ({LATEST_VERSION}); upgrade")
+    for version, name, sql in MIGRATIONS:
+        if version <= current:
+            continue
+        statements: list[Op] = [(s.strip(), (), False) for s in sql.split(";") if s.strip()]
+        record = "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?,?,?)"
+        statements.append((record, (version, name, utc_now()), False))
+        run_transaction(conn, statements)
+
+
+def ensure_meta(conn: sqlite3.Connection, instance_id: str) -> dict[str, str]:
+    """The database's identity: its client-order-id prefix (fixed at creation) and the order sequence."""
+    meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    if "instance_id" not in meta:
+        run_transaction(
+            conn,
+            [
+                ("INSERT INTO meta (key, value) VALUES ('instance_id', ?)", (instance_id,), False),
+                ("INSERT INTO meta (key, value) VALUES ('order_seq', '0')", (), False),
+            ],
+        )
+        meta = {"instance_id": instance_id, "order_seq": "0"}
+    return meta

@@ -124,7 +124,7 @@ async def _run(tmp: Path, bars: list[Bar], data: st.DataObject) -> None:
     broker = sim_broker(bars, cls=WitnessBroker)
     broker.sent_during = []  # type: ignore[attr-defined]
     broker.delivered = []  # type: ignore[attr-defined]
-    rig = await build_rig(tmp / "p.db", broker, durable=False, inline=True)
+    rig = await build_rig(tmp / "p.db", broker, batched=True)
     pipeline, orders = rig.pipeline, rig.orders
     invalid: set[int] = set()
     refused_expected = 0

@@ -83,7 +83,7 @@ async def test_decisions_after_a_restart_equal_an_uninterrupted_run(tmp_path: Pa
     first.daemon.broker.save_state(tmp_path / "sim.json")
     assert isinstance(first.daemon.strategy, RecurrentStrategy)
     # The daemon's shutdown closed its store; saving is what the shutdown glue will do before that.
-    store = await Store.open(db, instance_id="bt", durable=False)
+    store = await Store.open(db, instance_id="bt", batched=True)
     try:
         assert await save_to_store(first.daemon.strategy, store) == 1
     finally:

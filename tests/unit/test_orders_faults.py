@@ -154,7 +154,7 @@ class AnswersAfterAWhile(SimBroker):
 
 
 async def test_submit_that_suspends_runs_under_the_timeout_to_its_answer(tmp_path: Path) -> None:
-    """``OrderManager._send`` arms the deadline only once the broker suspends; the answer must come through."""
+    """A broker that suspends answers under the submit deadline; its answer (or rejection) comes through."""
     rig = await _rig(tmp_path, AnswersAfterAWhile, submit_timeout=5)
     bar = await _step(rig.broker)
     order = await rig.orders.submit(BUY, ts=bar.ts)
@@ -168,7 +168,7 @@ async def test_submit_that_suspends_runs_under_the_timeout_to_its_answer(tmp_pat
 
 
 async def test_submit_that_suspends_past_the_timeout_is_cancelled(tmp_path: Path) -> None:
-    """Cancellation by the deadline reaches the suspended broker call through ``_Resumed``."""
+    """The deadline cancels the suspended broker call; the order is then looked up, never re-sent."""
     rig = await _rig(tmp_path, SlowAnswer, submit_timeout=0.01)
     cancelled: list[bool] = []
     original = rig.broker.submit

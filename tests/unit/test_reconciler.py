@@ -19,7 +19,7 @@ from brokers.base import Bar, OrderRequest, OrderStatus, OrderType, OrderUpdate,
 from brokers.errors import BrokerError
 from brokers.history import load_bundled
 from brokers.sim import SimBroker
-from daemon.recovery import make_settle, start_safely, supervise
+from daemon.orders import make_settle, start_safely, supervise
 from risk.governor import TradingState
 from risk.reconciler import DifferenceKind, ReconcileAction, Reconciler, ReconcileStatus
 from tests.integration.fakes.rig import Rig, build_rig, sim_broker

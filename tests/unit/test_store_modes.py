@@ -1,4 +1,4 @@
-"""The store's write paths: decision runs, the backtest write-behind batch, inline live commits."""
+"""The store's two writers: decision runs and write-behind in the backtest batch, commits and flushes when live."""
 
 from __future__ import annotations
 
@@ -11,14 +11,16 @@ import pytest
 
 from brokers.base import Fill, OrderRequest, OrderStatus, Side
 from brokers.errors import StoreError
-from daemon.store import Store
+from daemon.portfolio import ClosedTrade
+from daemon.store import BarRejection, DecisionRow, Store
+from daemon.store.writer import LIVE_CHUNK_ROWS
 
 D = Decimal
 REQUEST = OrderRequest("EURUSD", Side.BUY, D("1000"), reason="buy")
 
 
-def _plain(symbol: str, ts: int, action: str = "BUY", reason: str = "fast_above_slow") -> tuple[object, ...]:
-    return (None, symbol, ts, action, None, None, reason, None, None, None, None, None, None)
+def _plain(symbol: str, ts: int, action: str = "BUY", reason: str = "fast_above_slow") -> DecisionRow:
+    return DecisionRow(symbol, ts, action, reason)
 
 
 def _rows(db: Path) -> list[tuple[object, ...]]:
@@ -27,19 +29,24 @@ def _rows(db: Path) -> list[tuple[object, ...]]:
         return conn.execute(sql).fetchall()
 
 
-async def test_repeated_plain_decisions_share_one_row_with_a_bar_count(tmp_path: Path) -> None:
+async def test_repeated_plain_decisions_share_one_row_with_a_bar_count_in_a_backtest(tmp_path: Path) -> None:
     db = tmp_path / "d.db"
-    store = await Store.open(db)
+    store = await Store.open(db, batched=True)
     await store.begin_run("test", "fp", {})
-    ids = [store.add_decision(_plain("EURUSD", ts)) for ts in (10, 20, 30)]
-    ids.append(store.add_decision(_plain("EURUSD", 40, "SELL", "fast_below_slow")))
+    ids = [store.record_decision(_plain("EURUSD", ts)) for ts in (10, 20, 30)]
+    ids.append(store.record_decision(_plain("EURUSD", 40, "SELL", "fast_below_slow")))
     # a decision with a confidence is never folded into a run
     extras = {"obs_hash": "ab", "regime_score": 0.25}
-    ids.append(store.add_decision((None, "EURUSD", 50, "SELL", 0.7, (0.1, 0.2, 0.7, 0.0), "", *[None] * 5, extras)))
-    ids.append(store.add_decision(_plain("EURUSD", 60, "SELL", "fast_below_slow")))
-    store.add_rejection(70, "EURUSD", "gap", "")  # a rejected bar ends the run
-    ids.append(store.add_decision(_plain("EURUSD", 80, "SELL", "fast_below_slow")))
+    ids.append(store.record_decision(
+        DecisionRow("EURUSD", 50, "SELL", confidence=0.7, probabilities=(0.1, 0.2, 0.7, 0.0), extras=extras)
+    ))
+    ids.append(store.record_decision(_plain("EURUSD", 60, "SELL", "fast_below_slow")))
+    store.record_rejection(BarRejection(70, "EURUSD", "gap"))  # a rejected bar ends the run
+    ids.append(store.record_decision(_plain("EURUSD", 80, "SELL", "fast_below_slow")))
     await store.flush()
+    assert (1, "EURUSD", 10, "BUY", "fast_above_slow", 3, 30) in _rows(db)
+    assert len(_rows(db)) == 4, "the last run is still open: runs end by themselves, not at a flush"
+    await store.close()
     assert ids == [1, 1, 1, 2, 3, 4, 5]
     assert _rows(db) == [
         (1, "EURUSD", 10, "BUY", "fast_above_slow", 3, 30),
@@ -51,29 +58,40 @@ async def test_repeated_plain_decisions_share_one_row_with_a_bar_count(tmp_path:
     with sqlite3.connect(db) as conn:  # written as JSON with the batch, exactly as json.dumps writes them
         stored = conn.execute("SELECT probabilities, extras FROM decisions WHERE id = 3").fetchone()
     assert stored == (json.dumps((0.1, 0.2, 0.7, 0.0)), json.dumps(extras, sort_keys=True))
+
+
+async def test_runs_are_kept_per_symbol_across_flushes(tmp_path: Path) -> None:
+    db = tmp_path / "d.db"
+    store = await Store.open(db, batched=True)
+    await store.begin_run("test", "fp", {})
+    for ts in (10, 20):
+        store.record_decision(_plain("AAA", ts))
+        store.record_decision(_plain("BBB", ts))
+    await store.flush()
+    store.record_decision(_plain("AAA", 30))
     await store.close()
+    assert sorted(_rows(db)) == [
+        (1, "AAA", 10, "BUY", "fast_above_slow", 3, 30),
+        (2, "BBB", 10, "BUY", "fast_above_slow", 2, 20),
+    ]
 
 
-async def test_runs_are_kept_per_symbol_and_end_at_a_flush(tmp_path: Path) -> None:
+async def test_a_live_store_writes_a_row_per_decision_in_chunks(tmp_path: Path) -> None:
     db = tmp_path / "d.db"
     store = await Store.open(db)
     await store.begin_run("test", "fp", {})
-    for ts in (10, 20):
-        store.add_decision(_plain("AAA", ts))
-        store.add_decision(_plain("BBB", ts))
+    total = 2 * LIVE_CHUNK_ROWS + 3
+    ids = [store.record_decision(_plain("AAA", ts)) for ts in range(total)]
+    assert ids == list(range(1, total + 1))
     await store.flush()
-    store.add_decision(_plain("AAA", 30))
+    rows = _rows(db)
+    assert len(rows) == total and {r[5] for r in rows} == {1}
     await store.close()
-    assert sorted(_rows(db)) == [
-        (1, "AAA", 10, "BUY", "fast_above_slow", 2, 20),
-        (2, "BBB", 10, "BUY", "fast_above_slow", 2, 20),
-        (3, "AAA", 30, "BUY", "fast_above_slow", 1, None),
-    ]
 
 
 async def test_backtest_batch_defers_writes_but_every_read_sees_them(tmp_path: Path) -> None:
     db = tmp_path / "b.db"
-    store = await Store.open(db, durable=False, inline=True)
+    store = await Store.open(db, batched=True)
     await store.begin_run("backtest", "fp", {})
     await store.journal_order("bt1-1", 1, REQUEST, decision_id=None, ts=5)
     with sqlite3.connect(db) as other:  # nothing is on disk before the batch commits
@@ -95,21 +113,18 @@ async def test_backtest_batch_defers_writes_but_every_read_sees_them(tmp_path: P
 
 async def test_a_failing_deferred_write_fails_the_batch_loudly(tmp_path: Path) -> None:
     db = tmp_path / "b.db"
-    store = await Store.open(db, durable=False, inline=True)
+    store = await Store.open(db, batched=True)
     await store.begin_run("backtest", "fp", {})
     await store.journal_order("bt1-1", 1, REQUEST, decision_id=None, ts=5)
-    # the same id twice is a bug upstream: refused at once while the first is still in memory ...
-    with pytest.raises(StoreError, match="already journaled"):
-        await store.journal_order("bt1-1", 2, REQUEST, decision_id=None, ts=6)
-    await store.open_orders()  # ... and by the database once it was written out: the whole batch fails
-    await store.journal_order("bt1-1", 3, REQUEST, decision_id=None, ts=7)
+    # the same id twice is a bug upstream: the database refuses it and the whole batch fails
+    await store.journal_order("bt1-1", 2, REQUEST, decision_id=None, ts=6)
     with pytest.raises(StoreError, match="batch rolled back"):
         await store.flush()
 
 
 async def test_inline_live_store_commits_at_once_and_checkpoints_off_the_loop(tmp_path: Path) -> None:
     db = tmp_path / "live.db"
-    store = await Store.open(db, synchronous="normal", inline=True)
+    store = await Store.open(db, synchronous="normal")
     await store.begin_run("run", "fp", {})
     for seq in range(1, 40):
         await store.journal_order(f"x-{seq}", seq, REQUEST, decision_id=None, ts=seq)
@@ -123,8 +138,17 @@ async def test_inline_live_store_commits_at_once_and_checkpoints_off_the_loop(tm
     await store.close()
 
 
-async def test_worker_thread_store_checkpoints_by_itself(tmp_path: Path) -> None:
+async def test_full_live_store_checkpoints_off_the_commit_path_too(tmp_path: Path) -> None:
     store = await Store.open(tmp_path / "w.db")
+    await store.begin_run("run", "fp", {})
+    assert (await store.query("PRAGMA wal_autocheckpoint")) == [(0,)]
+    result = await store.checkpoint()
+    assert result is not None and result[0] == 0
+    await store.close()
+
+
+async def test_a_backtest_store_leaves_checkpoints_to_sqlite(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "b.db", batched=True)
     assert await store.checkpoint() is None
     await store.close()
 
@@ -144,7 +168,9 @@ async def _journal_script(store: Store) -> None:
         status = OrderStatus.FILLED if n % 2 else OrderStatus.PARTIALLY_FILLED
         await store.update_order(cid, from_status=OrderStatus.ACCEPTED, to_status=status, ts=n + 1,
                                  filled_quantity=D("1000"), average_price=D("1.1"), message="filled")
-        await store.record_trade(("EURUSD", 1, "1000", n, n + 1, "1.1", "1.2", "0.04", "99.96", "buy", "sell"))
+        await store.record_trade(
+            ClosedTrade("EURUSD", 1, D("1000"), n, n + 1, D("1.1"), D("1.2"), D("0.04"), D("99.96"), "buy", "sell")
+        )
     # an order written out before its last update (the batch was read in between)
     await store.update_order("bt-2", from_status=OrderStatus.PARTIALLY_FILLED, to_status=OrderStatus.CANCELLED,
                              ts=9, message="cancelled")
@@ -153,7 +179,7 @@ async def _journal_script(store: Store) -> None:
 
 async def test_the_backtest_batch_writes_the_same_journal_as_committed_transactions(tmp_path: Path) -> None:
     await _journal_script(await Store.open(tmp_path / "live.db", instance_id="x"))
-    await _journal_script(await Store.open(tmp_path / "batch.db", instance_id="x", durable=False, inline=True))
+    await _journal_script(await Store.open(tmp_path / "batch.db", instance_id="x", batched=True))
     dumps = []
     for name in ("live.db", "batch.db"):
         with sqlite3.connect(tmp_path / name) as conn:

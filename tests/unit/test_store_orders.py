@@ -10,9 +10,8 @@ import pytest
 
 from brokers.base import AccountSnapshot, Bar, Fill, OrderRequest, OrderStatus, OrderUpdate, Position, Side
 from brokers.errors import OrderRejected, OrderStateError, StoreError
-from daemon.migrations import LATEST_VERSION
 from daemon.orders import OrderManager, check_transition
-from daemon.store import Store
+from daemon.store import LATEST_VERSION, Store, Synchronous
 
 D = Decimal
 
@@ -73,11 +72,11 @@ REQUEST = OrderRequest("EURUSD", Side.BUY, D("1000"), reason="buy")
 
 
 @pytest.mark.parametrize(
-    "mode", [{"synchronous": "full"}, {"synchronous": "normal", "inline": True}], ids=["worker-full", "inline-normal"]
+    "synchronous", ["full", "normal"], ids=["thread-full", "loop-normal"]
 )
-async def test_orders_are_committed_before_they_are_sent(tmp_path: Path, mode: dict[str, object]) -> None:
+async def test_orders_are_committed_before_they_are_sent(tmp_path: Path, synchronous: Synchronous) -> None:
     db = tmp_path / "t.db"
-    store = await Store.open(db, **mode)  # type: ignore[arg-type]
+    store = await Store.open(db, synchronous=synchronous)
     await store.begin_run("test", "fp", {})
     broker = RecordingBroker(db)
     manager = await _manager(store, broker, [])

@@ -33,8 +33,7 @@ import structlog
 from brokers.base import Fill, OrderRequest, OrderUpdate
 from brokers.history import load_bundled
 from brokers.sim import SimBroker
-from daemon.orders import ManagedOrder
-from daemon.recovery import start_safely
+from daemon.orders import ManagedOrder, start_safely
 from tests.integration.fakes.rig import FillHandler, build_rig, sim_broker
 
 
@@ -86,7 +85,7 @@ async def main(args: argparse.Namespace) -> int:
         cls=KillableSim, state_fsync=False,
     )
     rig = await build_rig(Path(args.db), broker, policy="halt", fresh_account=False, wrap_fill=_wrap_fill,
-                          confirm_delay=None, durable=False)
+                          confirm_delay=None, synchronous="normal")
     outcome = await start_safely(rig.orders, rig.reconciler, broker.state.clock_ts, attempts=1, retry_delay=0)
     await rig.store.flush()
     portfolio = rig.portfolio

@@ -2,7 +2,7 @@
 
 Tests and the crash-test runner build the daemon from its parts here (store,
 sim broker, books, governor and layers, pipeline, order manager, reconciler)
-in the same order ``daemon.recovery`` prescribes for the application, so they
+in the same order ``daemon.orders.recovery`` prescribes for the application, so they
 exercise the production code paths and do not depend on the app's wiring.
 """
 
@@ -19,15 +19,14 @@ from brokers.costs import CostModel
 from brokers.sim import SimBroker
 from brokers.sim.replay import ReplayFeed
 from daemon.bar_guard import BarGuard
-from daemon.orders import ManagedOrder, OrderManager
+from daemon.orders import ManagedOrder, OrderManager, open_books
 from daemon.pipeline import TradingPipeline
 from daemon.portfolio import Portfolio
-from daemon.recovery import open_books
-from daemon.store import Store
+from daemon.store import Store, Synchronous
 from risk.config import RiskConfig, SizingConfig
 from risk.governor import RiskGovernor
 from risk.layers import build_layers
-from risk.reconciler import Policy, Reconciler, ensure_audit_table
+from risk.reconciler import Policy, Reconciler
 from risk.sizing import build_sizer
 from strategies.sma_cross import SmaCrossStrategy
 
@@ -101,15 +100,14 @@ async def build_rig(
     units: Decimal = Decimal(10_000),
     confirm_delay: float | None = 0.0,
     wrap_fill: FillWrapper | None = None,
-    durable: bool = True,
+    batched: bool = False,
     ack_timeout: float = 30.0,
     submit_timeout: float = 10.0,
-    inline: bool = False,
+    synchronous: Synchronous = "full",
 ) -> Rig:
     """Open the store, connect the broker, rebuild the books, and wire pipeline, order manager and reconciler."""
-    store = await Store.open(db_path, flush_rows=256, durable=durable, inline=inline)
+    store = await Store.open(db_path, flush_rows=256, batched=batched, synchronous=synchronous)
     await store.begin_run("test", "fp", {})
-    await ensure_audit_table(store._write)
     await broker.connect()
     account = await broker.account()
     fresh = broker.state_file is None if fresh_account is None else fresh_account
@@ -150,7 +148,7 @@ async def build_rig(
         policy=policy,
         governor=governor,
         hooks=pipeline.hooks,
-        audit=store._write,
+        audit=store.record_reconciliation,
         alert=alert,
         settle=rig.settle,
         confirm_delay=confirm_delay,

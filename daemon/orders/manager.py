@@ -1,4 +1,4 @@
-"""Order manager: ids, the journal-before-send rule, the order state machine, recovery.
+"""The order manager: ids, the journal-before-send rule, the order state machine, recovery of open orders.
 
 Every order gets a client order id that is unique across restarts (a per-
 database prefix and a sequence number journaled with the order), is committed
@@ -19,15 +19,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from types import CoroutineType
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import structlog
 
-from brokers.base import ZERO, Broker, Fill, OrderRequest, OrderStatus, OrderType, OrderUpdate, Side, TimeInForce
+from brokers.base import ZERO, Broker, Fill, OrderRequest, OrderStatus, OrderType, OrderUpdate, Side
 from brokers.errors import BrokerError, OrderRejected, OrderStateError, UnknownOrderOutcome
 from daemon.store import Store
 
@@ -52,11 +51,6 @@ _AWAITING_BROKER = frozenset({S.SUBMITTED, S.UNKNOWN, S.CANCEL_PENDING})
 # Final states (``OrderStatus.is_terminal`` as a set: membership is cheaper than the property on the hot path).
 _TERMINAL = frozenset(status for status in OrderStatus if status.is_terminal)
 _NO_TRANSITIONS: frozenset[OrderStatus] = frozenset()
-
-# Bound once for the per-order path: in Python 3.11 ``OrderStatus.NEW`` is a descriptor lookup (~150 ns).
-_NEW = S.NEW
-_SUBMITTED = S.SUBMITTED
-_PARTIALLY_FILLED = S.PARTIALLY_FILLED
 
 NEVER_SENT = "never sent (crash between journal and send)"
 
@@ -177,7 +171,7 @@ class OrderManager:
         """A manager holding every order the store has not seen finish, with fills counted from the store."""
         manager = cls(store, broker, sequence=await store.order_sequence(), **kwargs)  # type: ignore[arg-type]
         for row in await store.open_orders():
-            request = await _journaled_request(store, row.client_order_id)
+            request = await store.journaled_request(row.client_order_id)
             if request is None:
                 request = OrderRequest(row.symbol, Side(row.side), row.quantity, reason=row.reason)
             order = ManagedOrder(
@@ -192,7 +186,7 @@ class OrderManager:
             )
             # The fills table, not the order row, is the truth: a kill between booking a fill and
             # updating its order leaves the row behind.
-            booked, average = await _booked_fills(store, row.client_order_id)
+            booked, average = await store.filled_for_order(row.client_order_id)
             if booked:
                 order.filled_quantity, order.average_price = booked, average
             manager._orders[row.client_order_id] = order
@@ -230,7 +224,7 @@ class OrderManager:
     async def submit(self, request: OrderRequest, *, ts: int, decision_id: int | None = None) -> ManagedOrder:
         """Journal, then send once. Returns the order in whatever state the broker left it."""
         client_order_id, sequence = self._next_id()
-        order = ManagedOrder(client_order_id, request, _NEW, ts, decision_id)
+        order = ManagedOrder(client_order_id, request, S.NEW, ts, decision_id)
         await self._store.journal_order(client_order_id, sequence, request, decision_id=decision_id, ts=ts)
         self._orders[client_order_id] = order
         self.counts["orders"] += 1
@@ -248,30 +242,14 @@ class OrderManager:
             await self.resolve_unknown(order, ts)
             return order
         order.waiting_since = ts
-        await self._move(order, _SUBMITTED, ts, message="sent")
+        await self._move(order, S.SUBMITTED, ts, message="sent")
         await self.apply(ack)
         return order
 
     async def _send(self, client_order_id: str, request: OrderRequest) -> OrderUpdate:
-        """``broker.submit`` under the submit timeout; the timer is armed only if the broker really waits.
-
-        ``asyncio.timeout`` costs ~5 µs per order (a timer handle scheduled and cancelled), and an adapter
-        that answers without suspending (the simulated broker, a cached session) can never hit the
-        deadline: like ``asyncio.timeout`` itself, a timer cannot interrupt synchronous code. So the
-        coroutine is run up to its first suspension first; only when it suspends does the rest run under
-        the deadline. Anything but a plain coroutine is awaited under the timeout as before.
-        """
-        call = self._broker.submit(client_order_id, request)
-        if type(call) is not CoroutineType:
-            # asyncio.timeout, not wait_for: the same deadline without a task and two extra loop turns per order
-            async with asyncio.timeout(self._submit_timeout):
-                return await call
-        try:
-            waiting_on = call.send(None)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+        """``broker.submit``, once, under the submit deadline; a timeout means "unknown", never "resend"."""
         async with asyncio.timeout(self._submit_timeout):
-            return await _Resumed(call, waiting_on)
+            return await self._broker.submit(client_order_id, request)
 
     async def resolve_unknown(self, order: ManagedOrder, ts: int) -> None:
         """Ask the broker what became of an order instead of sending it again."""
@@ -421,11 +399,11 @@ class OrderManager:
 
     async def _advance(self, order: ManagedOrder, update: OrderUpdate, booked: bool) -> None:
         target = update.status
-        if target is order.status and target is not _PARTIALLY_FILLED:
+        if target is order.status and target is not S.PARTIALLY_FILLED:
             if update.broker_order_id and not order.broker_order_id:
                 order.broker_order_id = update.broker_order_id
             return
-        if target is _PARTIALLY_FILLED and order.status is _PARTIALLY_FILLED and not booked:
+        if target is S.PARTIALLY_FILLED and order.status is S.PARTIALLY_FILLED and not booked:
             return
         try:
             check_transition(order.status, target)
@@ -561,39 +539,6 @@ class OrderManager:
             self._recent.pop(next(iter(self._recent)))
 
 
-class _Resumed:
-    """Awaitable that continues a coroutine already run up to its first suspension (see ``OrderManager._send``).
-
-    It hands the future the coroutine is waiting on to the running task, then relays every value and
-    exception the task sends back, exactly as ``await`` would have from the start.
-    """
-
-    __slots__ = ("_coro", "_waiting_on")
-
-    def __init__(self, coro: Coroutine[Any, Any, OrderUpdate], waiting_on: Any) -> None:
-        self._coro = coro
-        self._waiting_on = waiting_on
-
-    def __await__(self) -> Generator[Any, Any, OrderUpdate]:
-        coro, waiting_on = self._coro, self._waiting_on
-        while True:
-            try:
-                sent = yield waiting_on
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:  # cancellation (the deadline) and anything else thrown in
-                try:
-                    waiting_on = coro.throw(exc)
-                except StopIteration as done:
-                    return done.value  # type: ignore[no-any-return]
-            else:
-                try:
-                    waiting_on = coro.send(sent)
-                except StopIteration as done:
-                    return done.value  # type: ignore[no-any-return]
-
-
 def _malformed(update: OrderUpdate, order: ManagedOrder) -> str | None:
     """A reason code when a broker report cannot be trusted enough to apply, else None."""
     if not isinstance(update.status, OrderStatus):
@@ -632,34 +577,3 @@ def _bad_amount(value: object, *, positive: bool) -> bool:
     if not isinstance(value, Decimal) or not value.is_finite():
         return True
     return value <= ZERO if positive else value < ZERO
-
-
-async def _journaled_request(store: Store, client_order_id: str) -> OrderRequest | None:
-    """The full request as journaled (order type, limit, time in force), which ``OrderRow`` does not carry."""
-    rows = await store.query(
-        "SELECT symbol, side, quantity, order_type, limit_price, time_in_force, reason FROM orders"
-        " WHERE client_order_id = ?",
-        (client_order_id,),
-    )
-    if not rows:
-        return None
-    symbol, side, quantity, order_type, limit_price, tif, reason = rows[0]
-    return OrderRequest(
-        symbol,
-        Side(side),
-        Decimal(quantity),
-        OrderType(order_type),
-        Decimal(limit_price) if limit_price is not None else None,
-        TimeInForce(tif),
-        reason,
-    )
-
-
-async def _booked_fills(store: Store, client_order_id: str) -> tuple[Decimal, Decimal | None]:
-    rows = await store.query("SELECT quantity, price FROM fills WHERE client_order_id = ?", (client_order_id,))
-    quantity = ZERO
-    value = ZERO
-    for q, p in rows:
-        quantity += Decimal(q)
-        value += Decimal(q) * Decimal(p)
-    return quantity, (value / quantity if quantity else None)

@@ -1,4 +1,4 @@
-"""Start-up and supervision glue for the safety core: books, recovery, reconciliation, timeouts.
+"""Crash recovery and supervision: the books, open orders and the broker agree before any order is sent.
 
 ``app.py`` calls these in order; each is a small function so the wiring stays
 thin and the tests can run the same sequence without the application:
@@ -24,8 +24,8 @@ from decimal import Decimal
 
 import structlog
 
-from brokers.base import AccountSnapshot, Broker, Fill, Position, Side
-from daemon.orders import OrderManager, RecoveryReport
+from brokers.base import AccountSnapshot, Broker, Position
+from daemon.orders.manager import OrderManager, RecoveryReport
 from daemon.portfolio import Portfolio
 from daemon.store import Store
 from risk.reconciler import ReconcileAction, Reconciler, ReconcileStatus, ReconciliationResult
@@ -78,25 +78,11 @@ async def open_books(
         return portfolio
     cash = await store.get_state(CASH_KEY)
     portfolio = Portfolio(Decimal(cash) if cash is not None else account.cash, account.currency)
-    for fill, reason in await stored_fills(store, int(epoch)):
-        portfolio.apply_fill(fill, reason=reason)
+    for booked in await store.fills_since(int(epoch)):
+        portfolio.apply_fill(booked.fill, reason=booked.order_reason)
     log.info("books rebuilt from the store", epoch_run=int(epoch), fills=portfolio.fill_count,
              positions=[(p.symbol, str(p.quantity)) for p in portfolio.positions()])
     return portfolio
-
-
-async def stored_fills(store: Store, since_run: int = 0) -> list[tuple[Fill, str]]:
-    """Every stored fill since ``since_run`` in booking order, with its order's reason."""
-    rows = await store.query(
-        "SELECT f.fill_id, f.client_order_id, f.symbol, f.side, f.quantity, f.price, f.fee, f.ts,"
-        " COALESCE(o.reason, '') FROM fills f LEFT JOIN orders o ON o.client_order_id = f.client_order_id"
-        " WHERE f.run_id >= ? ORDER BY f.rowid",
-        (since_run,),
-    )
-    return [
-        (Fill(r[0], r[1], r[2], Side(r[3]), Decimal(r[4]), Decimal(r[5]), Decimal(r[6]), int(r[7])), r[8])
-        for r in rows
-    ]
 
 
 def make_settle(broker: Broker, orders: OrderManager) -> Callable[[], Awaitable[None]]:

@@ -1,0 +1,155 @@
+"""The store's typed rows: what callers hand to the store and what its reads give back.
+
+One dataclass per kind of record, with the fields callers think in (Decimals,
+enums, tuples of floats). How each becomes SQL parameters (decimal text,
+JSON) is the store's business (``daemon.store.tables``), so no caller reads or
+builds a row by column position.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Protocol
+
+from brokers.base import Fill, OrderStatus
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRow:
+    """One strategy decision and what became of it (verdict, order).
+
+    ``id`` is None unless the caller already took one (``Store.next_decision_id``)
+    to tie an order to it. ``probabilities`` and ``extras`` are kept as they are
+    and written as JSON by the store.
+    """
+
+    symbol: str
+    ts: int
+    action: str
+    reason: str = ""
+    id: int | None = None
+    confidence: float | None = None
+    probabilities: tuple[float, ...] | None = None
+    verdict: str | None = None
+    verdict_layer: str | None = None
+    verdict_reason: str | None = None
+    order_quantity: Decimal | None = None
+    client_order_id: str | None = None
+    extras: dict[str, Any] | None = None
+
+    @property
+    def plain(self) -> bool:
+        """Nothing but an action and a reason: a repeat of the previous one adds only a timestamp."""
+        return (
+            self.id is None and self.confidence is None and self.probabilities is None and self.verdict is None
+            and self.verdict_layer is None and self.verdict_reason is None and self.order_quantity is None
+            and self.client_order_id is None and not self.extras
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EquitySnapshot:
+    """``cash`` and ``realized_pnl`` as decimal text (the portfolio keeps that text current)."""
+
+    ts: int
+    equity: float
+    cash: str
+    realized_pnl: str
+    unrealized_pnl: float
+
+
+@dataclass(frozen=True, slots=True)
+class BarRejection:
+    ts: int | None
+    symbol: str
+    reason: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RiskEvent:
+    ts: int
+    symbol: str | None
+    layer: str
+    kind: str
+    reason: str
+    message: str = ""
+
+
+class ClosedTradeLike(Protocol):
+    """A finished round trip (``daemon.portfolio.ClosedTrade``), as the trades table records it."""
+
+    @property
+    def symbol(self) -> str: ...
+    @property
+    def direction(self) -> int: ...
+    @property
+    def quantity(self) -> Decimal: ...
+    @property
+    def entry_ts(self) -> int: ...
+    @property
+    def exit_ts(self) -> int: ...
+    @property
+    def entry_price(self) -> Decimal: ...
+    @property
+    def exit_price(self) -> Decimal: ...
+    @property
+    def fees(self) -> Decimal: ...
+    @property
+    def pnl(self) -> Decimal: ...
+    @property
+    def entry_reason(self) -> str: ...
+    @property
+    def exit_reason(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class JournaledOrder:
+    """An order as the journal last recorded it."""
+
+    client_order_id: str
+    symbol: str
+    side: str
+    quantity: Decimal
+    status: OrderStatus
+    filled_quantity: Decimal
+    average_price: Decimal | None
+    broker_order_id: str | None
+    created_ts: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class BookedFill:
+    """A stored fill with the reason of the order it filled (the books replay both)."""
+
+    fill: Fill
+    order_reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEntry:
+    """A model file the registry knows, by the SHA-256 its file was checked against."""
+
+    sha256: str
+    path: Path
+    feature_hash: str
+    gold: bool
+    production: bool
+    registered_ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReconciliationRecord:
+    """The audit of one reconciliation run: what differed and what was done."""
+
+    run_id: int
+    ts: int
+    reason: str
+    status: str
+    action: str
+    differences: tuple[dict[str, str], ...]
+    detail: str
+

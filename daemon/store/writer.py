@@ -1,0 +1,436 @@
+"""How the store's writes reach the file: one interface, two implementations chosen when the store opens.
+
+* ``LiveWriter`` — **commit before send.** ``commit`` returns once the
+  transaction is on disk (with ``synchronous=full``, fsynced), so an order is
+  durable before the broker sees it. Everything a bar produces besides orders
+  (decisions, equity snapshots, rejections, risk events) is buffered and
+  written by ``flush`` in small transactions that yield to any commit waiting
+  (see ``LiveWriter`` for why the journal's latency depends on that).
+* ``BatchWriter`` — **backtests.** Writes are queued in call order and
+  executed in one transaction per flush; reads first execute the queue, so
+  every read sees every earlier write. A replay interrupted half way is simply
+  run again, so per-order durability would buy nothing; this writer also folds
+  runs of identical plain decisions into one row (``decisions.bars``).
+
+Both leave the same rows in the orders, order_events, fills and trades
+tables (a test compares them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import aiosqlite
+
+from brokers.errors import StoreError
+from daemon.store.rows import BarRejection, DecisionRow, EquitySnapshot, RiskEvent
+from daemon.store.schema import Op, run_transaction
+from daemon.store.tables import (
+    DECISION_SQL,
+    EQUITY_SQL,
+    FILL_SQL,
+    REJECTION_SQL,
+    RISK_SQL,
+    decision_params,
+    equity_params,
+    rejection_params,
+    risk_params,
+)
+
+_T = TypeVar("_T")
+Rows = list[tuple[Any, ...]]
+
+# Rows per background transaction of a live flush: a commit that arrives meanwhile waits for one of these.
+LIVE_CHUNK_ROWS = 256
+# A live writer folds the WAL into the database (off the commit path) once it has grown past this.
+CHECKPOINT_WAL_BYTES = 4 << 20
+
+
+class Writer(Protocol):
+    """What the store asks of its writer; reads go through it too, so a read sees every earlier write."""
+
+    async def commit(self, ops: Sequence[Op]) -> None:
+        """One all-or-nothing transaction (live: on disk when this returns; batch: queued in order)."""
+        ...
+
+    async def insert_fill(self, fill_id: str, params: tuple[Any, ...]) -> bool:
+        """Store a fill unless its id is stored already; True when it was new."""
+        ...
+
+    async def has_fill(self, fill_id: str) -> bool: ...
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> Rows: ...
+
+    def next_decision_id(self) -> int: ...
+
+    def add_decision(self, run_id: int, row: DecisionRow) -> int: ...
+
+    def add_equity(self, run_id: int, row: EquitySnapshot) -> None: ...
+
+    def add_rejection(self, run_id: int, row: BarRejection) -> None: ...
+
+    def add_risk_event(self, run_id: int, row: RiskEvent) -> None: ...
+
+    @property
+    def should_flush(self) -> bool: ...
+
+    async def flush(self, *, final: bool = False) -> None:
+        """Write the buffered rows (``final``: the run is ending, nothing stays open)."""
+        ...
+
+    async def checkpoint(self) -> tuple[int, int, int] | None: ...
+
+    async def close(self) -> None: ...
+
+
+def fetch_all(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> Rows:
+    return [tuple(r) for r in conn.execute(sql, params).fetchall()]
+
+
+def _checkpoint(path: str) -> tuple[int, int, int]:
+    """A PASSIVE checkpoint from its own connection: copies WAL pages into the database without blocking writers."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        busy, log_pages, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return int(busy), int(log_pages), int(done)
+    finally:
+        conn.close()
+
+
+class _Buffers:
+    """Rows a bar produces besides orders, kept until the writer's next flush."""
+
+    def __init__(self, flush_rows: int, first_decision_id: int) -> None:
+        self._flush_rows = flush_rows
+        self._next_id = first_decision_id
+        self._decisions: list[Any] = []
+        self._equity: Rows = []
+        self._rejections: Rows = []
+        self._risk: Rows = []
+        self._pending = 0
+
+    def next_decision_id(self) -> int:
+        decision_id = self._next_id
+        self._next_id += 1
+        return decision_id
+
+    def add_equity(self, run_id: int, row: EquitySnapshot) -> None:
+        self._equity.append(equity_params(run_id, row))
+        self._pending += 1
+
+    def add_rejection(self, run_id: int, row: BarRejection) -> None:
+        self._rejections.append(rejection_params(run_id, row))
+        self._pending += 1
+
+    def add_risk_event(self, run_id: int, row: RiskEvent) -> None:
+        self._risk.append(risk_params(run_id, row))
+        self._pending += 1
+
+    @property
+    def should_flush(self) -> bool:
+        return self._pending >= self._flush_rows
+
+    def _take(self, decisions: Rows) -> list[tuple[str, Rows]]:
+        """The buffered rows per statement, buffers emptied; ``decisions`` as the subclass encoded them."""
+        taken = [(DECISION_SQL, decisions), (EQUITY_SQL, self._equity), (REJECTION_SQL, self._rejections),
+                 (RISK_SQL, self._risk)]
+        self._decisions, self._equity, self._rejections, self._risk = [], [], [], []
+        self._pending = 0
+        return [(sql, rows) for sql, rows in taken if rows]
+
+
+# ---------------------------------------------------------------------------- live
+
+
+class _Runner(Protocol):
+    """Where a live writer's SQLite calls run."""
+
+    async def run(self, fn: Callable[..., _T], *args: Any) -> _T: ...
+
+    async def close(self) -> None: ...
+
+
+class OnThread:
+    """``synchronous=full``: a commit waits for an fsync (milliseconds), so SQLite runs on aiosqlite's thread.
+
+    The thread is handed one function per transaction (``Connection._execute``
+    is the hook aiosqlite uses for each of its own calls): its public API would
+    cost a thread hop per statement.
+    """
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    async def run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        return await self._db._execute(fn, self._db._conn, *args)
+
+    async def close(self) -> None:
+        await self._db.close()
+
+
+class OnLoop:
+    """``synchronous=normal`` (and backtests): a commit appends to the WAL in the page cache, tens of
+    microseconds, less than the hop to a thread, so SQLite runs right here."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    async def run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        return fn(self.conn, *args)
+
+    async def close(self) -> None:
+        self.conn.close()
+
+
+def _background_transaction(conn: sqlite3.Connection, ops: Sequence[Op], relax: bool) -> None:
+    """A flush chunk: committed without an fsync of its own when the connection fsyncs every commit.
+
+    Buffered rows were never promised more than "written within a flush
+    interval"; committed with ``synchronous=NORMAL`` they survive a killed
+    process at once and power loss with the next order commit's fsync (which
+    syncs the whole WAL) or checkpoint.
+    """
+    if relax:
+        conn.execute("PRAGMA synchronous=NORMAL")
+    try:
+        run_transaction(conn, ops)
+    finally:
+        if relax:
+            conn.execute("PRAGMA synchronous=FULL")
+
+
+class LiveWriter(_Buffers):
+    """Commit before send: orders, order updates, fills and flags are on disk when ``commit`` returns.
+
+    Where the time of a durable commit goes, and what this writer does about it:
+
+    * **Queueing behind a flush.** One connection, one thread: a commit queued
+      behind a background flush of thousands of buffered rows (and that
+      flush's own fsync) waited for all of it — most of the order path's p99.
+      Flushes are therefore written in chunks of ``LIVE_CHUNK_ROWS`` rows, each
+      queued only while no commit waits (``_urgent``), so a commit waits for at
+      most one chunk; and the chunks are committed without an fsync of their
+      own (``_background_transaction``), so that chunk is a WAL append.
+    * **Encoding on the loop.** Decisions are encoded (JSON) as they arrive,
+      a few µs each, not thousands at once in the flush while an order's
+      commit is in flight.
+    * **WAL checkpoints.** SQLite's automatic checkpoint runs inside whichever
+      commit crosses the threshold, copying megabytes and fsyncing the database
+      file on the order path. It is off; this writer checkpoints from its own
+      connection on another thread (``checkpoint``) once the WAL has grown past
+      ``CHECKPOINT_WAL_BYTES``, and the daemon calls ``checkpoint`` periodically.
+
+    What is left is the disk: the transaction's WAL frames, one fsync, and the
+    hop to SQLite's thread and back.
+    """
+
+    def __init__(self, runner: _Runner, path: Path, *, flush_rows: int, first_decision_id: int,
+                 relax_flushes: bool) -> None:
+        super().__init__(flush_rows, first_decision_id)
+        self._runner = runner
+        self._path = path
+        self._relax = relax_flushes
+        self._urgent = 0
+        self._no_urgent = asyncio.Event()
+        self._no_urgent.set()
+        self._flushing = asyncio.Lock()
+        self._checkpointing: asyncio.Task[tuple[int, int, int]] | None = None
+
+    async def _now(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run ahead of any flush chunk not yet queued."""
+        self._urgent += 1
+        self._no_urgent.clear()
+        try:
+            return await self._runner.run(fn, *args)
+        finally:
+            self._urgent -= 1
+            if not self._urgent:
+                self._no_urgent.set()
+
+    async def commit(self, ops: Sequence[Op]) -> None:
+        await self._now(run_transaction, ops)
+
+    async def insert_fill(self, fill_id: str, params: tuple[Any, ...]) -> bool:
+        (count,) = await self._now(run_transaction, [(FILL_SQL, params, False)])
+        return count == 1
+
+    async def has_fill(self, fill_id: str) -> bool:
+        return bool(await self.fetch("SELECT 1 FROM fills WHERE fill_id = ?", (fill_id,)))
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> Rows:
+        return await self._now(fetch_all, sql, tuple(params))
+
+    def add_decision(self, run_id: int, row: DecisionRow) -> int:
+        """One row per decision (a live run decides once a bar, minutes apart: nothing to fold)."""
+        decision_id = self.next_decision_id() if row.id is None else row.id
+        self._decisions.append(decision_params(decision_id, run_id, row))
+        self._pending += 1
+        return decision_id
+
+    async def flush(self, *, final: bool = False) -> None:
+        async with self._flushing:
+            for sql, rows in self._take(self._decisions):
+                for start in range(0, len(rows), LIVE_CHUNK_ROWS):
+                    while self._urgent:
+                        await self._no_urgent.wait()
+                    chunk: list[Op] = [(sql, rows[start : start + LIVE_CHUNK_ROWS], True)]
+                    await self._runner.run(_background_transaction, chunk, self._relax)
+        if not final:
+            self._checkpoint_if_large()
+
+    def _checkpoint_if_large(self) -> None:
+        if self._checkpointing is not None and not self._checkpointing.done():
+            return
+        try:
+            size = os.stat(f"{self._path}-wal").st_size
+        except OSError:
+            return
+        if size >= CHECKPOINT_WAL_BYTES:
+            self._checkpointing = asyncio.get_running_loop().create_task(self.checkpoint())
+
+    async def checkpoint(self) -> tuple[int, int, int] | None:
+        """Fold the WAL into the database from another thread; SQLite's (busy, wal pages, pages checkpointed)."""
+        if str(self._path) == ":memory:":
+            return None
+        return await asyncio.to_thread(_checkpoint, str(self._path))
+
+    async def close(self) -> None:
+        try:
+            await self.flush(final=True)
+            if self._checkpointing is not None:
+                await asyncio.gather(self._checkpointing, return_exceptions=True)
+        finally:
+            await self._runner.close()
+
+
+# ---------------------------------------------------------------------------- backtests
+
+
+@dataclass(slots=True)
+class _DecisionRun:
+    """Consecutive identical plain decisions of one symbol, written as one row when the run ends."""
+
+    decision_id: int
+    run_id: int
+    row: DecisionRow
+    bars: int = 1
+    last_ts: int | None = None
+
+
+class BatchWriter(_Buffers):
+    """Backtests: every write queued in call order, executed in one transaction per flush.
+
+    A thread hop per order would cost more than the order's SQL, so SQLite
+    runs on the loop. A write that fails when its batch executes fails the
+    whole batch (rolled back) with a ``StoreError``.
+
+    Repeated plain decisions (``DecisionRow.plain``: nothing but an action and
+    a reason) of one symbol extend one row (``bars``, ``last_ts``): a rule
+    strategy says "still long" on almost every bar, and a row per repetition
+    would be most of a backtest's writes while adding only a timestamp. A run
+    ends at a different decision, a rejected bar of its symbol, or the end of
+    the run (not at a flush, so where runs split does not depend on flushes).
+    """
+
+    def __init__(self, conn: sqlite3.Connection, *, flush_rows: int, first_decision_id: int,
+                 fills_empty: bool) -> None:
+        super().__init__(flush_rows, first_decision_id)
+        self._conn = conn
+        self._queued: list[Op] = []
+        self._runs: dict[str, _DecisionRun] = {}
+        self._fills: set[str] = set()
+        # every fill in the table will have been written by this writer, so ``_fills`` knows them all
+        self._fills_empty = fills_empty
+        conn.execute("BEGIN IMMEDIATE")
+
+    async def commit(self, ops: Sequence[Op]) -> None:
+        self._queued.extend(ops)
+
+    async def insert_fill(self, fill_id: str, params: tuple[Any, ...]) -> bool:
+        if await self.has_fill(fill_id):
+            return False
+        self._queued.append((FILL_SQL, params, False))
+        self._fills.add(fill_id)
+        return True
+
+    async def has_fill(self, fill_id: str) -> bool:
+        if fill_id in self._fills:
+            return True
+        if self._fills_empty:
+            return False
+        return bool(await self.fetch("SELECT 1 FROM fills WHERE fill_id = ?", (fill_id,)))
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> Rows:
+        self._execute_queued()
+        return fetch_all(self._conn, sql, tuple(params))
+
+    def add_decision(self, run_id: int, row: DecisionRow) -> int:
+        symbol = row.symbol
+        run = self._runs.get(symbol)
+        if row.plain:
+            if run is not None:
+                if run.row.action == row.action and run.row.reason == row.reason:
+                    run.bars += 1
+                    run.last_ts = row.ts
+                    return run.decision_id
+                self._end_run(symbol)
+            decision_id = self.next_decision_id()
+            self._runs[symbol] = _DecisionRun(decision_id, run_id, row)
+            return decision_id
+        if run is not None:
+            self._end_run(symbol)
+        decision_id = self.next_decision_id() if row.id is None else row.id
+        self._decisions.append(_DecisionRun(decision_id, run_id, row))
+        self._pending += 1
+        return decision_id
+
+    def add_rejection(self, run_id: int, row: BarRejection) -> None:
+        self._end_run(row.symbol)  # a run stands for consecutive accepted bars only
+        super().add_rejection(run_id, row)
+
+    def _end_run(self, symbol: str) -> None:
+        run = self._runs.pop(symbol, None)
+        if run is not None:
+            self._decisions.append(run)
+            self._pending += 1
+
+    async def flush(self, *, final: bool = False) -> None:
+        if final:
+            for symbol in list(self._runs):
+                self._end_run(symbol)
+        decisions = [decision_params(d.decision_id, d.run_id, d.row, d.bars, d.last_ts) for d in self._decisions]
+        self._queued.extend((sql, rows, True) for sql, rows in self._take(decisions))
+        self._execute_queued()
+        self._conn.execute("COMMIT")
+        self._conn.execute("BEGIN IMMEDIATE")
+
+    def _execute_queued(self) -> None:
+        """Execute the queued writes, in order, inside the open batch transaction."""
+        ops, self._queued = self._queued, []
+        conn = self._conn
+        try:
+            for sql, params, many in ops:
+                if many:
+                    conn.executemany(sql, params)
+                else:
+                    conn.execute(sql, params)
+        except sqlite3.Error as exc:
+            conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+            raise StoreError(f"backtest store write failed, batch rolled back: {exc}") from exc
+
+    async def checkpoint(self) -> tuple[int, int, int] | None:
+        return None  # SQLite checkpoints a backtest's WAL by itself: nothing waits on its commits
+
+    async def close(self) -> None:
+        try:
+            await self.flush(final=True)
+            self._conn.execute("COMMIT")
+        finally:
+            self._conn.close()
