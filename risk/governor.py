@@ -1,9 +1,16 @@
 """The risk governor: a trading-state machine and an ordered list of layers.
 
-Every order request passes every layer in order. A layer answers ALLOW,
+Every order request passes the layers in order. A layer answers ALLOW,
 RESIZE (continue with a smaller quantity), BLOCK (drop this order) or HALT
 (drop it and stop trading). The first BLOCK or HALT wins; resizes compose.
 Nothing reaches the order manager unless the final verdict allows it.
+
+Each layer declares its ``scope``: most judge only whether taking *new* risk
+is wise (``Scope.ENTRIES``), a few guard every order (``Scope.EVERY_ORDER``:
+the trading state, the latches, garbage guards, the equity limits that must
+see every mark). The governor decides once per order whether it is an entry
+and skips entries-only layers for exits, so no layer repeats that test and
+no exit can be held hostage by an entry rule.
 """
 
 from __future__ import annotations
@@ -12,13 +19,10 @@ import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Protocol
+from typing import ClassVar, Protocol
 
-from brokers.base import OrderRequest, Side
+from brokers.base import OrderRequest
 from brokers.errors import RiskStateError
-
-_ZERO = Decimal(0)
-_BUY = Side.BUY  # bound once: in Python 3.11 ``Side.BUY`` is a descriptor lookup (~150 ns) on every use
 
 
 class TradingState(enum.StrEnum):
@@ -28,6 +32,7 @@ class TradingState(enum.StrEnum):
     PAUSED = "paused"  # manual stop; needs an explicit resume
 
 
+# The state machine's edges: a transition not listed here raises ``RiskStateError``.
 _ALLOWED: dict[TradingState, frozenset[TradingState]] = {
     TradingState.ACTIVE: frozenset({TradingState.REDUCING, TradingState.HALTED, TradingState.PAUSED}),
     TradingState.REDUCING: frozenset({TradingState.ACTIVE, TradingState.HALTED, TradingState.PAUSED}),
@@ -43,6 +48,13 @@ class VerdictKind(enum.StrEnum):
     HALT = "halt"
 
 
+class Scope(enum.Enum):
+    """Which orders a layer judges; the governor enforces it (see the module docstring)."""
+
+    ENTRIES = "entries"  # only orders that increase exposure: entries, adds and flips
+    EVERY_ORDER = "every_order"  # exits too
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     kind: VerdictKind
@@ -51,40 +63,12 @@ class Verdict:
     message: str = ""
     quantity: Decimal | None = None  # the (possibly resized) quantity that may be sent
 
-    def __init__(self, kind: VerdictKind, layer: str = "", reason: str = "", message: str = "",
-                 quantity: Decimal | None = None) -> None:
-        # What the generated frozen __init__ does, at half the cost (see ``_slot_setters``): one per order.
-        _kind, _layer, _reason, _message, _quantity = _VERDICT_SETTERS
-        _kind(self, kind)
-        _layer(self, layer)
-        _reason(self, reason)
-        _message(self, message)
-        _quantity(self, quantity)
-
     @property
     def allowed(self) -> bool:
         return self.kind in (VerdictKind.ALLOW, VerdictKind.RESIZE)
 
 
-def _slot_setters(cls: type, names: str) -> tuple[Callable[[object, object], None], ...]:
-    """The slot descriptors' setters of a frozen slotted dataclass, for its hand-written ``__init__``.
-
-    The generated frozen ``__init__`` sets each field through ``object.__setattr__`` (~150 ns a field);
-    the descriptor's own ``__set__`` stores the same value in the same slot at about half that. The
-    instance stays frozen: ``__setattr__`` still refuses every assignment after construction.
-    """
-    return tuple(cls.__dict__[name].__set__ for name in names.split())
-
-
-_VERDICT_SETTERS = _slot_setters(Verdict, "kind layer reason message quantity")
-
 ALLOW = Verdict(VerdictKind.ALLOW)
-
-# Bound once for the per-order loop, like ``_BUY``.
-_ALLOW_KIND = VerdictKind.ALLOW
-_RESIZE_KIND = VerdictKind.RESIZE
-_HALT_KIND = VerdictKind.HALT
-_HALTED = TradingState.HALTED
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,49 +86,26 @@ class RiskContext:
     confidence: float | None = None
     extras: dict[str, object] = field(default_factory=dict)
 
-    def __init__(self, state: TradingState, ts: int, position: Decimal, last_price: float, equity: float,
-                 day_start_equity: float, peak_equity: float, gross_exposure: float = 0.0,
-                 confidence: float | None = None, extras: dict[str, object] | None = None) -> None:
-        # Built for every order; the generated frozen __init__ costs twice this (see ``_slot_setters``).
-        # ``extras=None`` means the field's default, a new empty dict.
-        _state, _ts, _position, _last_price, _equity, _day_start, _peak, _gross, _confidence, _extras = _CONTEXT_SETTERS
-        _state(self, state)
-        _ts(self, ts)
-        _position(self, position)
-        _last_price(self, last_price)
-        _equity(self, equity)
-        _day_start(self, day_start_equity)
-        _peak(self, peak_equity)
-        _gross(self, gross_exposure)
-        _confidence(self, confidence)
-        _extras(self, {} if extras is None else extras)
-
     def reduces_exposure(self, request: OrderRequest) -> bool:
-        """True when the order moves the position toward zero without flipping it.
-
-        Equivalent to ``|position + signed qty| < |position|`` without crossing zero:
-        the order must trade against a non-zero position and be no larger than it.
-        Written as sign tests because every layer asks this on every order.
-        """
+        """True when the order moves the position toward zero without flipping it."""
         position = self.position
-        if not position:
-            return False
-        quantity = request.quantity
-        if (request.side is _BUY) == (position > _ZERO):
-            # same side as the position: only a negative quantity (malformed, but defined) moves toward zero
-            return quantity < _ZERO and -quantity <= abs(position)
-        return _ZERO < quantity <= abs(position)
+        after = position + request.signed_quantity
+        return abs(after) < abs(position) and (after == 0 or (after > 0) == (position > 0))
 
-
-_CONTEXT_SETTERS = _slot_setters(
-    RiskContext, "state ts position last_price equity day_start_equity peak_equity gross_exposure confidence extras"
-)
+    def increases_exposure(self, request: OrderRequest) -> bool:
+        """Entries, adds and flips: any order with a positive quantity that is not a pure reduction."""
+        return request.quantity > 0 and not self.reduces_exposure(request)
 
 
 class RiskLayer(Protocol):
-    name: str
+    """What the governor needs of a layer (``risk.layers.Layer`` is the implementation to extend)."""
 
-    def check(self, request: OrderRequest, ctx: RiskContext) -> Verdict: ...
+    name: ClassVar[str]
+    scope: ClassVar[Scope]
+
+    def check(self, request: OrderRequest, ctx: RiskContext) -> Verdict:
+        """Judge ``request``; called only for orders in the layer's ``scope``."""
+        ...
 
     def figures(self) -> dict[str, object]: ...
 
@@ -192,32 +153,38 @@ class RiskGovernor:
         return True
 
     def check(self, request: OrderRequest, ctx: RiskContext) -> Verdict:
-        """Judge one request. Returns the final verdict with the quantity allowed."""
+        """Judge one request. Returns the final verdict with the quantity allowed.
+
+        Whether the order is an entry is decided here, once, and again after a
+        resize: cutting a flip to its closing part turns it into an exit, which
+        the entries-only layers after it then let pass.
+        """
         quantity = request.quantity
+        entry = ctx.increases_exposure(request)
         resized_by: Verdict | None = None
         for layer in self.layers:
-            verdict = layer.check(request, ctx)
-            if verdict is ALLOW:  # what nearly every layer answers; the kind test below covers other ALLOWs
+            if layer.scope is Scope.ENTRIES and not entry:
                 continue
-            kind = verdict.kind
-            if kind is _ALLOW_KIND:
+            verdict = layer.check(request, ctx)
+            if verdict.kind is VerdictKind.ALLOW:
                 continue
             self._count(verdict)
-            if kind is _RESIZE_KIND:
+            if verdict.kind is VerdictKind.RESIZE:
                 assert verdict.quantity is not None
-                if verdict.quantity <= _ZERO:
+                if verdict.quantity <= 0:
                     return block(verdict.layer, verdict.reason, verdict.message + " (resized to zero)")
                 if verdict.quantity < quantity:
                     quantity = verdict.quantity
                     request = replace(request, quantity=quantity)
+                    entry = ctx.increases_exposure(request)
                     resized_by = verdict
                 continue
-            if kind is _HALT_KIND and self._state is not _HALTED:
-                self.transition(_HALTED, f"{verdict.layer}:{verdict.reason}")
+            if verdict.kind is VerdictKind.HALT and self._state is not TradingState.HALTED:
+                self.transition(TradingState.HALTED, f"{verdict.layer}:{verdict.reason}")
             return verdict
         if resized_by is not None:
             return replace(resized_by, quantity=quantity)
-        return Verdict(_ALLOW_KIND, "", "", "", quantity)
+        return Verdict(VerdictKind.ALLOW, quantity=quantity)
 
     def figures(self) -> dict[str, dict[str, object]]:
         return {layer.name: layer.figures() for layer in self.layers}

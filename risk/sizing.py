@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from decimal import ROUND_DOWN, Decimal
+from typing import Protocol
 
 from brokers.base import OrderRequest, Side
 from risk.config import SizingConfig
@@ -38,10 +39,6 @@ ATR = "atr"  # average true range, in price units
 REALISED_VOL = "realised_vol"  # realised volatility, same unit as sizing.volatility.target_volatility
 
 _ZERO = Decimal(0)
-_NUMBER = (int, float)  # a tuple: ``int | float`` in an isinstance call builds a union object on every call
-# Bound once: in Python 3.11 ``Action.BUY`` is a descriptor lookup (~150 ns) on every use, and the sizer
-# is asked on every decision.
-_HOLD, _BUY, _SELL, _CLOSE = Action.HOLD, Action.BUY, Action.SELL, Action.CLOSE
 
 
 def _dec(value: float) -> Decimal:
@@ -141,11 +138,11 @@ def safe_f(record: TradeRecord, multiplier: float = 0.25) -> float:
 
 def target_quantity(action: Action, size: Decimal) -> Decimal | None:
     """The signed position a decision aims at; None leaves the position alone."""
-    if action is _BUY:
+    if action is Action.BUY:
         return size
-    if action is _SELL:
+    if action is Action.SELL:
         return -size
-    if action is _CLOSE:
+    if action is Action.CLOSE:
         return _ZERO
     return None
 
@@ -158,13 +155,34 @@ def order_for_target(symbol: str, current: Decimal, target: Decimal, reason: str
     return OrderRequest(symbol, Side.BUY if delta > 0 else Side.SELL, abs(delta), reason=reason)
 
 
-class Sizer:
-    """Sizes decisions with the configured method and keeps the trade record safe-f needs.
+class Sizer(Protocol):
+    """What the pipeline asks of a sizer; every sizer implements all of it (no-ops where it does not apply)."""
 
-    ``target`` follows the pipeline's sizer protocol. With ``resize_open``
-    off, a BUY while already long (or SELL while short) keeps the position:
-    sizes are set at entry, so a size that drifts with volatility or equity
-    does not turn every bar into a small adjustment order.
+    def target(
+        self, decision: Decision, *, equity: float, price: float, position: PositionView = FLAT
+    ) -> Decimal | None:
+        """The signed position ``decision`` aims at; None leaves the position alone."""
+        ...
+
+    def keeps_position(self, action: Action, side: int) -> bool:
+        """True when ``target`` surely leaves a position of ``side`` (-1, 0, 1) as it is for ``action``."""
+        ...
+
+    def record_trade(self, pnl: float | Decimal) -> None:
+        """A round trip closed with ``pnl`` net of fees (the record sizes may be estimated from)."""
+        ...
+
+    def figures(self) -> dict[str, object]:
+        """What the sizer last did, for the status view."""
+        ...
+
+
+class PositionSizer:
+    """The ``Sizer`` for the ``sizing:`` config: the configured method, and the trade record safe-f needs.
+
+    With ``resize_open`` off, a BUY while already long (or SELL while short)
+    keeps the position: sizes are set at entry, so a size that drifts with
+    volatility or equity does not turn every bar into a small adjustment order.
     """
 
     def __init__(self, cfg: SizingConfig) -> None:
@@ -174,9 +192,6 @@ class Sizer:
 
     def record_trade(self, pnl: float | Decimal) -> None:
         self.record.add(pnl)
-
-    def on_trade_closed(self, symbol: str, pnl: float | Decimal, ts: int) -> None:
-        self.record_trade(pnl)
 
     def size(self, *, equity: float, atr: float | None = None, realised_vol: float | None = None) -> Decimal:
         """The unsigned size the configured method proposes, lot-rounded and capped."""
@@ -214,9 +229,9 @@ class Sizer:
         opposite position; it never closes a position on its own side.
         """
         action = decision.action
-        if action is _HOLD or action is _CLOSE:
+        if action is Action.HOLD or action is Action.CLOSE:
             return target_quantity(action, _ZERO)
-        side = 1 if action is _BUY else -1
+        side = 1 if action is Action.BUY else -1
         held = position.side
         if self.keeps_position(action, held):
             return None  # sizes are set at entry
@@ -233,11 +248,11 @@ class Sizer:
         ``target`` answers such a BUY/SELL with None (a CLOSE when flat
         targets flat); the backtester's quiet stretches skip sizing on them.
         """
-        if action is _CLOSE:
+        if action is Action.CLOSE:
             return side == 0
-        if action is _HOLD:
+        if action is Action.HOLD:
             return True
-        return side == (1 if action is _BUY else -1) and not self.cfg.resize_open
+        return side == (1 if action is Action.BUY else -1) and not self.cfg.resize_open
 
     def figures(self) -> dict[str, object]:
         record = self.record
@@ -264,9 +279,9 @@ class Sizer:
 
 
 def _float_or_none(value: object) -> float | None:
-    return float(value) if isinstance(value, _NUMBER) else None
+    return float(value) if isinstance(value, int | float) else None
 
 
 def build_sizer(cfg: SizingConfig) -> Sizer:
     """The sizer for the daemon's ``sizing:`` config section."""
-    return Sizer(cfg)
+    return PositionSizer(cfg)

@@ -29,7 +29,7 @@ from risk.config import (
     TradingWindowConfig,
     VolatilityRegimeConfig,
 )
-from risk.governor import RiskContext, RiskGovernor, TradingState, Verdict, VerdictKind
+from risk.governor import RiskContext, RiskGovernor, Scope, TradingState, Verdict, VerdictKind
 from risk.layers import (
     FLATTEN,
     ConfidenceLayer,
@@ -41,8 +41,8 @@ from risk.layers import (
     FillGuardLayer,
     GrossExposureLayer,
     KillSwitchLayer,
+    Layer,
     LossStreakLayer,
-    ObservingLayer,
     PositionLimitLayer,
     ReconciliationLayer,
     RiskHooks,
@@ -113,6 +113,11 @@ def _order(side: Side, qty: int | str, symbol: str, limit: str | None) -> OrderR
     return OrderRequest(symbol, side, D(qty), OrderType.LIMIT, D(limit))
 
 
+def judge(layer: Layer, request: OrderRequest, context: RiskContext) -> Verdict:
+    """The layer's verdict as the governor gives it: an entries-only layer never sees an exit."""
+    return RiskGovernor([layer]).check(request, context)
+
+
 def expect(verdict: Verdict, kind: VerdictKind, reason: str = "", quantity: int | str | None = None) -> None:
     assert verdict.kind is kind, verdict
     assert verdict.reason == reason, verdict
@@ -127,40 +132,40 @@ class TestKillSwitch:
     layer = KillSwitchLayer(KillSwitchConfig())
 
     def test_active_allows_everything(self) -> None:
-        expect(self.layer.check(buy(10), ctx()), ALLOW)
-        expect(self.layer.check(sell(10), ctx(5)), ALLOW)
+        expect(judge(self.layer, buy(10), ctx()), ALLOW)
+        expect(judge(self.layer, sell(10), ctx(5)), ALLOW)
 
     @pytest.mark.parametrize(("state", "reason"), [(PAUSED, "paused"), (HALTED, "halted")])
     def test_paused_and_halted_block_entries_and_exits(self, state: TradingState, reason: str) -> None:
-        expect(self.layer.check(buy(10), ctx(state=state)), BLOCK, reason)
-        expect(self.layer.check(sell(10), ctx(10, state=state)), BLOCK, reason)
+        expect(judge(self.layer, buy(10), ctx(state=state)), BLOCK, reason)
+        expect(judge(self.layer, sell(10), ctx(10, state=state)), BLOCK, reason)
 
     @pytest.mark.parametrize("state", [PAUSED, HALTED, REDUCING])
     def test_flatten_marked_exit_passes_any_state(self, state: TradingState) -> None:
-        expect(self.layer.check(sell(10), ctx(10, state=state, flatten=True)), ALLOW)
-        expect(self.layer.check(buy(4), ctx(-10, state=state, flatten=True)), ALLOW)
+        expect(judge(self.layer, sell(10), ctx(10, state=state, flatten=True)), ALLOW)
+        expect(judge(self.layer, buy(4), ctx(-10, state=state, flatten=True)), ALLOW)
 
     def test_flatten_mark_does_not_let_an_entry_through(self) -> None:
-        expect(self.layer.check(buy(10), ctx(state=HALTED, flatten=True)), BLOCK, "halted")
-        expect(self.layer.check(sell(20), ctx(10, state=HALTED, flatten=True)), BLOCK, "halted")  # a flip
+        expect(judge(self.layer, buy(10), ctx(state=HALTED, flatten=True)), BLOCK, "halted")
+        expect(judge(self.layer, sell(20), ctx(10, state=HALTED, flatten=True)), BLOCK, "halted")  # a flip
 
     def test_flatten_can_be_disallowed(self) -> None:
         strict = KillSwitchLayer(KillSwitchConfig(allow_flatten=False))
-        expect(strict.check(sell(10), ctx(10, state=HALTED, flatten=True)), BLOCK, "halted")
+        expect(judge(strict, sell(10), ctx(10, state=HALTED, flatten=True)), BLOCK, "halted")
 
     def test_reducing_allows_only_reductions(self) -> None:
-        expect(self.layer.check(buy(10), ctx(state=REDUCING)), BLOCK, "reducing_only")
-        expect(self.layer.check(buy(10), ctx(5, state=REDUCING)), BLOCK, "reducing_only")
-        expect(self.layer.check(sell(3), ctx(5, state=REDUCING)), ALLOW)
-        expect(self.layer.check(sell(5), ctx(5, state=REDUCING)), ALLOW)
+        expect(judge(self.layer, buy(10), ctx(state=REDUCING)), BLOCK, "reducing_only")
+        expect(judge(self.layer, buy(10), ctx(5, state=REDUCING)), BLOCK, "reducing_only")
+        expect(judge(self.layer, sell(3), ctx(5, state=REDUCING)), ALLOW)
+        expect(judge(self.layer, sell(5), ctx(5, state=REDUCING)), ALLOW)
 
     def test_reducing_cuts_a_flip_to_its_closing_part(self) -> None:
-        expect(self.layer.check(sell(300), ctx(100, state=REDUCING)), RESIZE, "reducing_only", 100)
-        expect(self.layer.check(buy(300), ctx(-100, state=REDUCING)), RESIZE, "reducing_only", 100)
+        expect(judge(self.layer, sell(300), ctx(100, state=REDUCING)), RESIZE, "reducing_only", 100)
+        expect(judge(self.layer, buy(300), ctx(-100, state=REDUCING)), RESIZE, "reducing_only", 100)
 
     def test_figures_show_the_last_state(self) -> None:
         layer = KillSwitchLayer(KillSwitchConfig())
-        layer.check(buy(1), ctx(state=PAUSED))
+        judge(layer, buy(1), ctx(state=PAUSED))
         assert layer.figures()["value"] == "paused"
 
 
@@ -171,49 +176,49 @@ class TestPositionLimit:
     units = PositionLimitLayer(PositionLimitConfig(max_units=D(1000), max_notional=None))
 
     def test_entry_within_the_cap_passes(self) -> None:
-        expect(self.units.check(buy(1000), ctx()), ALLOW)
-        expect(self.units.check(buy(300), ctx(600)), ALLOW)
-        expect(self.units.check(sell(1000), ctx()), ALLOW)
+        expect(judge(self.units, buy(1000), ctx()), ALLOW)
+        expect(judge(self.units, buy(300), ctx(600)), ALLOW)
+        expect(judge(self.units, sell(1000), ctx()), ALLOW)
 
     def test_entry_is_resized_to_what_fits(self) -> None:
-        expect(self.units.check(buy(1500), ctx()), RESIZE, "max_position_units", 1000)
-        expect(self.units.check(buy(600), ctx(600)), RESIZE, "max_position_units", 400)
-        expect(self.units.check(sell(700), ctx(-600)), RESIZE, "max_position_units", 400)
+        expect(judge(self.units, buy(1500), ctx()), RESIZE, "max_position_units", 1000)
+        expect(judge(self.units, buy(600), ctx(600)), RESIZE, "max_position_units", 400)
+        expect(judge(self.units, sell(700), ctx(-600)), RESIZE, "max_position_units", 400)
 
     def test_nothing_fits_blocks(self) -> None:
-        expect(self.units.check(buy(1), ctx(1000)), BLOCK, "max_position_units")
-        expect(self.units.check(buy(1), ctx(1200)), BLOCK, "max_position_units")  # already over (limit lowered)
+        expect(judge(self.units, buy(1), ctx(1000)), BLOCK, "max_position_units")
+        expect(judge(self.units, buy(1), ctx(1200)), BLOCK, "max_position_units")  # already over (limit lowered)
 
     def test_exits_always_pass(self) -> None:
-        expect(self.units.check(sell(500), ctx(1200)), ALLOW)
-        expect(self.units.check(sell(1200), ctx(1200)), ALLOW)
+        expect(judge(self.units, sell(500), ctx(1200)), ALLOW)
+        expect(judge(self.units, sell(1200), ctx(1200)), ALLOW)
 
     def test_flip_keeps_the_close_and_caps_the_new_side(self) -> None:
-        expect(self.units.check(sell(2000), ctx(500)), RESIZE, "max_position_units", 1500)
-        expect(self.units.check(sell(1400), ctx(500)), ALLOW)  # -900 fits
+        expect(judge(self.units, sell(2000), ctx(500)), RESIZE, "max_position_units", 1500)
+        expect(judge(self.units, sell(1400), ctx(500)), ALLOW)  # -900 fits
 
     def test_notional_cap_binds_when_tighter(self) -> None:
         layer = PositionLimitLayer(PositionLimitConfig(max_units=D(100_000), max_notional=D(10_000)))
-        expect(layer.check(buy(8000), ctx(price=2.0)), RESIZE, "max_position_notional", 5000)
-        expect(layer.check(buy(8000), ctx(price=0.5)), ALLOW)  # 4,000 notional
+        expect(judge(layer, buy(8000), ctx(price=2.0)), RESIZE, "max_position_notional", 5000)
+        expect(judge(layer, buy(8000), ctx(price=0.5)), ALLOW)  # 4,000 notional
 
     def test_units_cap_binds_when_tighter(self) -> None:
         layer = PositionLimitLayer(PositionLimitConfig(max_units=D(1000), max_notional=D(10_000)))
-        expect(layer.check(buy(8000), ctx(price=2.0)), RESIZE, "max_position_units", 1000)
+        expect(judge(layer, buy(8000), ctx(price=2.0)), RESIZE, "max_position_units", 1000)
 
     def test_resize_is_rounded_down_to_the_lot(self) -> None:
         layer = PositionLimitLayer(PositionLimitConfig(max_units=None, max_notional=D(10_000)), D(100))
-        expect(layer.check(buy(5000), ctx(price=3.0)), RESIZE, "max_position_notional", 3300)
+        expect(judge(layer, buy(5000), ctx(price=3.0)), RESIZE, "max_position_notional", 3300)
 
     def test_no_price_blocks_entries_when_notional_is_capped(self) -> None:
         layer = PositionLimitLayer(PositionLimitConfig(max_units=D(1000), max_notional=D(10_000)))
-        expect(layer.check(buy(10), ctx(price=0.0)), BLOCK, "no_price")
-        expect(layer.check(buy(10), ctx(price=float("nan"))), BLOCK, "no_price")
-        expect(layer.check(sell(10), ctx(10, price=0.0)), ALLOW)
+        expect(judge(layer, buy(10), ctx(price=0.0)), BLOCK, "no_price")
+        expect(judge(layer, buy(10), ctx(price=float("nan"))), BLOCK, "no_price")
+        expect(judge(layer, sell(10), ctx(10, price=0.0)), ALLOW)
 
     def test_figures(self) -> None:
         layer = PositionLimitLayer(PositionLimitConfig(max_units=D(1000), max_notional=D(5000)))
-        layer.check(buy(10), ctx(200, price=2.0))
+        judge(layer, buy(10), ctx(200, price=2.0))
         figures = layer.figures()
         assert figures["value"] == D(200)
         assert figures["limit"] == D(1000)
@@ -260,37 +265,37 @@ class TestFatFinger:
     layer = FatFingerLayer(FatFingerConfig(max_order_notional=D(50_000), price_band=0.02))
 
     def test_order_within_notional_cap_passes(self) -> None:
-        expect(self.layer.check(buy(40_000), ctx(price=1.1)), ALLOW)  # 44,000
+        expect(judge(self.layer, buy(40_000), ctx(price=1.1)), ALLOW)  # 44,000
 
     def test_order_over_notional_cap_is_blocked(self) -> None:
-        expect(self.layer.check(buy(50_000), ctx(price=1.1)), BLOCK, "order_notional")  # 55,000
-        expect(self.layer.check(sell(50_000), ctx(price=1.1)), BLOCK, "order_notional")
+        expect(judge(self.layer, buy(50_000), ctx(price=1.1)), BLOCK, "order_notional")  # 55,000
+        expect(judge(self.layer, sell(50_000), ctx(price=1.1)), BLOCK, "order_notional")
 
     def test_limit_price_values_a_limit_order(self) -> None:
-        expect(self.layer.check(buy(50_000, limit="1.01"), ctx(price=1.0)), BLOCK, "order_notional")
-        expect(self.layer.check(buy(49_000, limit="1.01"), ctx(price=1.0)), ALLOW)
+        expect(judge(self.layer, buy(50_000, limit="1.01"), ctx(price=1.0)), BLOCK, "order_notional")
+        expect(judge(self.layer, buy(49_000, limit="1.01"), ctx(price=1.0)), ALLOW)
 
     def test_exits_are_exempt_from_the_notional_cap(self) -> None:
-        expect(self.layer.check(sell(100_000), ctx(100_000, price=1.1)), ALLOW)
+        expect(judge(self.layer, sell(100_000), ctx(100_000, price=1.1)), ALLOW)
 
     def test_oversized_flip_keeps_only_its_close(self) -> None:
-        expect(self.layer.check(sell(60_000), ctx(10_000, price=1.1)), RESIZE, "order_notional", 10_000)
+        expect(judge(self.layer, sell(60_000), ctx(10_000, price=1.1)), RESIZE, "order_notional", 10_000)
 
     def test_price_band(self) -> None:
-        expect(self.layer.check(buy(10, limit="1.019"), ctx(price=1.0)), ALLOW)
-        expect(self.layer.check(buy(10, limit="1.021"), ctx(price=1.0)), BLOCK, "price_band")
-        expect(self.layer.check(buy(10, limit="0.97"), ctx(price=1.0)), BLOCK, "price_band")
+        expect(judge(self.layer, buy(10, limit="1.019"), ctx(price=1.0)), ALLOW)
+        expect(judge(self.layer, buy(10, limit="1.021"), ctx(price=1.0)), BLOCK, "price_band")
+        expect(judge(self.layer, buy(10, limit="0.97"), ctx(price=1.0)), BLOCK, "price_band")
 
     def test_price_band_judges_exits_too(self) -> None:
-        expect(self.layer.check(sell(10, limit="0.5"), ctx(10, price=1.0)), BLOCK, "price_band")
+        expect(judge(self.layer, sell(10, limit="0.5"), ctx(10, price=1.0)), BLOCK, "price_band")
 
     def test_market_orders_have_no_band_and_missing_price_blocks(self) -> None:
-        expect(self.layer.check(buy(10), ctx(price=float("nan"))), BLOCK, "no_price")
-        expect(self.layer.check(buy(10, limit="1.0"), ctx(price=0.0)), BLOCK, "price_band")
+        expect(judge(self.layer, buy(10), ctx(price=float("nan"))), BLOCK, "no_price")
+        expect(judge(self.layer, buy(10, limit="1.0"), ctx(price=0.0)), BLOCK, "price_band")
 
     def test_figures(self) -> None:
         layer = FatFingerLayer(FatFingerConfig())
-        layer.check(buy(1000), ctx(price=2.0))
+        judge(layer, buy(1000), ctx(price=2.0))
         assert layer.figures() == {"value": D(2000), "limit": D(50_000), "price_band": 0.02}
 
 
@@ -300,14 +305,14 @@ class TestFatFinger:
 class TestDailyLoss:
     def test_within_the_limit_allows(self) -> None:
         layer = DailyLossLimitLayer(DailyLossConfig(limit=0.02))
-        expect(layer.check(buy(10), ctx(equity=98_500.0)), ALLOW)
+        expect(judge(layer, buy(10), ctx(equity=98_500.0)), ALLOW)
         assert layer.requested_state is None
 
     def test_at_the_limit_entries_halt_and_exits_pass(self) -> None:
         layer = DailyLossLimitLayer(DailyLossConfig(limit=0.02))
-        expect(layer.check(buy(10), ctx(equity=97_900.0)), HALT, "daily_loss")
-        expect(layer.check(sell(10), ctx(5, equity=97_900.0)), HALT, "daily_loss")  # a flip adds exposure
-        expect(layer.check(sell(5), ctx(5, equity=97_900.0)), ALLOW)
+        expect(judge(layer, buy(10), ctx(equity=97_900.0)), HALT, "daily_loss")
+        expect(judge(layer, sell(10), ctx(5, equity=97_900.0)), HALT, "daily_loss")  # a flip adds exposure
+        expect(judge(layer, sell(5), ctx(5, equity=97_900.0)), ALLOW)
         assert layer.requested_state is HALTED
         assert not layer.flatten_requested
         events = layer.drain_events()
@@ -317,8 +322,8 @@ class TestDailyLoss:
     def test_judged_on_equity_not_on_trades(self) -> None:
         layer = DailyLossLimitLayer(DailyLossConfig(limit=0.02))
         # Yesterday's peak does not matter; only today's start does.
-        expect(layer.check(buy(10), ctx(equity=97_000.0, day_start=98_000.0, peak=110_000.0)), ALLOW)
-        expect(layer.check(buy(10), ctx(equity=96_000.0, day_start=98_000.0)), HALT, "daily_loss")
+        expect(judge(layer, buy(10), ctx(equity=97_000.0, day_start=98_000.0, peak=110_000.0)), ALLOW)
+        expect(judge(layer, buy(10), ctx(equity=96_000.0, day_start=98_000.0)), HALT, "daily_loss")
 
     def test_flatten_option_requests_a_flatten(self) -> None:
         layer = DailyLossLimitLayer(DailyLossConfig(limit=0.02, flatten=True))
@@ -327,16 +332,16 @@ class TestDailyLoss:
 
     def test_unknown_day_start_blocks_entries_only(self) -> None:
         layer = DailyLossLimitLayer(DailyLossConfig())
-        expect(layer.check(buy(10), ctx(day_start=0.0)), BLOCK, "equity_unknown")
-        expect(layer.check(buy(10), ctx(equity=float("nan"))), BLOCK, "equity_unknown")
-        expect(layer.check(sell(10), ctx(10, day_start=0.0)), ALLOW)
+        expect(judge(layer, buy(10), ctx(day_start=0.0)), BLOCK, "equity_unknown")
+        expect(judge(layer, buy(10), ctx(equity=float("nan"))), BLOCK, "equity_unknown")
+        expect(judge(layer, sell(10), ctx(10, day_start=0.0)), ALLOW)
 
     def test_resume_clears_the_request(self) -> None:
         layer = DailyLossLimitLayer(DailyLossConfig(limit=0.02, flatten=True))
         layer.on_equity(T0, 97_000.0, 100_000.0, 100_000.0)
         layer.on_resume(T0 + 86_400)
         assert layer.requested_state is None and not layer.flatten_requested
-        expect(layer.check(buy(10), ctx(ts=T0 + 86_400, equity=97_000.0, day_start=97_000.0)), ALLOW)
+        expect(judge(layer, buy(10), ctx(ts=T0 + 86_400, equity=97_000.0, day_start=97_000.0)), ALLOW)
 
     def test_governor_halts_and_only_a_flatten_gets_out(self) -> None:
         governor = RiskGovernor(
@@ -381,10 +386,10 @@ class TestFillGuard:
         expect(verdict, HALT, "overfill")
         assert verdict.message == "order c-1 filled 11 of 10"
         assert layer.requested_state is HALTED
-        expect(layer.check(sell(10), ctx(10, flatten=True)), HALT, "overfill")  # books untrusted: no flatten
+        expect(judge(layer, sell(10), ctx(10, flatten=True)), HALT, "overfill")  # books untrusted: no flatten
         layer.on_resume(T0 + 60)
         assert layer.requested_state is None
-        expect(layer.check(buy(1), ctx()), ALLOW)
+        expect(judge(layer, buy(1), ctx()), ALLOW)
 
     def test_on_fill_hook_and_governor(self) -> None:
         layer = FillGuardLayer()
@@ -403,7 +408,7 @@ class TestReconciliation:
         hooks = RiskHooks(governor.layers)
         expect(hooks.reconciliation_mismatch("EURUSD broker 100 books 0", T0), HALT, "reconciliation_mismatch")
         assert hooks.apply(governor) is HALTED
-        expect(layer.check(buy(1), ctx()), HALT, "reconciliation_mismatch")
+        expect(judge(layer, buy(1), ctx()), HALT, "reconciliation_mismatch")
         assert layer.figures()["detail"] == "EURUSD broker 100 books 0"
         hooks.resumed(T0 + 60)
         governor.transition(ACTIVE, "operator resume")
@@ -430,15 +435,15 @@ class TestFxWindow:
         ],
     )
     def test_entries(self, when: int, kind: VerdictKind, reason: str) -> None:
-        expect(self.layer.check(buy(10), ctx(ts=when)), kind, reason)
+        expect(judge(self.layer, buy(10), ctx(ts=when)), kind, reason)
 
     def test_exits_pass_on_the_weekend_and_flips_keep_the_close(self) -> None:
         saturday = utc(2017, 3, 4, 12, 0)
-        expect(self.layer.check(sell(10), ctx(10, ts=saturday)), ALLOW)
-        expect(self.layer.check(sell(30), ctx(10, ts=saturday)), RESIZE, "market_closed", 10)
+        expect(judge(self.layer, sell(10), ctx(10, ts=saturday)), ALLOW)
+        expect(judge(self.layer, sell(30), ctx(10, ts=saturday)), RESIZE, "market_closed", 10)
 
     def test_figures(self) -> None:
-        self.layer.check(buy(10), ctx(ts=utc(2017, 3, 3, 20, 0)))
+        judge(self.layer, buy(10), ctx(ts=utc(2017, 3, 3, 20, 0)))
         assert self.layer.figures()["value"] == 60
         assert self.layer.figures()["calendar"] == "FX24x5"
 
@@ -463,10 +468,10 @@ class TestExchangeWindow:
         ],
     )
     def test_entries(self, nyse: TradingWindowLayer, when: int, kind: VerdictKind, reason: str) -> None:
-        expect(nyse.check(buy(10), ctx(ts=when)), kind, reason)
+        expect(judge(nyse, buy(10), ctx(ts=when)), kind, reason)
 
     def test_exits_pass_on_a_holiday(self, nyse: TradingWindowLayer) -> None:
-        expect(nyse.check(sell(10), ctx(10, ts=utc(2017, 7, 4, 15, 0))), ALLOW)
+        expect(judge(nyse, sell(10), ctx(10, ts=utc(2017, 7, 4, 15, 0))), ALLOW)
 
 
 class TestDrip:
@@ -478,21 +483,21 @@ class TestDrip:
     )
     def test_schedule_scales_entries(self, day: int, quantity: int) -> None:
         when = utc(2017, 3, 1, 12) + day * 86_400
-        expect(self.layer.check(buy(1000), ctx(ts=when)), RESIZE, "drip_size", quantity)
+        expect(judge(self.layer, buy(1000), ctx(ts=when)), RESIZE, "drip_size", quantity)
 
     def test_full_size_after_the_schedule(self) -> None:
-        expect(self.layer.check(buy(1000), ctx(ts=utc(2017, 3, 4, 0))), ALLOW)
+        expect(judge(self.layer, buy(1000), ctx(ts=utc(2017, 3, 4, 0))), ALLOW)
 
     def test_scales_the_target_not_each_order(self) -> None:
         day2 = utc(2017, 3, 2, 12)
-        expect(self.layer.check(buy(750), ctx(250, ts=day2)), RESIZE, "drip_size", 250)  # 1000 -> 500
-        expect(self.layer.check(buy(500), ctx(500, ts=day2)), BLOCK, "drip_size")
-        expect(self.layer.check(sell(500), ctx(500, ts=day2)), ALLOW)
+        expect(judge(self.layer, buy(750), ctx(250, ts=day2)), RESIZE, "drip_size", 250)  # 1000 -> 500
+        expect(judge(self.layer, buy(500), ctx(500, ts=day2)), BLOCK, "drip_size")
+        expect(judge(self.layer, sell(500), ctx(500, ts=day2)), ALLOW)
 
     def test_built_from_config(self) -> None:
         cfg = RiskConfig(drip=DripConfig(deployment_start=self.start, schedule=[0.5]))
         layer = next(x for x in build_layers(cfg) if x.name == "drip")
-        expect(layer.check(buy(1000), ctx(ts=utc(2017, 3, 1, 1))), RESIZE, "drip_size", 500)
+        expect(judge(layer, buy(1000), ctx(ts=utc(2017, 3, 1, 1))), RESIZE, "drip_size", 500)
 
 
 # ---------------------------------------------------------------------------- data and model
@@ -502,13 +507,13 @@ class TestStaleData:
     layer = StaleDataLayer(StaleDataConfig(max_age_seconds=300))
 
     def test_old_bar_blocks_entries(self) -> None:
-        expect(self.layer.check(buy(10), ctx(bar_ts=T0 - 300)), ALLOW)
-        expect(self.layer.check(buy(10), ctx(bar_ts=T0 - 301)), BLOCK, "stale_data")
+        expect(judge(self.layer, buy(10), ctx(bar_ts=T0 - 300)), ALLOW)
+        expect(judge(self.layer, buy(10), ctx(bar_ts=T0 - 301)), BLOCK, "stale_data")
         assert self.layer.figures()["value"] == 301
 
     def test_exits_and_unknown_bar_time_pass(self) -> None:
-        expect(self.layer.check(sell(10), ctx(10, bar_ts=T0 - 3600)), ALLOW)
-        expect(self.layer.check(buy(10), ctx()), ALLOW)
+        expect(judge(self.layer, sell(10), ctx(10, bar_ts=T0 - 3600)), ALLOW)
+        expect(judge(self.layer, buy(10), ctx()), ALLOW)
 
 
 class TestConfidence:
@@ -520,10 +525,10 @@ class TestConfidence:
          (float("nan"), BLOCK, "low_confidence")],
     )
     def test_entries(self, confidence: float | None, kind: VerdictKind, reason: str) -> None:
-        expect(self.layer.check(buy(10), ctx(confidence=confidence)), kind, reason)
+        expect(judge(self.layer, buy(10), ctx(confidence=confidence)), kind, reason)
 
     def test_exits_pass(self) -> None:
-        expect(self.layer.check(sell(10), ctx(10, confidence=0.1)), ALLOW)
+        expect(judge(self.layer, sell(10), ctx(10, confidence=0.1)), ALLOW)
 
 
 # ---------------------------------------------------------------------------- activity
@@ -532,12 +537,12 @@ class TestConfidence:
 class TestCooldown:
     def test_entries_wait_for_the_cooldown(self) -> None:
         layer = CooldownLayer(CooldownConfig(bars=1, seconds=0), bar_seconds=3600)
-        expect(layer.check(buy(10), ctx()), ALLOW)
+        expect(judge(layer, buy(10), ctx()), ALLOW)
         layer.on_order_sent("EURUSD", T0)
-        expect(layer.check(buy(10), ctx(ts=T0 + 1800)), BLOCK, "cooldown")
-        expect(layer.check(buy(10, "GBPUSD"), ctx(ts=T0 + 1800)), ALLOW)
-        expect(layer.check(sell(10), ctx(10, ts=T0 + 1800)), ALLOW)
-        expect(layer.check(buy(10), ctx(ts=T0 + 3600)), ALLOW)
+        expect(judge(layer, buy(10), ctx(ts=T0 + 1800)), BLOCK, "cooldown")
+        expect(judge(layer, buy(10, "GBPUSD"), ctx(ts=T0 + 1800)), ALLOW)
+        expect(judge(layer, sell(10), ctx(10, ts=T0 + 1800)), ALLOW)
+        expect(judge(layer, buy(10), ctx(ts=T0 + 3600)), ALLOW)
 
     def test_longer_of_bars_and_seconds(self) -> None:
         assert CooldownLayer(CooldownConfig(bars=1, seconds=7200), bar_seconds=3600).seconds == 7200
@@ -549,30 +554,30 @@ class TestTradeCount:
         layer = TradeCountLayer(TradeCountConfig(max_per_symbol=2, max_total=3))
         layer.on_order_sent("EURUSD", T0)
         layer.on_order_sent("EURUSD", T0 + 60)
-        expect(layer.check(buy(10), ctx(ts=T0 + 120)), BLOCK, "max_trades_symbol")
-        expect(layer.check(buy(10, "GBPUSD"), ctx(ts=T0 + 120)), ALLOW)
+        expect(judge(layer, buy(10), ctx(ts=T0 + 120)), BLOCK, "max_trades_symbol")
+        expect(judge(layer, buy(10, "GBPUSD"), ctx(ts=T0 + 120)), ALLOW)
         layer.on_order_sent("GBPUSD", T0 + 120)
-        expect(layer.check(buy(10, "GBPUSD"), ctx(ts=T0 + 180)), BLOCK, "max_trades_day")
-        expect(layer.check(sell(10), ctx(10, ts=T0 + 180)), ALLOW)
+        expect(judge(layer, buy(10, "GBPUSD"), ctx(ts=T0 + 180)), BLOCK, "max_trades_day")
+        expect(judge(layer, sell(10), ctx(10, ts=T0 + 180)), ALLOW)
         assert layer.figures()["value"] == 3
 
     def test_counts_reset_at_the_utc_day(self) -> None:
         layer = TradeCountLayer(TradeCountConfig(max_per_symbol=1, max_total=1))
         layer.on_order_sent("EURUSD", utc(2017, 3, 1, 23, 59))
-        expect(layer.check(buy(10), ctx(ts=utc(2017, 3, 1, 23, 59, 59))), BLOCK, "max_trades_symbol")
-        expect(layer.check(buy(10), ctx(ts=utc(2017, 3, 2, 0, 0))), ALLOW)
+        expect(judge(layer, buy(10), ctx(ts=utc(2017, 3, 1, 23, 59, 59))), BLOCK, "max_trades_symbol")
+        expect(judge(layer, buy(10), ctx(ts=utc(2017, 3, 2, 0, 0))), ALLOW)
 
 
 class TestSubmitRate:
     def test_rolling_window(self) -> None:
         layer = SubmitRateLayer(SubmitRateConfig(max_orders=3, window_seconds=60))
         for offset in (0, 10, 20):
-            expect(layer.check(buy(1), ctx(ts=T0 + offset)), ALLOW)
+            expect(judge(layer, buy(1), ctx(ts=T0 + offset)), ALLOW)
             layer.on_order_sent("EURUSD", T0 + offset)
-        expect(layer.check(buy(1), ctx(ts=T0 + 30)), BLOCK, "submit_rate")
-        expect(layer.check(sell(1), ctx(5, ts=T0 + 30)), BLOCK, "submit_rate")  # exits too: a runaway loop
-        expect(layer.check(sell(5), ctx(5, ts=T0 + 30, flatten=True)), ALLOW)
-        expect(layer.check(buy(1), ctx(ts=T0 + 60)), ALLOW)  # the first order left the window
+        expect(judge(layer, buy(1), ctx(ts=T0 + 30)), BLOCK, "submit_rate")
+        expect(judge(layer, sell(1), ctx(5, ts=T0 + 30)), BLOCK, "submit_rate")  # exits too: a runaway loop
+        expect(judge(layer, sell(5), ctx(5, ts=T0 + 30, flatten=True)), ALLOW)
+        expect(judge(layer, buy(1), ctx(ts=T0 + 60)), ALLOW)  # the first order left the window
         assert layer.figures()["value"] == 2
 
 
@@ -583,19 +588,19 @@ class TestGrossExposure:
     def test_resized_to_the_leverage_cap(self) -> None:
         layer = GrossExposureLayer(GrossExposureConfig(max_notional=None, max_leverage=2.0))
         # 150,000 in other symbols, flat here, price 2: room for 25,000 units.
-        expect(layer.check(buy(40_000), ctx(price=2.0, gross=150_000.0)), RESIZE, "max_gross_exposure", 25_000)
-        expect(layer.check(buy(20_000), ctx(price=2.0, gross=150_000.0)), ALLOW)
+        expect(judge(layer, buy(40_000), ctx(price=2.0, gross=150_000.0)), RESIZE, "max_gross_exposure", 25_000)
+        expect(judge(layer, buy(20_000), ctx(price=2.0, gross=150_000.0)), ALLOW)
 
     def test_counts_its_own_position_once(self) -> None:
         layer = GrossExposureLayer(GrossExposureConfig(max_notional=None, max_leverage=2.0))
         # 10,000 units here at 2 (20,000) + 150,000 elsewhere; long 10,000 may grow to 25,000.
-        expect(layer.check(buy(20_000), ctx(10_000, price=2.0, gross=170_000.0)), RESIZE, "max_gross_exposure",
+        expect(judge(layer, buy(20_000), ctx(10_000, price=2.0, gross=170_000.0)), RESIZE, "max_gross_exposure",
                15_000)
 
     def test_absolute_cap_and_full_book(self) -> None:
         layer = GrossExposureLayer(GrossExposureConfig(max_notional=D(100_000), max_leverage=2.0))
-        expect(layer.check(buy(10), ctx(price=1.0, gross=100_000.0)), BLOCK, "max_gross_exposure")
-        expect(layer.check(sell(10), ctx(10, price=1.0, gross=100_000.0)), ALLOW)
+        expect(judge(layer, buy(10), ctx(price=1.0, gross=100_000.0)), BLOCK, "max_gross_exposure")
+        expect(judge(layer, sell(10), ctx(10, price=1.0, gross=100_000.0)), ALLOW)
         assert layer.figures() == {"value": 100_000.0, "limit": 100_000.0}
 
 
@@ -618,7 +623,7 @@ class TestDrawdown:
         seen: list[tuple[str, VerdictKind, str, Decimal | None]] = []
         for equity, offset, _tier in self.SERIES:
             layer.on_equity(T0 + offset, equity, 100_000.0, 100_000.0)
-            verdict = layer.check(buy(1000), ctx(ts=T0 + offset, equity=equity))
+            verdict = layer.check(buy(1000), ctx(ts=T0 + offset, equity=equity))  # an every-order layer
             seen.append((layer.figures()["tier"], verdict.kind, verdict.reason, verdict.quantity))  # type: ignore[arg-type]
         assert seen == [
             ("none", ALLOW, "", None),
@@ -641,10 +646,10 @@ class TestDrawdown:
     def test_exits_by_tier(self) -> None:
         layer = DrawdownLayer(DrawdownConfig())
         reducing, halted = ctx(1000, equity=97_990.0), ctx(1000, equity=97_490.0)
-        expect(layer.check(sell(1000), reducing), ALLOW)
-        expect(layer.check(sell(3000), reducing), RESIZE, "drawdown_reducing", 1000)
-        expect(layer.check(sell(1000), halted), HALT, "drawdown_halt")  # the daemon's flatten does the exit
-        expect(layer.check(sell(1000), ctx(1000, equity=97_490.0, flatten=True)), ALLOW)
+        expect(judge(layer, sell(1000), reducing), ALLOW)
+        expect(judge(layer, sell(3000), reducing), RESIZE, "drawdown_reducing", 1000)
+        expect(judge(layer, sell(1000), halted), HALT, "drawdown_halt")  # the daemon's flatten does the exit
+        expect(judge(layer, sell(1000), ctx(1000, equity=97_490.0, flatten=True)), ALLOW)
 
     def test_replayed_through_the_default_governor(self) -> None:
         # The day started at 99,000 so the daily loss limit (2 % of the day) stays out of the way.
@@ -695,14 +700,14 @@ class TestDrawdown:
         layer.on_equity(T0 + 60, 99_900.0, 100_000.0, 100_000.0)
         assert layer.figures()["tier"] == "none"
         assert layer.requested_state is REDUCING
-        expect(layer.check(buy(10), ctx(equity=99_900.0)), ALLOW)
+        expect(judge(layer, buy(10), ctx(equity=99_900.0)), ALLOW)
         layer.on_resume(T0 + 120)
         assert layer.requested_state is None
 
     def test_unknown_peak_blocks_entries(self) -> None:
         layer = DrawdownLayer(DrawdownConfig())
-        expect(layer.check(buy(10), ctx(peak=0.0)), BLOCK, "equity_unknown")
-        expect(layer.check(sell(10), ctx(10, peak=0.0)), ALLOW)
+        expect(judge(layer, buy(10), ctx(peak=0.0)), BLOCK, "equity_unknown")
+        expect(judge(layer, sell(10), ctx(10, peak=0.0)), ALLOW)
 
 
 # ---------------------------------------------------------------------------- volatility and streaks
@@ -711,14 +716,14 @@ class TestDrawdown:
 class TestVolatilityRegime:
     def test_resize_mode(self) -> None:
         layer = VolatilityRegimeLayer(VolatilityRegimeConfig(z_threshold=2.5, action="resize", factor=0.5))
-        expect(layer.check(buy(1000), ctx(volatility_z=3.0)), RESIZE, "volatility_regime", 500)
-        expect(layer.check(buy(1000), ctx(volatility_z=2.5)), ALLOW)
-        expect(layer.check(buy(1000), ctx()), ALLOW)
-        expect(layer.check(sell(1000), ctx(1000, volatility_z=9.0)), ALLOW)
+        expect(judge(layer, buy(1000), ctx(volatility_z=3.0)), RESIZE, "volatility_regime", 500)
+        expect(judge(layer, buy(1000), ctx(volatility_z=2.5)), ALLOW)
+        expect(judge(layer, buy(1000), ctx()), ALLOW)
+        expect(judge(layer, sell(1000), ctx(1000, volatility_z=9.0)), ALLOW)
 
     def test_block_mode(self) -> None:
         layer = VolatilityRegimeLayer(VolatilityRegimeConfig(z_threshold=2.5, action="block"))
-        expect(layer.check(buy(1000), ctx(volatility_z=3.0)), BLOCK, "volatility_regime")
+        expect(judge(layer, buy(1000), ctx(volatility_z=3.0)), BLOCK, "volatility_regime")
         assert layer.figures()["value"] == 3.0
 
 
@@ -727,12 +732,12 @@ class TestLossStreak:
         layer = LossStreakLayer(LossStreakConfig(max_consecutive=3, cooldown_seconds=3600))
         layer.on_trade_closed("EURUSD", -10.0, T0)
         layer.on_trade_closed("GBPUSD", D("-5"), T0 + 1)
-        expect(layer.check(buy(10), ctx(ts=T0 + 2)), ALLOW)
+        expect(judge(layer, buy(10), ctx(ts=T0 + 2)), ALLOW)
         layer.record_trade(-1.0, T0 + 2)
         assert layer.blocked_until == T0 + 3602
-        expect(layer.check(buy(10), ctx(ts=T0 + 100)), BLOCK, "loss_streak")
-        expect(layer.check(sell(10), ctx(10, ts=T0 + 100)), ALLOW)
-        expect(layer.check(buy(10), ctx(ts=T0 + 3602)), ALLOW)
+        expect(judge(layer, buy(10), ctx(ts=T0 + 100)), BLOCK, "loss_streak")
+        expect(judge(layer, sell(10), ctx(10, ts=T0 + 100)), ALLOW)
+        expect(judge(layer, buy(10), ctx(ts=T0 + 3602)), ALLOW)
         assert [e.reason for e in layer.drain_events()] == ["loss_streak"]
 
     def test_a_win_resets_the_streak(self) -> None:
@@ -788,7 +793,7 @@ class TestComposition:
         )
         names = [x.name for x in build_layers(quiet)]
         assert "trading_window" not in names and "confidence" not in names and "drawdown" not in names
-        assert all(isinstance(x, ObservingLayer) for x in build_layers(RiskConfig()))
+        assert all(isinstance(x, Layer) for x in build_layers(RiskConfig()))
 
     def test_hooks_fan_out_and_never_loosen(self) -> None:
         governor = RiskGovernor(build_layers(RiskConfig(cooldown={"bars": 0, "seconds": 600})))
@@ -803,6 +808,44 @@ class TestComposition:
         paused = RiskGovernor(governor.layers, state=PAUSED)
         hooks.equity(T0, 97_000.0, 100_000.0, 100_000.0)  # HALTED requested
         assert hooks.apply(paused) is HALTED
+
+    def test_declared_scopes_and_hooks(self) -> None:
+        layers = build_layers(RiskConfig())
+        every_order = [x.name for x in layers if x.scope is Scope.EVERY_ORDER]
+        assert every_order == [
+            "kill_switch", "fill_guard", "reconciliation", "submit_rate", "fat_finger", "daily_loss", "drawdown",
+        ]
+        assert {x.name: sorted(h.name for h in x.hooks) for x in layers if x.hooks} == {
+            "fill_guard": ["FILL"], "reconciliation": ["MISMATCH"], "cooldown": ["ORDER_SENT"],
+            "trade_count": ["ORDER_SENT"], "submit_rate": ["ORDER_SENT"], "daily_loss": ["EQUITY"],
+            "drawdown": ["EQUITY"], "loss_streak": ["TRADE_CLOSED"],
+        }
+
+    def test_entries_only_layers_never_see_an_exit(self) -> None:
+        seen: list[Decimal] = []
+
+        class Recording(Layer):
+            name = "recording"
+            scope = Scope.ENTRIES
+
+            def check(self, request: OrderRequest, ctx: RiskContext) -> Verdict:
+                seen.append(request.quantity)
+                return self.deny("entry", "an entry", request, ctx)
+
+        governor = RiskGovernor([Recording()])
+        expect(governor.check(sell(5), ctx(10)), ALLOW)  # a reduction
+        expect(governor.check(sell(10), ctx(10)), ALLOW)  # a close
+        expect(governor.check(buy(5), ctx(10)), BLOCK, "entry")  # an add
+        expect(governor.check(sell(30), ctx(10)), RESIZE, "entry", 10)  # a flip keeps its close
+        assert seen == [D(5), D(30)]
+
+    def test_a_flip_cut_to_its_close_is_an_exit_for_the_layers_after(self) -> None:
+        governor = RiskGovernor(
+            [KillSwitchLayer(KillSwitchConfig()), ConfidenceLayer(ConfidenceConfig(min_confidence=0.5))]
+        )
+        verdict = governor.check(sell(300), ctx(100, state=REDUCING, confidence=0.1))
+        expect(verdict, RESIZE, "reducing_only", 100)
+        assert verdict.layer == "kill_switch"
 
     def test_state_guards_cannot_be_switched_off(self) -> None:
         with pytest.raises(ValidationError):

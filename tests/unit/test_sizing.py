@@ -13,8 +13,10 @@ from risk.config import SizingConfig
 from risk.sizing import (
     ATR,
     REALISED_VOL,
+    PositionSizer,
     Sizer,
     TradeRecord,
+    build_sizer,
     fixed_units,
     kelly_fraction,
     order_for_target,
@@ -142,7 +144,7 @@ class TestTargets:
 
 class TestSizer:
     def test_fixed_targets(self) -> None:
-        sizer = Sizer(SizingConfig())
+        sizer = PositionSizer(SizingConfig())
         assert sizer.target(decision(Action.BUY), equity=1e5, price=1.1) == D(10_000)
         assert sizer.target(decision(Action.SELL), equity=1e5, price=1.1) == D(-10_000)
         assert sizer.target(decision(Action.SELL), equity=1e5, price=1.1, position=held(10_000)) == D(-10_000)
@@ -151,27 +153,27 @@ class TestSizer:
 
     def test_open_position_is_kept_unless_resize_open(self) -> None:
         cfg = SizingConfig(method="volatility")
-        sizer = Sizer(cfg)
+        sizer = PositionSizer(cfg)
         assert sizer.target(decision(Action.BUY, realised_vol=0.2), equity=1e5, price=1.1, position=held(7)) is None
-        resizing = Sizer(cfg.model_copy(update={"resize_open": True}))
+        resizing = PositionSizer(cfg.model_copy(update={"resize_open": True}))
         buy = decision(Action.BUY, **{REALISED_VOL: 0.2})
         assert resizing.target(buy, equity=1e5, price=1.1, position=held(7)) == D(5000)
 
     def test_risk_fraction_reads_atr_from_the_decision(self) -> None:
-        sizer = Sizer(SizingConfig(method="risk_fraction", max_quantity=None))
+        sizer = PositionSizer(SizingConfig(method="risk_fraction", max_quantity=None))
         assert sizer.target(decision(Action.BUY, **{ATR: 0.005}), equity=1e5, price=1.1) == D(100_000)
         assert sizer.target(decision(Action.BUY), equity=1e5, price=1.1, atr=0.01) == D(50_000)
 
     def test_zero_size_only_closes_the_opposite_side(self) -> None:
-        sizer = Sizer(SizingConfig(method="risk_fraction"))  # no ATR anywhere: size 0
+        sizer = PositionSizer(SizingConfig(method="risk_fraction"))  # no ATR anywhere: size 0
         assert sizer.target(decision(Action.BUY), equity=1e5, price=1.1) is None
         assert sizer.target(decision(Action.BUY), equity=1e5, price=1.1, position=held(-500)) == D(0)
-        resizing = Sizer(SizingConfig(method="risk_fraction", resize_open=True))
+        resizing = PositionSizer(SizingConfig(method="risk_fraction", resize_open=True))
         assert resizing.target(decision(Action.BUY), equity=1e5, price=1.1, position=held(500)) is None
 
     def test_cap_and_lot(self) -> None:
-        assert Sizer(SizingConfig(max_quantity=D(5000))).size(equity=1e5) == D(5000)
-        assert Sizer(SizingConfig(max_quantity=D(5000), lot_size=D(300))).size(equity=1e5) == D(4800)
+        assert PositionSizer(SizingConfig(max_quantity=D(5000))).size(equity=1e5) == D(5000)
+        assert PositionSizer(SizingConfig(max_quantity=D(5000), lot_size=D(300))).size(equity=1e5) == D(4800)
 
     def test_safe_f_from_the_trade_record(self) -> None:
         cfg = SizingConfig.model_validate(
@@ -181,11 +183,11 @@ class TestSizer:
                 "safe_f": {"min_trades": 5, "max_risk_fraction": 0.5, "bootstrap_risk_fraction": 0.0025},
             }
         )
-        sizer = Sizer(cfg)
+        sizer = PositionSizer(cfg)
         # Bootstrap: 0.25 % of 100,000 = 250 over a 2 x 0.005 stop -> 25,000 units.
         assert sizer.size(equity=1e5, atr=0.005) == D(25_000)
         for pnl in (100, -50, 100, -50):
-            sizer.on_trade_closed("EURUSD", pnl, 0)
+            sizer.record_trade(pnl)
         assert sizer.size(equity=1e5, atr=0.005) == D(25_000)  # 4 < min_trades
         sizer.record_trade(100)
         # Kelly 0.4 -> safe-f 0.1: 10 % of 10,000 = 1,000 over 0.01 -> 100,000 units.
@@ -193,7 +195,7 @@ class TestSizer:
         assert sizer.figures()["safe_f"] == pytest.approx(0.1)
 
     def test_safe_f_is_capped(self) -> None:
-        sizer = Sizer(SizingConfig.model_validate({"method": "safe_f", "max_quantity": None,
+        sizer = PositionSizer(SizingConfig.model_validate({"method": "safe_f", "max_quantity": None,
                                                    "safe_f": {"min_trades": 1, "max_risk_fraction": 0.02}}))
         sizer.record_trade(100)  # Kelly 1.0 -> safe-f 0.25, capped at 0.02
         assert sizer.size(equity=1e4, atr=0.005) == D(20_000)
@@ -203,7 +205,7 @@ class TestSizer:
         cfg = SizingConfig.model_validate(
             {"method": "safe_f", "safe_f": {"min_trades": 2, "floor_quantity": floor}}
         )
-        sizer = Sizer(cfg)
+        sizer = PositionSizer(cfg)
         for pnl in (-10, -10, 5):
             sizer.record_trade(pnl)
         assert sizer.record.kelly() < 0
@@ -221,7 +223,7 @@ class TestSizer:
         self, method: str, equity: float, atr: float | None, vol: float | None, lot: str, cap: int | None
     ) -> None:
         cfg = SizingConfig.model_validate({"method": method, "lot_size": lot, "max_quantity": cap})
-        size = Sizer(cfg).size(equity=equity, atr=atr, realised_vol=vol)
+        size = PositionSizer(cfg).size(equity=equity, atr=atr, realised_vol=vol)
         assert size >= 0 and size % D(lot) == 0
         if cap is not None:
             assert size <= cap
@@ -233,3 +235,12 @@ def test_a_degenerate_atr_sizes_to_nothing() -> None:
 
     assert risk_fraction_units(1.0, 0.01, 7.78e-103, 2.0, Decimal("1")) == 0
     assert risk_fraction_units(100_000.0, 0.01, 0.001, 2.0, Decimal("1")) == Decimal("500000")
+
+
+def test_the_configured_sizer_is_a_sizer() -> None:
+    """Every part of the ``Sizer`` protocol the pipeline calls is there, with nothing to sniff for."""
+    sizer: Sizer = build_sizer(SizingConfig())
+    assert sizer.target(decision(Action.BUY), equity=1e5, price=1.1) == D(10_000)
+    assert sizer.keeps_position(Action.BUY, 1)
+    sizer.record_trade(D("12.5"))
+    assert sizer.figures()["trades"] == 1
