@@ -240,7 +240,13 @@ def _validate_metadata(mpath: Path, meta: dict[str, Any]) -> None:
         raise ModelError(f"model metadata {mpath}: feature_hash is not a string")
 
 
-def _differences(meta: Mapping[str, Any], obs_dim: int, action_map: tuple[str, ...], feature_hash: str) -> list[str]:
+def _differences(
+    meta: Mapping[str, Any],
+    obs_dim: int,
+    action_map: tuple[str, ...],
+    feature_hash: str,
+    features: Mapping[str, Any] | None,
+) -> list[str]:
     diffs = []
     if meta["obs_dim"] != obs_dim:
         diffs.append(f"observation size: model {meta['obs_dim']}, running configuration {obs_dim}")
@@ -249,8 +255,54 @@ def _differences(meta: Mapping[str, Any], obs_dim: int, action_map: tuple[str, .
             f"action map: model ({', '.join(meta['action_map'])}) vs running configuration ({', '.join(action_map)})"
         )
     if meta["feature_hash"] != feature_hash:
-        diffs.append(f"feature hash: model {meta['feature_hash']}, running configuration {feature_hash}")
+        found = f"feature hash: model {meta['feature_hash']}, running configuration {feature_hash}"
+        if features is not None:
+            found += f" ({_feature_differences(meta, features)})"
+        diffs.append(found)
     return diffs
+
+
+def _feature_differences(meta: Mapping[str, Any], running: Mapping[str, Any]) -> str:
+    """Why two feature hashes differ, in the terms they are computed from: the settings and the
+    schema version the model recorded next to its hash (else the feature names), against ``running``
+    (``FeatureProcessor.describe()``). A hash alone tells the operator nothing to fix."""
+    recorded = meta.get("feature_config")
+    if not isinstance(recorded, Mapping):
+        return "the model records no feature settings to compare"
+    ours = _as_json(running.get("feature_config", {}))
+    theirs = _as_json(recorded)
+    differ = [
+        f"{key}: model {_shown(theirs, key)}, running {_shown(ours, key)}"
+        for key in [*ours, *(k for k in theirs if k not in ours)]
+        if theirs.get(key, _ABSENT) != ours.get(key, _ABSENT)
+    ]
+    key = "feature_schema_version"
+    if key in meta and meta[key] != running.get(key):
+        differ.append(f"feature schema version: model {_shown(meta, key)}, running {_shown(running, key)}")
+    if not differ and "feature_names" in meta:  # names follow from the settings: named only when those agree
+        names, ours_names = list(meta["feature_names"]), list(running.get("feature_names") or ())
+        only_model = [n for n in names if n not in ours_names]
+        only_running = [n for n in ours_names if n not in names]
+        if only_model or only_running:
+            differ.append(f"feature names: only the model has {only_model}, only running has {only_running}")
+    if not differ:
+        return (
+            "no setting differs: the model's recorded feature settings hash differently here, "
+            "so this tradectl computes those features differently from the one that trained the model"
+        )
+    return "settings that differ: " + "; ".join(differ)
+
+
+_ABSENT = object()
+
+
+def _as_json(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists), so recorded and running values compare."""
+    return json.loads(json.dumps(value, default=_json_default))
+
+
+def _shown(values: Mapping[str, Any], key: str) -> str:
+    return json.dumps(values[key], default=_json_default) if key in values else "(not set)"
 
 
 def load_model(
@@ -259,16 +311,20 @@ def load_model(
     expected_obs_dim: int,
     expected_action_map: Sequence[str],
     expected_feature_hash: str,
+    expected_features: Mapping[str, Any] | None = None,
     device: str = "cpu",
 ) -> tuple[RecurrentPPO, dict[str, Any]]:
     """Load a model saved by ``save_model`` after proving it fits the running configuration.
 
-    Every refusal is a ModelError; a corrupt or truncated file never escapes
-    as a raw traceback from zipfile, torch or pickle.
+    ``expected_features`` is the running feature description
+    (``FeatureProcessor.describe()``): given, a feature hash that differs is
+    explained by the settings that differ. Every refusal is a ModelError; a
+    corrupt or truncated file never escapes as a raw traceback from zipfile,
+    torch or pickle.
     """
     path = Path(path)
     meta = read_metadata(path)
-    diffs = _differences(meta, expected_obs_dim, tuple(expected_action_map), expected_feature_hash)
+    diffs = _differences(meta, expected_obs_dim, tuple(expected_action_map), expected_feature_hash, expected_features)
     if diffs:
         raise ModelError(f"model {path} does not match the running configuration: " + "; ".join(diffs))
     try:

@@ -158,17 +158,18 @@ class RecurrentStrategy:
         if not path.exists():
             raise ModelError(f"model file {path} does not exist (train one with `tradectl train --out {path}`)")
         config = feature_config if feature_config is not None else _feature_config_from(read_metadata(path))
+        self.features = FeatureProcessor(config)
         model, meta = load_model(
             path,
-            expected_obs_dim=len(config.names),
+            expected_obs_dim=self.features.n_features,
             expected_action_map=ACTION_MAP,
-            expected_feature_hash=config.hash(),
+            expected_feature_hash=self.features.feature_hash,
+            expected_features=self.features.describe(),
         )
         self.model_path = path
         self.metadata = meta
         self.model_sha256: str = meta["sha256"]
         self.runner = LstmPolicyRunner(model)
-        self.features = FeatureProcessor(config)
         self.streams = StreamStates(self.runner)
         self.feature_hash = self.features.feature_hash
         self.warmup_bars = self.features.warmup_bars

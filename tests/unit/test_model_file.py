@@ -14,8 +14,10 @@ from sb3_contrib import RecurrentPPO
 
 from brokers.errors import ModelError
 from strategies.base import ACTION_MAP
+from strategies.features import DEFAULT_FEATURE_CONFIG, FEATURE_SCHEMA_VERSION, FeatureConfig, FeatureProcessor
 from strategies.model_file import META_SCHEMA_VERSION, load_model, meta_path, read_metadata, save_model
 from strategies.policy import LstmPolicyRunner
+from strategies.recurrent import RecurrentStrategy, default_model_path
 
 OBS_DIM = 12
 FEATURE_HASH = "f" * 64
@@ -237,3 +239,73 @@ def test_save_refuses_unserialisable_metadata(model: RecurrentPPO, tmp_path: Pat
     with pytest.raises(ModelError, match="JSON"):
         save_model(model, tmp_path / "m.zip", _metadata(config={"fn": object()}))
     assert not (tmp_path / "m.zip").exists()
+
+
+# ---------------------------------------------------------------------- feature refusals, on the bundled model
+def _bundled_copy(tmp_path: Path, **meta_changes: Any) -> Path:
+    """The shipped model file with its metadata edited (None removes a key)."""
+    source = default_model_path()
+    path = tmp_path / "default.zip"
+    path.write_bytes(source.read_bytes())
+    meta = json.loads(meta_path(source).read_text())
+    for key, value in meta_changes.items():
+        if value is None:
+            meta.pop(key, None)
+        else:
+            meta[key] = value
+    meta_path(path).write_text(json.dumps(meta))
+    return path
+
+
+def _refusal(path: Path, config: FeatureConfig) -> str:
+    running = FeatureProcessor(config)
+    with pytest.raises(ModelError) as err:
+        load_model(
+            path,
+            expected_obs_dim=running.n_features,
+            expected_action_map=ACTION_MAP,
+            expected_feature_hash=running.feature_hash,
+            expected_features=running.describe(),
+        )
+    return str(err.value)
+
+
+def test_a_feature_refusal_names_the_setting_that_differs() -> None:
+    """Not just two hashes: the bundled model was trained with a 14-bar RSI, the running configuration has 21."""
+    message = _refusal(default_model_path(), FeatureConfig(rsi_window=21))
+    assert message.endswith("(settings that differ: rsi_window: model 14, running 21)")
+    assert "feature hash: model b8cc9e07" in message
+
+
+def test_a_feature_refusal_names_every_setting_that_differs() -> None:
+    config = FeatureConfig(sma_windows=(12, 96), vol_scale=0.002)
+    with pytest.raises(ModelError) as err:
+        RecurrentStrategy(default_model_path(), feature_config=config)
+    assert str(err.value).endswith(
+        "(settings that differ: sma_windows: model [24, 96], running [12, 96]; vol_scale: model 0.001, running 0.002)"
+    )
+
+
+def test_a_feature_refusal_names_another_schema_version(tmp_path: Path) -> None:
+    path = _bundled_copy(tmp_path, feature_schema_version=FEATURE_SCHEMA_VERSION + 1, feature_hash="e" * 64)
+    message = _refusal(path, DEFAULT_FEATURE_CONFIG)
+    expected = f"feature schema version: model {FEATURE_SCHEMA_VERSION + 1}, running {FEATURE_SCHEMA_VERSION}"
+    assert message.endswith(f"(settings that differ: {expected})")
+
+
+def test_a_feature_refusal_without_a_setting_that_differs_says_so(tmp_path: Path) -> None:
+    """The recorded settings are the running ones but the hashes differ: the features are computed differently."""
+    message = _refusal(_bundled_copy(tmp_path, feature_hash="e" * 64), DEFAULT_FEATURE_CONFIG)
+    assert "(no setting differs: " in message and "computes those features differently" in message
+
+
+def test_a_feature_refusal_of_a_model_without_recorded_settings_says_so(tmp_path: Path) -> None:
+    message = _refusal(_bundled_copy(tmp_path, feature_config=None), FeatureConfig(rsi_window=21))
+    assert message.endswith("(the model records no feature settings to compare)")
+
+
+def test_a_feature_refusal_with_equal_settings_names_the_features_that_differ(tmp_path: Path) -> None:
+    names = [("rsi_99" if n == "rsi_14" else n) for n in DEFAULT_FEATURE_CONFIG.names]
+    message = _refusal(_bundled_copy(tmp_path, feature_names=names, feature_hash="e" * 64), DEFAULT_FEATURE_CONFIG)
+    expected = "feature names: only the model has ['rsi_99'], only running has ['rsi_14']"
+    assert message.endswith(f"(settings that differ: {expected})")
