@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = [
     "METADATA_KEYS",
     "META_SCHEMA_VERSION",
+    "file_sha256",
     "load_model",
     "meta_path",
     "read_metadata",
@@ -79,6 +80,15 @@ def meta_path(path: str | os.PathLike[str]) -> Path:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file read in 1 MiB blocks: what metadata records of a model or data file."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _versions() -> dict[str, str]:

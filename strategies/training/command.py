@@ -27,7 +27,6 @@ must stay cheap, so torch, sb3 and gymnasium are imported inside ``run``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import math
 import sys
 import time
@@ -243,14 +242,6 @@ def _iso(ts: int) -> str:
     return utc_datetime(ts).isoformat().replace("+00:00", "Z")
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _base_metadata(
     args: argparse.Namespace,
     config: TradectlConfig,
@@ -263,6 +254,8 @@ def _base_metadata(
     hyper: dict[str, Any],
 ) -> dict[str, Any]:
     """Everything but the metrics: what the model was trained on and how."""
+    from strategies.model_file import file_sha256
+
     described = env.describe()
     feature_keys = ("feature_schema_version", "feature_hash", "feature_names", "feature_config", "warmup_bars")
     warmup = described["warmup_bars"]
@@ -271,7 +264,7 @@ def _base_metadata(
         "action_map": described["action_map"],
         "lstm_hidden_size": args.lstm_size,
         "data_file": data_path.name,
-        "data_file_sha256": _file_sha256(data_path),
+        "data_file_sha256": file_sha256(data_path),
         "data_symbol": symbol,
         "data_bars": len(bars),
         "data_start": _iso(bars[0].ts),
