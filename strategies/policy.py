@@ -10,9 +10,8 @@ the actor's weights once and replays exactly the computation of
         -> flatten -> zero state rows where an episode starts
         -> stacked LSTM -> mlp_extractor.policy_net -> action_net -> softmax
 
-Only the actor path is replicated: the critic (separate LSTM, shared LSTM or
-plain Linear) never influences the action distribution, so all three critic
-options are supported without reading the critic at all.
+The weights are read once by ``strategies.policy_network.read_actor``, which
+refuses any network this module would not replay exactly.
 
 ``StreamStates`` keeps one LSTM state per stream (symbol) so callers can never
 run the policy statelessly by forgetting to pass the state back, and exports
@@ -21,16 +20,15 @@ the states as bytes for the store so a restart continues where it stopped.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import struct
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from brokers.errors import ModelError
+from strategies.policy_network import Dense, LstmLayer, read_actor
 
 if TYPE_CHECKING:
     from sb3_contrib import RecurrentPPO
@@ -40,197 +38,6 @@ __all__ = ["LstmPolicyRunner", "LstmState", "StreamStates", "greedy"]
 
 LstmState = tuple[np.ndarray, np.ndarray]
 """(h, c), each shaped (n_layers, n_streams, hidden) like sb3's predict state."""
-
-_Activation = Callable[[np.ndarray, np.ndarray], object]
-"""An activation applied in place as ``f(x, x)`` (a ufunc's ``(x, out)``); the identity is None."""
-
-
-def _relu(x: np.ndarray, out: np.ndarray) -> None:
-    np.maximum(x, 0.0, out=out)
-
-
-def _sigmoid(x: np.ndarray, out: np.ndarray) -> None:
-    # 0.5·(1 + tanh(x/2)) is the logistic function without exp overflow warnings.
-    np.multiply(x, 0.5, out=out)
-    np.tanh(out, out=out)
-    out *= 0.5
-    out += 0.5
-
-
-def _leaky_relu(slope: float) -> _Activation:
-    def apply(x: np.ndarray, out: np.ndarray) -> None:
-        np.copyto(out, np.where(x >= 0.0, x, x * slope))
-
-    return apply
-
-
-def _elu(alpha: float) -> _Activation:
-    def apply(x: np.ndarray, out: np.ndarray) -> None:
-        np.copyto(out, np.where(x > 0.0, x, alpha * np.expm1(np.minimum(x, 0.0))))
-
-    return apply
-
-
-def _silu(x: np.ndarray, out: np.ndarray) -> None:
-    s = np.empty_like(x)
-    _sigmoid(x, s)
-    np.multiply(x, s, out=out)
-
-
-def _activation_for(module: Any) -> _Activation | None:
-    """Map a torch activation module to an in-place numpy function (None: identity), or refuse.
-
-    Tanh is the ufunc itself: a Python wrapper around it is measurable at the
-    size of a single-stream step.
-    """
-    from torch import nn
-
-    if isinstance(module, nn.Tanh):
-        return np.tanh
-    if isinstance(module, nn.ReLU):
-        return _relu
-    if isinstance(module, nn.Sigmoid):
-        return _sigmoid
-    if isinstance(module, nn.Identity):
-        return None
-    if isinstance(module, nn.LeakyReLU):
-        return _leaky_relu(float(module.negative_slope))
-    if isinstance(module, nn.ELU):
-        return _elu(float(module.alpha))
-    if isinstance(module, nn.SiLU):
-        return _silu
-    raise ModelError(
-        f"unsupported activation {type(module).__name__} in the policy network "
-        "(supported: Tanh, ReLU, LeakyReLU, ELU, SiLU, Sigmoid, Identity)"
-    )
-
-
-def _f64(t: Any) -> np.ndarray:
-    return t.detach().cpu().double().numpy().copy()
-
-
-_DEFAULT_DTYPE = np.float32
-
-
-@dataclass(frozen=True, slots=True)
-class _LstmLayer:
-    """One LSTM layer with its gate matmuls fused into a single matrix.
-
-    Rows are [input; h; 1] so one matmul gives all four gate pre-activations,
-    bias included. Columns are reordered to (i, f, o, g) and the sigmoid gates
-    pre-scaled by 0.5, so a single tanh over all 4H columns followed by
-    ``0.5·t + 0.5`` on the first 3H gives sigmoid(i, f, o) and tanh(g).
-    """
-
-    in_size: int
-    weight: np.ndarray  # (in_size + hidden + 1, 4 * hidden)
-
-
-@dataclass(frozen=True, slots=True)
-class _Dense:
-    """A Linear layer as rows [W^T; bias], fed an input that ends in a 1 column."""
-
-    weight: np.ndarray  # (in + 1, out)
-    activation: _Activation | None  # None: the identity
-
-    @property
-    def out_size(self) -> int:
-        return int(self.weight.shape[1])
-
-
-def _fuse_lstm_layer(w_ih: np.ndarray, w_hh: np.ndarray, bias: np.ndarray, hidden: int) -> _LstmLayer:
-    h = hidden
-    # torch gate order is (i, f, g, o); we want (i, f, o, g).
-    order = np.concatenate([np.arange(0, 2 * h), np.arange(3 * h, 4 * h), np.arange(2 * h, 3 * h)])
-    stacked = np.concatenate([w_ih.T, w_hh.T, bias[None, :]], axis=0)[:, order]
-    stacked[:, : 3 * h] *= 0.5
-    return _LstmLayer(in_size=w_ih.shape[1], weight=np.ascontiguousarray(stacked))
-
-
-def _dense_from_linear(module: Any, activation: _Activation | None) -> _Dense:
-    bias = np.zeros(module.out_features) if module.bias is None else _f64(module.bias)
-    return _Dense(np.ascontiguousarray(np.concatenate([_f64(module.weight).T, bias[None, :]])), activation)
-
-
-def _policy_of(model: Any) -> RecurrentActorCriticPolicy:
-    from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
-
-    policy = getattr(model, "policy", model)
-    if not isinstance(policy, RecurrentActorCriticPolicy):
-        raise ModelError(f"expected a RecurrentPPO model or RecurrentActorCriticPolicy, got {type(model).__name__}")
-    return policy
-
-
-def _check_spaces(policy: RecurrentActorCriticPolicy) -> tuple[int, bool]:
-    """Return (flat observation size, divide-by-255) or refuse unsupported spaces."""
-    from gymnasium import spaces
-    from stable_baselines3.common.preprocessing import is_image_space
-    from stable_baselines3.common.torch_layers import FlattenExtractor
-
-    if not isinstance(policy.action_space, spaces.Discrete):
-        raise ModelError(
-            f"unsupported action space {policy.action_space}: only Discrete actions "
-            "(a categorical distribution) can be run"
-        )
-    if int(policy.action_space.start) != 0:
-        raise ModelError(f"unsupported Discrete action space starting at {policy.action_space.start}")
-    obs_space = policy.observation_space
-    if not isinstance(obs_space, spaces.Box):
-        raise ModelError(f"unsupported observation space {obs_space}: only Box observations are supported")
-    if not isinstance(policy.pi_features_extractor, FlattenExtractor):
-        raise ModelError(
-            f"unsupported features extractor {type(policy.pi_features_extractor).__name__}: "
-            "only FlattenExtractor (MlpLstmPolicy) is supported"
-        )
-    scale_image = bool(policy.normalize_images) and is_image_space(obs_space)
-    return int(np.prod(obs_space.shape)), scale_image
-
-
-def _read_lstm(policy: RecurrentActorCriticPolicy) -> tuple[list[_LstmLayer], int]:
-    from torch import nn
-
-    lstm = policy.lstm_actor
-    if type(lstm) is not nn.LSTM:
-        raise ModelError(f"unsupported recurrent layer {type(lstm).__name__}: only torch.nn.LSTM")
-    if lstm.bidirectional or lstm.proj_size or lstm.batch_first:
-        raise ModelError(
-            "unsupported LSTM options: bidirectional, proj_size and batch_first must be unset "
-            f"(got bidirectional={lstm.bidirectional}, proj_size={lstm.proj_size}, "
-            f"batch_first={lstm.batch_first})"
-        )
-    hidden = int(lstm.hidden_size)
-    layers = []
-    for k in range(lstm.num_layers):
-        w_ih = _f64(getattr(lstm, f"weight_ih_l{k}"))
-        w_hh = _f64(getattr(lstm, f"weight_hh_l{k}"))
-        bias = np.zeros(4 * hidden)
-        if lstm.bias:
-            bias = _f64(getattr(lstm, f"bias_ih_l{k}")) + _f64(getattr(lstm, f"bias_hh_l{k}"))
-        layers.append(_fuse_lstm_layer(w_ih, w_hh, bias, hidden))
-    return layers, hidden
-
-
-def _read_head(policy: RecurrentActorCriticPolicy) -> list[_Dense]:
-    """policy_net (Linear/activation pairs) followed by action_net, as dense layers."""
-    from torch import nn
-
-    linears: list[Any] = []
-    activations: list[_Activation | None] = []
-    for module in policy.mlp_extractor.policy_net:
-        if isinstance(module, nn.Linear):
-            linears.append(module)
-            activations.append(None)
-        elif linears and activations[-1] is None:
-            # An activation applies to the Linear just before it.
-            activations[-1] = _activation_for(module)
-        else:
-            raise ModelError(f"unsupported policy network: {type(module).__name__} not directly after a Linear layer")
-    action_net = policy.action_net
-    if not isinstance(action_net, nn.Linear):
-        raise ModelError(f"unsupported action_net {type(action_net).__name__}: expected Linear")
-    dense = [_dense_from_linear(m, act) for m, act in zip(linears, activations, strict=True)]
-    dense.append(_dense_from_linear(action_net, None))
-    return dense
 
 
 class LstmPolicyRunner:
@@ -253,39 +60,21 @@ class LstmPolicyRunner:
         self,
         model: RecurrentPPO | RecurrentActorCriticPolicy,
         *,
-        dtype: type[np.floating] | np.dtype = _DEFAULT_DTYPE,
+        dtype: type[np.floating] | np.dtype = np.float32,
     ) -> None:
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
             raise ModelError(f"unsupported inference dtype {self.dtype}: use float32 or float64")
-        policy = _policy_of(model)
-        self.obs_dim, self._scale_image = _check_spaces(policy)
-        layers, self.hidden_size = _read_lstm(policy)
-        if layers[0].in_size != self.obs_dim:
-            raise ModelError(f"LSTM input size {layers[0].in_size} differs from observation size {self.obs_dim}")
-        head = _read_head(policy)
-        self.n_layers = len(layers)
-        self.n_actions = int(policy.action_space.n)
-        if head[-1].out_size != self.n_actions:
-            raise ModelError(f"action_net has {head[-1].out_size} outputs for {self.n_actions} actions")
-        self.fingerprint = self._fingerprint(layers, head)
+        actor = read_actor(model)
+        self.obs_dim, self.hidden_size, self.n_actions = actor.obs_dim, actor.hidden_size, actor.n_actions
+        self.n_layers = len(actor.layers)
+        self._scale_image = actor.scale_image
+        self.fingerprint = actor.fingerprint()
         # Observations can go straight into the float32 input buffer (the copy rounds them).
         self._cast_on_copy = self.dtype == np.dtype(np.float32) and not self._scale_image
-        self._layers = [_LstmLayer(lay.in_size, lay.weight.astype(self.dtype)) for lay in layers]
-        self._head = [_Dense(d.weight.astype(self.dtype), d.activation) for d in head]
+        self._layers = [LstmLayer(lay.in_size, lay.weight.astype(self.dtype)) for lay in actor.layers]
+        self._head = [Dense(d.weight.astype(self.dtype), d.activation) for d in actor.head]
         self._plans: dict[int, _StepPlan] = {}  # batch size -> its plan
-
-    def _fingerprint(self, layers: Sequence[_LstmLayer], head: Sequence[_Dense]) -> str:
-        """Identify the weights (in float64, whatever ``dtype``) so a saved LSTM
-        state is never fed to another model."""
-        digest = hashlib.sha256()
-        dims = (self.obs_dim, self.hidden_size, self.n_layers, self.n_actions, int(self._scale_image))
-        digest.update(struct.pack("<5q", *dims))
-        for layer in layers:
-            digest.update(layer.weight.tobytes())
-        for dense in head:
-            digest.update(dense.weight.tobytes())
-        return digest.hexdigest()[:16]
 
     def initial_state(self, n_streams: int) -> LstmState:
         shape = (self.n_layers, n_streams, self.hidden_size)
