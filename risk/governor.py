@@ -129,7 +129,8 @@ class RiskGovernor:
     """Owns the trading state and runs the layers over each order request."""
 
     def __init__(self, layers: Sequence[RiskLayer], state: TradingState = TradingState.ACTIVE) -> None:
-        self.layers: list[RiskLayer] = list(layers)
+        self.layers: tuple[RiskLayer, ...] = tuple(layers)  # fixed: the scopes below are read once, here
+        self._scoped = tuple((layer, layer.scope is Scope.ENTRIES) for layer in self.layers)
         self._state = state
         self._listeners: list[StateListener] = []
         self.counts: dict[str, int] = {}
@@ -162,8 +163,8 @@ class RiskGovernor:
         quantity = request.quantity
         entry = ctx.increases_exposure(request)
         resized_by: Verdict | None = None
-        for layer in self.layers:
-            if layer.scope is Scope.ENTRIES and not entry:
+        for layer, entries_only in self._scoped:
+            if entries_only and not entry:
                 continue
             verdict = layer.check(request, ctx)
             if verdict.kind is VerdictKind.ALLOW:

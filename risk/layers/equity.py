@@ -84,11 +84,6 @@ class DrawdownTier(enum.IntEnum):
     HALT = 4  # every order but a flatten halts; HALTED, a flatten and a rollback are requested
 
 
-# The tier by the number of bounds the drawdown has reached (a tuple lookup: ``DrawdownTier(n)`` is an
-# enum call that cost ~0.5 us on every bar, as measured by the throughput bench's equity hook).
-_TIER_BY_BOUNDS_REACHED: tuple[DrawdownTier, ...] = tuple(DrawdownTier)
-
-
 class DrawdownLayer(Layer):
     """Tiers of drawdown from peak equity, from a warning to a flatten, halt and model rollback.
 
@@ -156,7 +151,7 @@ class DrawdownLayer(Layer):
         drawdown = self.drawdown
         if drawdown is None:
             return None
-        tier = _TIER_BY_BOUNDS_REACHED[bisect_right(self._bounds, drawdown)]
+        tier = DrawdownTier(bisect_right(self._bounds, drawdown))  # the number of bounds reached
         previous, self.tier = self.tier, tier
         if tier > previous:
             self._enter(tier, ts)
