@@ -392,10 +392,11 @@ class OrderManager:
             log.error("malformed order update refused", client_order_id=order.client_order_id, reason=problem)
             await self._on_anomaly("malformed_update", f"{order.client_order_id}: {problem}", order)
             return
-        booked = False
-        if update.fill is not None:
-            booked = await self._book(order, update.fill)
-        await self._advance(order, update, booked)
+        async with self._store.together():  # the fill, its trade and the order's new state: one commit
+            booked = False
+            if update.fill is not None:
+                booked = await self._book(order, update.fill)
+            await self._advance(order, update, booked)
 
     async def _advance(self, order: ManagedOrder, update: OrderUpdate, booked: bool) -> None:
         target = update.status

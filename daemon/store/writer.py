@@ -21,8 +21,10 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -47,16 +49,25 @@ _T = TypeVar("_T")
 Rows = list[tuple[Any, ...]]
 
 # Rows per background transaction of a live flush: a commit that arrives meanwhile waits for one of these.
-LIVE_CHUNK_ROWS = 256
+LIVE_CHUNK_ROWS = 64
 # A live writer folds the WAL into the database (off the commit path) once it has grown past this.
-CHECKPOINT_WAL_BYTES = 4 << 20
+CHECKPOINT_WAL_BYTES = 16 << 20
 
 
 class Writer(Protocol):
     """What the store asks of its writer; reads go through it too, so a read sees every earlier write."""
 
-    async def commit(self, ops: Sequence[Op]) -> None:
-        """One all-or-nothing transaction (live: on disk when this returns; batch: queued in order)."""
+    async def commit(self, ops: Sequence[Op], *, now: bool = False) -> None:
+        """One all-or-nothing transaction (live: on disk when this returns; batch: queued in order).
+
+        Inside ``together`` a live commit joins that scope's transaction,
+        unless ``now``: an order journal is on disk before the broker hears of
+        it, whatever scope it is made in.
+        """
+        ...
+
+    def together(self) -> AbstractAsyncContextManager[None]:
+        """Commits this task makes inside the scope become one transaction at its end (one fsync)."""
         ...
 
     async def insert_fill(self, fill_id: str, params: tuple[Any, ...]) -> bool:
@@ -193,8 +204,7 @@ def _background_transaction(conn: sqlite3.Connection, ops: Sequence[Op], relax: 
 
     Buffered rows were never promised more than "written within a flush
     interval"; committed with ``synchronous=NORMAL`` they survive a killed
-    process at once and power loss with the next order commit's fsync (which
-    syncs the whole WAL) or checkpoint.
+    process at once, and power loss once the flush ends with ``_sync_wal``.
     """
     if relax:
         conn.execute("PRAGMA synchronous=NORMAL")
@@ -203,6 +213,35 @@ def _background_transaction(conn: sqlite3.Connection, ops: Sequence[Op], relax: 
     finally:
         if relax:
             conn.execute("PRAGMA synchronous=FULL")
+
+
+def _sync_wal(conn: sqlite3.Connection, wal: str) -> None:
+    """fsync the WAL after a relaxed flush, so that the next order commit's fsync has only its own pages to write."""
+    try:
+        fd = os.open(wal, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass(slots=True)
+class _Together:
+    """The commits of one ``together`` scope, made by the task that opened it (or tasks it started)."""
+
+    ops: list[Op] = field(default_factory=list)
+    open: bool = True
+
+
+# per task (contextvars): a concurrent task's commits never wait for another task's scope
+_TOGETHER: ContextVar[_Together | None] = ContextVar("store_together", default=None)
+
+
+def _open_scope() -> _Together | None:
+    scope = _TOGETHER.get()
+    return scope if scope is not None and scope.open else None
 
 
 class LiveWriter(_Buffers):
@@ -215,8 +254,11 @@ class LiveWriter(_Buffers):
       flush's own fsync) waited for all of it — most of the order path's p99.
       Flushes are therefore written in chunks of ``LIVE_CHUNK_ROWS`` rows, each
       queued only while no commit waits (``_urgent``), so a commit waits for at
-      most one chunk; and the chunks are committed without an fsync of their
-      own (``_background_transaction``), so that chunk is a WAL append.
+      most one chunk; the chunks are committed without an fsync of their
+      own (``_background_transaction``), so that chunk is a WAL append, and
+      the flush ends with one fsync of the WAL (``_sync_wal``), also queued
+      behind any waiting commit: left to the next order's commit, a flush's
+      pages (hundreds of kB) would be written by that commit's fsync.
     * **Encoding on the loop.** Decisions are encoded (JSON) as they arrive,
       a few µs each, not thousands at once in the flush while an order's
       commit is in flight.
@@ -227,7 +269,8 @@ class LiveWriter(_Buffers):
       ``CHECKPOINT_WAL_BYTES``, and the daemon calls ``checkpoint`` periodically.
 
     What is left is the disk: the transaction's WAL frames, one fsync, and the
-    hop to SQLite's thread and back.
+    hop to SQLite's thread and back. A broker report (a fill, the trade it
+    closes, the order's new state) is one such commit too (``together``).
     """
 
     def __init__(self, runner: _Runner, path: Path, *, flush_rows: int, first_decision_id: int,
@@ -253,10 +296,35 @@ class LiveWriter(_Buffers):
             if not self._urgent:
                 self._no_urgent.set()
 
-    async def commit(self, ops: Sequence[Op]) -> None:
+    async def commit(self, ops: Sequence[Op], *, now: bool = False) -> None:
+        scope = None if now else _open_scope()
+        if scope is not None:
+            scope.ops.extend(ops)
+            return
         await self._now(run_transaction, ops)
 
+    @asynccontextmanager
+    async def together(self) -> AsyncIterator[None]:
+        if _open_scope() is not None:
+            yield  # nested: the outer scope commits
+            return
+        scope = _Together()
+        token = _TOGETHER.set(scope)
+        try:
+            yield
+        finally:
+            # committed even when the body raised: what it recorded happened (as if committed one by one)
+            scope.open = False
+            _TOGETHER.reset(token)
+            if scope.ops:
+                await self._now(run_transaction, scope.ops)
+
     async def insert_fill(self, fill_id: str, params: tuple[Any, ...]) -> bool:
+        scope = _open_scope()
+        if scope is not None:
+            # OR IGNORE still refuses a stored id; callers ask ``has_fill`` before booking a fill
+            scope.ops.append((FILL_SQL, params, False))
+            return True
         (count,) = await self._now(run_transaction, [(FILL_SQL, params, False)])
         return count == 1
 
@@ -275,14 +343,22 @@ class LiveWriter(_Buffers):
 
     async def flush(self, *, final: bool = False) -> None:
         async with self._flushing:
+            wrote = False
             for sql, rows in self._take(self._decisions):
                 for start in range(0, len(rows), LIVE_CHUNK_ROWS):
-                    while self._urgent:
-                        await self._no_urgent.wait()
                     chunk: list[Op] = [(sql, rows[start : start + LIVE_CHUNK_ROWS], True)]
-                    await self._runner.run(_background_transaction, chunk, self._relax)
+                    await self._after_urgent(_background_transaction, chunk, self._relax)
+                    wrote = True
+            if wrote and self._relax:
+                await self._after_urgent(_sync_wal, f"{self._path}-wal")
         if not final:
             self._checkpoint_if_large()
+
+    async def _after_urgent(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Queue background work only while no commit waits, so a commit waits for one such job at most."""
+        while self._urgent:
+            await self._no_urgent.wait()
+        return await self._runner.run(fn, *args)
 
     def _checkpoint_if_large(self) -> None:
         if self._checkpointing is not None and not self._checkpointing.done():
@@ -349,8 +425,12 @@ class BatchWriter(_Buffers):
         self._fills_empty = fills_empty
         conn.execute("BEGIN IMMEDIATE")
 
-    async def commit(self, ops: Sequence[Op]) -> None:
+    async def commit(self, ops: Sequence[Op], *, now: bool = False) -> None:
         self._queued.extend(ops)
+
+    @asynccontextmanager
+    async def together(self) -> AsyncIterator[None]:
+        yield  # every write is queued in call order and executed in one batch anyway
 
     async def insert_fill(self, fill_id: str, params: tuple[Any, ...]) -> bool:
         if await self.has_fill(fill_id):

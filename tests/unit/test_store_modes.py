@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from decimal import Decimal
@@ -190,3 +191,36 @@ async def test_the_backtest_batch_writes_the_same_journal_as_committed_transacti
     assert dumps[0]["orders"][1][8] == "cancelled"
     assert len(dumps[0]["order_events"]) == 16
     assert dumps[0] == dumps[1]
+
+
+async def test_commits_made_together_land_in_one_transaction_but_an_order_journal_does_not_wait(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "t.db"
+    store = await Store.open(db, synchronous="normal")
+    await store.begin_run("run", "fp", {})
+
+    def on_disk(table: str) -> int:
+        with sqlite3.connect(db) as other:
+            return int(other.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+    go = asyncio.Event()
+
+    async def other_task() -> None:
+        await go.wait()
+        await store.set_state("k", "v", 6)
+
+    other = asyncio.get_running_loop().create_task(other_task())  # started outside the scope
+    fill = Fill("f1", "x-1", "EURUSD", Side.BUY, D("1000"), D("1.1"), D("0.02"), 6)
+    async with store.together():
+        await store.journal_order("x-1", 1, REQUEST, decision_id=None, ts=5)
+        assert on_disk("orders") == 1, "an order journal is committed at once, scope or not"
+        assert await store.record_fill(fill, D(0)) is True
+        await store.update_order("x-1", from_status=OrderStatus.NEW, to_status=OrderStatus.FILLED, ts=6)
+        go.set()
+        await other  # another task's commit does not wait for this scope
+        assert on_disk("state") == 1
+        assert on_disk("fills") == 0 and on_disk("order_events") == 1
+    assert on_disk("fills") == 1 and on_disk("order_events") == 2
+    assert await store.record_fill(fill, D(0)) is False
+    await store.close()

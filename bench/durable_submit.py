@@ -1,0 +1,174 @@
+"""The durable order path: bar -> ``broker.submit`` with ``store.synchronous: full``, against the disk's own fsync.
+
+Not a test: prints percentiles and the margin to the target. In one process,
+on the same directory:
+
+1. the bare fsync of a small write (4 KiB ``pwrite`` + ``os.fsync``), sampled
+   before and after the run so both sides see the same disk weather;
+2. the real daemon (``LiveRunner``: the live writer on its thread, the
+   simulated broker, the replay at full speed, so flushes of buffered rows and
+   WAL growth happen far more often than in a live minute-bar run), timing
+   each bar that sends an order from ``TradingPipeline.on_bar`` to the broker
+   adapter's ``submit``, and each order's journal commit on its own.
+
+Target: bar -> submit p99 <= bare fsync p99 + 1 ms.
+
+    .venv/bin/python bench/durable_submit.py                       # recurrent policy, bundled year
+    .venv/bin/python bench/durable_submit.py --strategy sma_cross
+    .venv/bin/python bench/durable_submit.py --dir /var/lib/tradectl  # the disk the daemon will use
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import gc  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+MARGIN_MS = 1.0
+_BLOCK = b"\x5a" * 4096
+
+
+def bare_fsync_ms(directory: Path, samples: int) -> np.ndarray:
+    """fsync latency of a small write to a file in ``directory`` (the same file rewritten, as a WAL is)."""
+    path = directory / "fsync-probe"
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+    try:
+        out = np.empty(samples)
+        for i in range(samples):
+            t0 = time.perf_counter_ns()
+            os.pwrite(fd, _BLOCK, (i % 16) * 4096)
+            os.fsync(fd)
+            out[i] = (time.perf_counter_ns() - t0) / 1e6
+        return out
+    finally:
+        os.close(fd)
+        path.unlink()
+
+
+async def durable_path_ms(directory: Path, strategy: str, repeat: int) -> dict[str, np.ndarray]:
+    """Run the live daemon over the replay; the order path's stages in ms from ``on_bar`` entry."""
+    from brokers.history import load_bundled, repeat_bars
+    from daemon.config import TradectlConfig
+    from daemon.logs import configure_logging
+    from daemon.runners import LiveRunner
+
+    configure_logging("error", False)  # no log line per order: its I/O is not the order path
+    year = load_bundled()
+    bars = repeat_bars(year, len(year) * max(1, repeat))
+    config = TradectlConfig(
+        strategy={"kind": strategy}, api={"enabled": False}, store={"synchronous": "full"},
+    )
+    runner = await LiveRunner.open(config, db_path=directory / "durable.db", pace=0, bars=bars)
+    daemon = runner.daemon
+    clock = time.perf_counter_ns
+    marks: dict[str, int] = {}
+    to_submit: list[int] = []
+    from_entry: list[int] = []
+    booking: list[int] = []
+    journal: list[int] = []
+
+    inner_apply = daemon.pipeline.apply_updates
+
+    async def apply_updates() -> int:
+        t0 = clock()
+        count = await inner_apply()
+        if "booked" not in marks:
+            marks["booked"] = clock()
+            if count:
+                booking.append(marks["booked"] - t0)
+        return count
+
+    inner_submit = daemon.broker.submit
+
+    async def submit(*args: Any, **kwargs: Any) -> Any:
+        marks.setdefault("submit", clock())
+        return await inner_submit(*args, **kwargs)
+
+    inner_journal = daemon.store.journal_order
+
+    async def journal_order(*args: Any, **kwargs: Any) -> None:
+        t0 = clock()
+        await inner_journal(*args, **kwargs)
+        journal.append(clock() - t0)
+
+    inner_on_bar = daemon.pipeline.on_bar
+
+    async def on_bar(bar: Any) -> None:
+        marks.clear()
+        t0 = clock()
+        await inner_on_bar(bar)
+        if "submit" in marks:
+            to_submit.append(marks["submit"] - marks.get("booked", t0))
+            from_entry.append(marks["submit"] - t0)
+
+    daemon.broker.submit = submit  # type: ignore[method-assign]
+    daemon.store.journal_order = journal_order  # type: ignore[method-assign]
+    daemon.pipeline.on_bar = on_bar  # type: ignore[method-assign]
+    daemon.pipeline.apply_updates = apply_updates  # type: ignore[method-assign]
+    gc.collect()
+    await runner.run(install_signals=False)
+    return {
+        "bar -> broker.submit": np.array(to_submit) / 1e6,
+        "order journal commit": np.array(journal) / 1e6,
+        "fills booked at the bar's start": np.array(booking) / 1e6,
+        "on_bar entry -> submit": np.array(from_entry) / 1e6,
+    }
+
+
+def _row(name: str, values: np.ndarray) -> str:
+    p50, p99 = np.percentile(values, 50), np.percentile(values, 99)
+    return f"{name:32s} {p50:8.3f} {p99:8.3f} {values.max():8.3f} {len(values):7d}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--strategy", default="recurrent", choices=("recurrent", "sma_cross"))
+    parser.add_argument("--repeat", type=int, default=1, help="replay the bundled year this many times")
+    parser.add_argument("--fsync-samples", type=int, default=2000, help="bare fsyncs before and after the run")
+    parser.add_argument("--dir", type=Path, default=None, help="directory on the disk to measure (default: a "
+                        "temporary directory under the repository)")
+    args = parser.parse_args()
+    base = args.dir if args.dir is not None else ROOT
+    with tempfile.TemporaryDirectory(dir=base, prefix=".durable-submit-") as tmp:
+        directory = Path(tmp)
+        before = bare_fsync_ms(directory, args.fsync_samples)
+        stages = asyncio.run(durable_path_ms(directory, args.strategy, args.repeat))
+        after = bare_fsync_ms(directory, args.fsync_samples)
+    fsync = np.concatenate([before, after])
+    print(f"durable order path, store.synchronous=full, {args.strategy}, directory {base}")
+    print(f"{'ms':32s} {'p50':>8s} {'p99':>8s} {'max':>8s} {'n':>7s}")
+    print(_row("bare fsync (4 KiB write)", fsync))
+    for name, values in stages.items():
+        if len(values):
+            print(_row(name, values))
+    order = stages["bar -> broker.submit"]
+    if not len(order):
+        print("no order was sent: nothing to compare")
+        return
+    fsync_p99 = float(np.percentile(fsync, 99))
+    order_p99 = float(np.percentile(order, 99))
+    target = fsync_p99 + MARGIN_MS
+    verdict = "met" if order_p99 <= target else "MISSED"
+    print(
+        f"target bar -> submit p99 <= fsync p99 + {MARGIN_MS:.0f} ms = {target:.3f} ms: {verdict} "
+        f"({order_p99:.3f} ms; margin {target - order_p99:+.3f} ms; {order_p99 / fsync_p99:.2f}x the fsync p99)"
+    )
+
+
+if __name__ == "__main__":
+    main()
