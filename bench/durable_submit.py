@@ -8,8 +8,14 @@ on the same directory:
 2. the real daemon (``LiveRunner``: the live writer on its thread, the
    simulated broker, the replay at full speed, so flushes of buffered rows and
    WAL growth happen far more often than in a live minute-bar run), timing
-   each bar that sends an order from ``TradingPipeline.on_bar`` to the broker
-   adapter's ``submit``, and each order's journal commit on its own.
+   each bar that sends an order to the broker adapter's ``submit``, and each
+   order's journal commit on its own.
+
+"bar -> broker.submit" starts once the fills delivered before the bar are
+booked: in a paced live run they stream in between bars and are booked then
+(``LiveRunner._book_updates``); at full replay speed they arrive with the next
+bar and ``on_bar`` books them first. That booking (one commit per broker
+report) is shown on its own, and "on_bar entry -> submit" includes it.
 
 Target: bar -> submit p99 <= bare fsync p99 + 1 ms.
 

@@ -50,8 +50,9 @@ Rows = list[tuple[Any, ...]]
 
 # Rows per background transaction of a live flush: a commit that arrives meanwhile waits for one of these.
 LIVE_CHUNK_ROWS = 64
-# A live writer folds the WAL into the database (off the commit path) once it has grown past this.
-CHECKPOINT_WAL_BYTES = 16 << 20
+# A live writer folds the WAL into the database (off the commit path) after this many transactions (a few
+# pages each). Counted, not read off the WAL's size: the file keeps its size when SQLite starts it over.
+CHECKPOINT_EVERY_TRANSACTIONS = 1000
 
 
 class Writer(Protocol):
@@ -265,8 +266,8 @@ class LiveWriter(_Buffers):
     * **WAL checkpoints.** SQLite's automatic checkpoint runs inside whichever
       commit crosses the threshold, copying megabytes and fsyncing the database
       file on the order path. It is off; this writer checkpoints from its own
-      connection on another thread (``checkpoint``) once the WAL has grown past
-      ``CHECKPOINT_WAL_BYTES``, and the daemon calls ``checkpoint`` periodically.
+      connection on another thread (``checkpoint``) every
+      ``CHECKPOINT_EVERY_TRANSACTIONS``, and the daemon calls it periodically.
 
     What is left is the disk: the transaction's WAL frames, one fsync, and the
     hop to SQLite's thread and back. A broker report (a fill, the trade it
@@ -283,12 +284,14 @@ class LiveWriter(_Buffers):
         self._no_urgent = asyncio.Event()
         self._no_urgent.set()
         self._flushing = asyncio.Lock()
-        self._checkpointing: asyncio.Task[tuple[int, int, int]] | None = None
+        self._checkpointing: asyncio.Task[tuple[int, int, int] | None] | None = None
+        self._transactions = 0  # since the last checkpoint
 
     async def _now(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Run ahead of any flush chunk not yet queued."""
         self._urgent += 1
         self._no_urgent.clear()
+        self._transactions += 1
         try:
             return await self._runner.run(fn, *args)
         finally:
@@ -352,28 +355,26 @@ class LiveWriter(_Buffers):
             if wrote and self._relax:
                 await self._after_urgent(_sync_wal, f"{self._path}-wal")
         if not final:
-            self._checkpoint_if_large()
+            self._checkpoint_if_due()
 
     async def _after_urgent(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Queue background work only while no commit waits, so a commit waits for one such job at most."""
         while self._urgent:
             await self._no_urgent.wait()
+        self._transactions += 1
         return await self._runner.run(fn, *args)
 
-    def _checkpoint_if_large(self) -> None:
-        if self._checkpointing is not None and not self._checkpointing.done():
+    def _checkpoint_if_due(self) -> None:
+        if self._transactions < CHECKPOINT_EVERY_TRANSACTIONS:
             return
-        try:
-            size = os.stat(f"{self._path}-wal").st_size
-        except OSError:
-            return
-        if size >= CHECKPOINT_WAL_BYTES:
+        if self._checkpointing is None or self._checkpointing.done():
             self._checkpointing = asyncio.get_running_loop().create_task(self.checkpoint())
 
     async def checkpoint(self) -> tuple[int, int, int] | None:
         """Fold the WAL into the database from another thread; SQLite's (busy, wal pages, pages checkpointed)."""
         if str(self._path) == ":memory:":
             return None
+        self._transactions = 0
         return await asyncio.to_thread(_checkpoint, str(self._path))
 
     async def close(self) -> None:
