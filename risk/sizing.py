@@ -229,9 +229,10 @@ class PositionSizer:
         opposite position; it never closes a position on its own side.
         """
         action = decision.action
-        if action is Action.HOLD or action is Action.CLOSE:
-            return target_quantity(action, _ZERO)
-        side = 1 if action is Action.BUY else -1
+        if action is Action.HOLD:
+            return None
+        if action is Action.CLOSE:
+            return _ZERO
         held = position.side
         if self.keeps_position(action, held):
             return None  # sizes are set at entry
@@ -239,7 +240,8 @@ class PositionSizer:
         realised_vol = realised_vol if realised_vol is not None else _float_or_none(decision.extras.get(REALISED_VOL))
         size = self.size(equity=equity, atr=atr, realised_vol=realised_vol)
         if size == 0:
-            return _ZERO if held == -side else None
+            opposite = -1 if action is Action.BUY else 1
+            return _ZERO if held == opposite else None
         return target_quantity(action, size)
 
     def keeps_position(self, action: Action, side: int) -> bool:

@@ -151,11 +151,12 @@ class DrawdownLayer(Layer):
         drawdown = self.drawdown
         if drawdown is None:
             return None
-        tier = DrawdownTier(bisect_right(self._bounds, drawdown))  # the number of bounds reached
-        previous, self.tier = self.tier, tier
-        if tier > previous:
-            self._enter(tier, ts)
-        return tier
+        reached = bisect_right(self._bounds, drawdown)  # the tier is the number of bounds reached
+        if reached != self.tier:
+            previous, self.tier = self.tier, DrawdownTier(reached)
+            if self.tier > previous:
+                self._enter(self.tier, ts)
+        return self.tier
 
     def _enter(self, tier: DrawdownTier, ts: int) -> None:
         """Act on reaching a stricter tier: its event, or its state request and flags."""
