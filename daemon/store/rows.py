@@ -4,6 +4,12 @@ One dataclass per kind of record, with the fields callers think in (Decimals,
 enums, tuples of floats). How each becomes SQL parameters (decimal text,
 JSON) is the store's business (``daemon.store.tables``), so no caller reads or
 builds a row by column position.
+
+The rows a bar produces (decisions, equity snapshots, rejections, risk
+events) are built on every bar of every backtest, so they are plain slotted
+dataclasses: ``frozen`` would cost a ``object.__setattr__`` call per field
+(a DecisionRow 3.7 µs instead of 1.4 µs). Nothing keeps them after the store
+has encoded them.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from typing import Any, Protocol
 from brokers.base import Fill, OrderStatus
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DecisionRow:
     """One strategy decision and what became of it (verdict, order).
 
@@ -49,7 +55,7 @@ class DecisionRow:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class EquitySnapshot:
     """``cash`` and ``realized_pnl`` as decimal text (the portfolio keeps that text current)."""
 
@@ -60,7 +66,7 @@ class EquitySnapshot:
     unrealized_pnl: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BarRejection:
     ts: int | None
     symbol: str
@@ -68,7 +74,7 @@ class BarRejection:
     detail: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RiskEvent:
     ts: int
     symbol: str | None

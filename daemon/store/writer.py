@@ -467,7 +467,7 @@ class BatchWriter(_Buffers):
         if run is not None:
             self._end_run(symbol)
         decision_id = self.next_decision_id() if row.id is None else row.id
-        self._decisions.append(_DecisionRun(decision_id, run_id, row))
+        self._decisions.append((decision_id, run_id, row, 1, None))
         self._pending += 1
         return decision_id
 
@@ -478,14 +478,15 @@ class BatchWriter(_Buffers):
     def _end_run(self, symbol: str) -> None:
         run = self._runs.pop(symbol, None)
         if run is not None:
-            self._decisions.append(run)
+            self._decisions.append((run.decision_id, run.run_id, run.row, run.bars, run.last_ts))
             self._pending += 1
 
     async def flush(self, *, final: bool = False) -> None:
         if final:
             for symbol in list(self._runs):
                 self._end_run(symbol)
-        decisions = [decision_params(d.decision_id, d.run_id, d.row, d.bars, d.last_ts) for d in self._decisions]
+        # (id, run_id, row, bars, last_ts): encoded here, a batch at a time, not on the bar path
+        decisions = [decision_params(*d) for d in self._decisions]
         self._queued.extend((sql, rows, True) for sql, rows in self._take(decisions))
         self._execute_queued()
         self._conn.execute("COMMIT")
