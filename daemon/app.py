@@ -204,7 +204,7 @@ class Daemon:
             "state": self.governor.state.value,
             "layers": [{"name": layer.name, "figures": layer.figures()} for layer in self.governor.layers],
             "verdict_counts": dict(self.governor.counts),
-            "sizing": self.pipeline.sizer.figures() if hasattr(self.pipeline.sizer, "figures") else {},
+            "sizing": self.pipeline.sizer.figures(),
             "reconciliation": None if reconciler.last is None else {
                 **reconciler.last.as_dict(),
                 "policy": reconciler.policy,
@@ -235,7 +235,7 @@ class Daemon:
             log.warning("rollback to the gold model requested, but none is registered")
             return False
         sha, path = gold
-        if getattr(self.strategy, "model_sha256", None) == sha:
+        if self.strategy.model_sha256 == sha:
             log.info("already trading the gold model", sha256=sha)
             return False
         try:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
@@ -25,22 +25,12 @@ from daemon.report import RunStats
 from daemon.store import BarRejection, DecisionRow, EquitySnapshot, RiskEvent, Store
 from risk.governor import RiskContext, RiskGovernor, TradingState, Verdict, VerdictKind
 from risk.layers import FLATTEN, RiskHooks
-from risk.sizing import order_for_target
+from risk.sizing import Sizer, order_for_target
 from strategies.base import Action, Decision, PositionView, Strategy
 
 log = structlog.get_logger(__name__)
 
 AlertSink = Callable[[str, str, dict[str, Any]], Awaitable[None] | None]
-
-
-class Sizer(Protocol):
-    """Turns a decision into a target signed position (None = leave the position alone)."""
-
-    def target(self, decision: Decision, *, equity: float, price: float, position: PositionView) -> Decimal | None: ...
-
-    def keeps_position(self, action: Action, side: int) -> bool:
-        """True when ``target`` surely leaves a position of ``side`` (-1, 0, 1) as it is for ``action``."""
-        ...
 
 
 @dataclass(slots=True)
@@ -356,9 +346,7 @@ class TradingPipeline:
         self.stats.add_trade(trade.pnl)
         await self.store.record_trade(trade)
         self.hooks.trade_closed(trade.symbol, trade.pnl, trade.exit_ts)
-        record = getattr(self.sizer, "record_trade", None)
-        if record is not None:
-            record(trade.pnl)
+        self.sizer.record_trade(trade.pnl)
         log.info("trade closed", symbol=trade.symbol, direction=trade.direction, pnl=str(trade.pnl))
         await self._emit("exit", f"{trade.symbol} closed, P&L {trade.pnl}", {"pnl": str(trade.pnl)})
 
