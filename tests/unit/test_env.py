@@ -249,6 +249,7 @@ def test_observations_equal_feature_processor_fed_the_live_way(bundled: list[Bar
         live_obs = live.update(symbol, bar, view)
         np.testing.assert_array_equal(obs, live_obs.astype(np.float32), err_msg=f"step {step}")
         assert portfolio.cash == env._book.cash
+        assert portfolio.realized == env._book.realized  # one accounting rule: brokers.accounting's FIFO lots
         assert info["equity"] == pytest.approx(portfolio.equity(), abs=1e-6)
         if terminated or truncated:
             break

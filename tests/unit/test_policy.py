@@ -304,8 +304,8 @@ def test_non_model_is_refused() -> None:
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_single_stream_fast_path_equals_step_bit_for_bit(variant: str) -> None:
-    """decide_one (and decide for one stream) run a bound step that keeps the state in its own
-    buffers; interleaved with batches, resets, state reads, export/restore and pool growth, every
+    """decide_one (and decide for one stream) run the stream's own step plan, which keeps the state
+    in its buffers; interleaved with batches, resets, state reads, export/restore and pool growth, every
     probability and state must equal the generic runner.step's exactly."""
     model = _model(**VARIANTS[variant])
     runner = LstmPolicyRunner(model)
@@ -353,7 +353,7 @@ def test_single_stream_fast_path_equals_step_bit_for_bit(variant: str) -> None:
 
 
 def test_single_stream_fast_path_falls_back_where_it_does_not_apply() -> None:
-    """float64 inference has no bound step, and integer observations skip it: decide_one still
+    """float64 inference has no single-stream plan, and integer observations skip it: decide_one still
     answers, through runner.step; a wrong observation size is still a ModelError."""
     model = _model(lstm_hidden_size=16)
     obs = _observations(np.random.default_rng(3), 20, 1, (12,))
