@@ -45,9 +45,14 @@ class PositionView:
 FLAT = PositionView()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decision:
-    """One decision on one bar: the action trace's unit of record."""
+    """One decision on one bar: the action trace's unit of record.
+
+    Read-only by convention, not frozen: one is built on every bar past
+    warm-up, and a frozen dataclass's ``__init__`` (``object.__setattr__``
+    per field) costs about 1 µs against 0.25 µs for a plain one.
+    """
 
     symbol: str
     ts: int
