@@ -3,8 +3,10 @@
 Not a test: prints percentiles and the margin to the target. In one process,
 on the same directory:
 
-1. the bare fsync of a small write (4 KiB ``pwrite`` + ``os.fsync``), sampled
-   before and after the run so both sides see the same disk weather;
+1. the bare fsync of a small write, sampled before and after the run so both
+   sides see the same disk weather: 512 bytes appended (the file grows, as a
+   WAL does until SQLite starts it over after a checkpoint: the fsync also
+   commits the file's new size) and 4 KiB rewritten in place (a reused WAL);
 2. the real daemon (``LiveRunner``: the live writer on its thread, the
    simulated broker, the replay at full speed, so flushes of buffered rows and
    WAL growth happen far more often than in a live minute-bar run), timing
@@ -17,7 +19,7 @@ booked: in a paced live run they stream in between bars and are booked then
 bar and ``on_bar`` books them first. That booking (one commit per broker
 report) is shown on its own, and "on_bar entry -> submit" includes it.
 
-Target: bar -> submit p99 <= bare fsync p99 + 1 ms.
+Target: bar -> submit p99 <= bare fsync p99 + 1 ms (the margin is printed against both fsyncs).
 
     .venv/bin/python bench/durable_submit.py                       # recurrent policy, bundled year
     .venv/bin/python bench/durable_submit.py --strategy sma_cross
@@ -49,15 +51,18 @@ MARGIN_MS = 1.0
 _BLOCK = b"\x5a" * 4096
 
 
-def bare_fsync_ms(directory: Path, samples: int) -> np.ndarray:
-    """fsync latency of a small write to a file in ``directory`` (the same file rewritten, as a WAL is)."""
+def bare_fsync_ms(directory: Path, samples: int, *, append: bool) -> np.ndarray:
+    """fsync latency of a small write to a file in ``directory``: appended, or rewritten in place."""
     path = directory / "fsync-probe"
-    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | (os.O_APPEND if append else 0), 0o600)
     try:
         out = np.empty(samples)
         for i in range(samples):
             t0 = time.perf_counter_ns()
-            os.pwrite(fd, _BLOCK, (i % 16) * 4096)
+            if append:
+                os.write(fd, _BLOCK[:512])
+            else:
+                os.pwrite(fd, _BLOCK, (i % 16) * 4096)
             os.fsync(fd)
             out[i] = (time.perf_counter_ns() - t0) / 1e6
         return out
@@ -152,13 +157,17 @@ def main() -> None:
     base = args.dir if args.dir is not None else ROOT
     with tempfile.TemporaryDirectory(dir=base, prefix=".durable-submit-") as tmp:
         directory = Path(tmp)
-        before = bare_fsync_ms(directory, args.fsync_samples)
+        fsyncs: dict[str, list[np.ndarray]] = {"append": [], "in place": []}
+        for kind in fsyncs:
+            fsyncs[kind].append(bare_fsync_ms(directory, args.fsync_samples, append=kind == "append"))
         stages = asyncio.run(durable_path_ms(directory, args.strategy, args.repeat))
-        after = bare_fsync_ms(directory, args.fsync_samples)
-    fsync = np.concatenate([before, after])
+        for kind in fsyncs:
+            fsyncs[kind].append(bare_fsync_ms(directory, args.fsync_samples, append=kind == "append"))
     print(f"durable order path, store.synchronous=full, {args.strategy}, directory {base}")
     print(f"{'ms':32s} {'p50':>8s} {'p99':>8s} {'max':>8s} {'n':>7s}")
-    print(_row("bare fsync (4 KiB write)", fsync))
+    bare = {kind: np.concatenate(samples) for kind, samples in fsyncs.items()}
+    print(_row("bare fsync, 512 B appended", bare["append"]))
+    print(_row("bare fsync, 4 KiB in place", bare["in place"]))
     for name, values in stages.items():
         if len(values):
             print(_row(name, values))
@@ -166,14 +175,15 @@ def main() -> None:
     if not len(order):
         print("no order was sent: nothing to compare")
         return
-    fsync_p99 = float(np.percentile(fsync, 99))
     order_p99 = float(np.percentile(order, 99))
-    target = fsync_p99 + MARGIN_MS
-    verdict = "met" if order_p99 <= target else "MISSED"
-    print(
-        f"target bar -> submit p99 <= fsync p99 + {MARGIN_MS:.0f} ms = {target:.3f} ms: {verdict} "
-        f"({order_p99:.3f} ms; margin {target - order_p99:+.3f} ms; {order_p99 / fsync_p99:.2f}x the fsync p99)"
-    )
+    for kind, values in bare.items():
+        fsync_p99 = float(np.percentile(values, 99))
+        target = fsync_p99 + MARGIN_MS
+        verdict = "met" if order_p99 <= target else "MISSED"
+        print(
+            f"target bar -> submit p99 <= fsync ({kind}) p99 + {MARGIN_MS:.0f} ms = {target:.3f} ms: {verdict} "
+            f"({order_p99:.3f} ms; margin {target - order_p99:+.3f} ms)"
+        )
 
 
 if __name__ == "__main__":
