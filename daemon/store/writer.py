@@ -48,7 +48,7 @@ _T = TypeVar("_T")
 Rows = list[tuple[Any, ...]]
 
 # Rows per background transaction of a live flush: a commit that arrives meanwhile waits for one of these.
-LIVE_CHUNK_ROWS = 256
+LIVE_CHUNK_ROWS = 32
 # A live writer folds the WAL into the database (off the commit path) after this many transactions (a few
 # pages each). Counted, not read off the WAL's size: the file keeps its size when SQLite starts it over.
 CHECKPOINT_EVERY_TRANSACTIONS = 1000
