@@ -98,7 +98,8 @@ class Store:
                 writer = BatchWriter(runner.conn, flush_rows=flush_rows, first_decision_id=int(last_decision) + 1,
                                      fills_empty=not fills)
             else:
-                writer = LiveWriter(runner, db_path, flush_rows=flush_rows, first_decision_id=int(last_decision) + 1)
+                writer = LiveWriter(runner, db_path, flush_rows=flush_rows, first_decision_id=int(last_decision) + 1,
+                                    fsyncs=on_thread)
         except sqlite3.DatabaseError as exc:
             await runner.close()
             raise StoreError(f"{db_path}: not a usable tradectl database: {exc}") from None
