@@ -291,27 +291,25 @@ class TradingPipeline:
         quantity: Decimal | None,
         client_order_id: str | None,
     ) -> None:
-        self.store.record_decision(
-            DecisionRow(
-                decision.symbol,
-                decision.ts,
-                decision.action.name,
-                decision.reason,
-                id=decision_id,
-                confidence=decision.confidence,
-                probabilities=decision.probabilities,
-                verdict=verdict.kind.value if verdict is not None else None,
-                verdict_layer=verdict.layer if verdict is not None else None,
-                verdict_reason=verdict.reason if verdict is not None else None,
-                order_quantity=quantity,
-                client_order_id=client_order_id,
-                extras=decision.extras or None,
-            )
+        action = decision.action.name
+        row = DecisionRow(
+            decision.symbol,
+            decision.ts,
+            action,
+            decision.reason,
+            id=decision_id,
+            confidence=decision.confidence,
+            probabilities=decision.probabilities,
+            extras=decision.extras or None,
         )
+        if verdict is not None:  # an order was asked for: what the governor said, and what was sent
+            row.verdict, row.verdict_layer, row.verdict_reason = verdict.kind.value, verdict.layer, verdict.reason
+            row.order_quantity, row.client_order_id = quantity, client_order_id
+        self.store.record_decision(row)
         self.last_decision = LastDecision(
             decision.symbol,
             decision.ts,
-            decision.action.name,
+            action,
             decision.confidence,
             verdict.kind.value if verdict is not None else "no_order",
             verdict.reason if verdict is not None else "",
