@@ -213,7 +213,10 @@ def _background_transaction(conn: sqlite3.Connection, ops: Sequence[Op]) -> None
 
 def _sync_wal(conn: sqlite3.Connection, wal: str) -> None:
     """fsync the WAL: the flush chunks written since the last one become power-loss safe."""
-    fd = os.open(wal, os.O_RDONLY)
+    try:
+        fd = os.open(wal, os.O_RDONLY)
+    except FileNotFoundError:
+        return  # an in-memory database, or a WAL a checkpoint has just truncated: nothing to sync
     try:
         os.fsync(fd)
     finally:
