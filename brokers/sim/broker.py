@@ -90,7 +90,7 @@ class SimBroker:
         checkpoint_bars: int = 0,
         state_fsync: bool = True,
         account_id: str = "",
-        retain_finished: int = 1000,
+        retain_finished: int = 256,
     ) -> None:
         if fill_at not in ("next_open", "close"):
             raise ValueError(f"fill_at must be 'next_open' or 'close', not {fill_at!r}")
@@ -212,7 +212,7 @@ class SimBroker:
         )
         state.orders[client_order_id] = order
         self._working[client_order_id] = order
-        self._delta.orders.add(client_order_id)
+        self._changed(client_order_id)
         accepted = _update(order)
         if self.fill_at == "close" and order.order_type is OrderType.MARKET:
             price = self.cost_model.fill_price(order.side, state.last_prices[order.symbol])
@@ -267,7 +267,7 @@ class SimBroker:
         )
         state.orders[client_order_id] = order
         self._working[client_order_id] = order
-        self._delta.orders.add(client_order_id)
+        self._changed(client_order_id)
         self._execute(order, state.last_prices[symbol], state.clock_ts)
         fill = state.fills[-1]
         if not notify:
@@ -436,7 +436,7 @@ class SimBroker:
         order.status = OrderStatus.FILLED if filled >= order.quantity else OrderStatus.PARTIALLY_FILLED
         order.updated_ts = ts
         self._mutations += 1
-        self._delta.orders.add(order.client_order_id)
+        self._changed(order.client_order_id)
         self.state.fills.append(fill)
         self._fills_by_order.setdefault(fill.client_order_id, []).append(fill)
         if order.status.is_terminal:
@@ -471,10 +471,15 @@ class SimBroker:
         order.updated_ts = ts
         order.message = message
         self._mutations += 1
-        self._delta.orders.add(order.client_order_id)
+        self._changed(order.client_order_id)
         self._working.pop(order.client_order_id, None)
         self._finished_order(order.client_order_id)
         self._inbox.put(_update(order))
+
+    def _changed(self, client_order_id: str) -> None:
+        """Note an order for the state file's next journal line (nothing to note without a file)."""
+        if self._file is not None:
+            self._delta.orders.add(client_order_id)
 
     def _finished_order(self, client_order_id: str) -> None:
         """Forget the oldest finished orders beyond ``retain_finished`` (only without a state file, whose

@@ -61,6 +61,10 @@ def check_transition(current: OrderStatus, new: OrderStatus) -> None:
         raise OrderStateError(f"order cannot go from {current} to {new}")
 
 
+# finished orders kept in memory for late reports (a fill after a cancel); older ones are the store's
+_RECENT_FINISHED = 256
+
+
 @dataclass(slots=True)
 class ManagedOrder:
     client_order_id: str
@@ -73,6 +77,8 @@ class ManagedOrder:
     average_price: Decimal | None = None
     waiting_since: int | None = None  # when the order last started waiting for the broker (ack, cancel, lookup)
     lookups: int = 0  # broker lookups that found no such order
+    # fill ids booked (or being booked) for this order; older ones are the store's to know
+    fill_ids: set[str] = field(default_factory=set)
 
     @property
     def remaining(self) -> Decimal:
@@ -150,7 +156,6 @@ class OrderManager:
         self._prefix = f"tc{store.instance_id}"
         self._orders: dict[str, ManagedOrder] = {}
         self._recent: dict[str, ManagedOrder] = {}
-        self._seen_fills: set[str] = set()
         self._submit_timeout = submit_timeout
         self.ack_timeout = ack_timeout
         self.not_found_limit = max(1, not_found_limit)
@@ -419,12 +424,12 @@ class OrderManager:
     async def _book(self, order: ManagedOrder, fill: Fill) -> bool:
         """Book one fill unless its id was booked before (in this process or any earlier one)."""
         fill_id = fill.fill_id
-        if fill_id in self._seen_fills:
+        if fill_id in order.fill_ids:
             self.counts["duplicate_fills"] += 1
             self.rejections["duplicate_fill"] += 1
             return False
         # Claimed before the first await, so a concurrent report of the same fill cannot book it too.
-        self._seen_fills.add(fill_id)
+        order.fill_ids.add(fill_id)
         try:
             if await self._store.has_fill(fill_id):
                 self.counts["duplicate_fills"] += 1
@@ -438,7 +443,7 @@ class OrderManager:
             self.counts["fills"] += 1
             await self._on_fill(fill, order)
         except BaseException:
-            self._seen_fills.discard(fill_id)
+            order.fill_ids.discard(fill_id)
             raise
         if order.filled_quantity > order.request.quantity:
             await self._on_anomaly(
@@ -536,7 +541,7 @@ class OrderManager:
     def _terminal_cache(self, order: ManagedOrder) -> None:
         """Late updates for a just-finished order (a fill after cancel) must still find it."""
         self._recent[order.client_order_id] = order
-        if len(self._recent) > 1024:
+        if len(self._recent) > _RECENT_FINISHED:
             self._recent.pop(next(iter(self._recent)))
 
 

@@ -94,9 +94,7 @@ class Store:
             ((last_decision,),) = await runner.run(fetch_all, "SELECT COALESCE(MAX(id), 0) FROM decisions", ())
             writer: Writer
             if isinstance(runner, OnLoop) and batched:
-                fills = await runner.run(fetch_all, "SELECT 1 FROM fills LIMIT 1", ())
-                writer = BatchWriter(runner.conn, flush_rows=flush_rows, first_decision_id=int(last_decision) + 1,
-                                     fills_empty=not fills)
+                writer = BatchWriter(runner.conn, flush_rows=flush_rows, first_decision_id=int(last_decision) + 1)
             else:
                 writer = LiveWriter(runner, db_path, flush_rows=flush_rows, first_decision_id=int(last_decision) + 1,
                                     fsyncs=on_thread)
@@ -234,7 +232,7 @@ class Store:
         return await self._writer.insert_fill(fill.fill_id, tables.fill_params(self.run_id, fill, realized_pnl))
 
     async def has_fill(self, fill_id: str) -> bool:
-        return await self._writer.has_fill(fill_id)
+        return bool(await self._writer.fetch(tables.FILL_EXISTS_SQL, (fill_id,)))
 
     async def filled_for_order(self, client_order_id: str) -> tuple[Decimal, Decimal | None]:
         """The quantity stored fills gave one order, and their average price (None when nothing filled)."""

@@ -48,6 +48,7 @@ ORDER_EVENT_SQL = (
     "INSERT INTO order_events (client_order_id, ts, from_status, to_status, message) VALUES (?,?,?,?,?)"
 )
 ORDER_SEQUENCE_SQL = "UPDATE meta SET value = ? WHERE key = 'order_seq'"
+FILL_EXISTS_SQL = "SELECT 1 FROM fills WHERE fill_id = ?"
 FILL_SQL = (
     "INSERT OR IGNORE INTO fills (fill_id, client_order_id, run_id, symbol, side, quantity, price,"
     " fee, ts, realized_pnl) VALUES (?,?,?,?,?,?,?,?,?,?)"

@@ -36,6 +36,7 @@ from daemon.store.schema import Op, run_transaction
 from daemon.store.tables import (
     DECISION_SQL,
     EQUITY_SQL,
+    FILL_EXISTS_SQL,
     FILL_SQL,
     REJECTION_SQL,
     RISK_SQL,
@@ -76,8 +77,6 @@ class Writer(Protocol):
     async def insert_fill(self, fill_id: str, params: tuple[Any, ...]) -> bool:
         """Store a fill unless its id is stored already; True when it was new."""
         ...
-
-    async def has_fill(self, fill_id: str) -> bool: ...
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> Rows: ...
 
@@ -327,9 +326,6 @@ class LiveWriter(_Buffers):
         (count,) = await self._now(run_transaction, [(FILL_SQL, params, False)])
         return count == 1
 
-    async def has_fill(self, fill_id: str) -> bool:
-        return bool(await self.fetch("SELECT 1 FROM fills WHERE fill_id = ?", (fill_id,)))
-
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> Rows:
         return await self._now(fetch_all, sql, tuple(params))
 
@@ -415,15 +411,11 @@ class BatchWriter(_Buffers):
     the run (not at a flush, so where runs split does not depend on flushes).
     """
 
-    def __init__(self, conn: sqlite3.Connection, *, flush_rows: int, first_decision_id: int,
-                 fills_empty: bool) -> None:
+    def __init__(self, conn: sqlite3.Connection, *, flush_rows: int, first_decision_id: int) -> None:
         super().__init__(flush_rows, first_decision_id)
         self._conn = conn
         self._queued: list[Op] = []
         self._runs: dict[str, _DecisionRun] = {}
-        self._fills: set[str] = set()
-        # every fill in the table will have been written by this writer, so ``_fills`` knows them all
-        self._fills_empty = fills_empty
         conn.execute("BEGIN IMMEDIATE")
 
     async def commit(self, ops: Sequence[Op], *, now: bool = False) -> None:
@@ -434,18 +426,12 @@ class BatchWriter(_Buffers):
         yield  # every write is queued in call order and executed in one batch anyway
 
     async def insert_fill(self, fill_id: str, params: tuple[Any, ...]) -> bool:
-        if await self.has_fill(fill_id):
+        # ``fetch`` runs the queue first, so a fill queued a moment ago is found too; no set of every
+        # fill id is kept, so memory stays flat over a long backtest
+        if await self.fetch(FILL_EXISTS_SQL, (fill_id,)):
             return False
         self._queued.append((FILL_SQL, params, False))
-        self._fills.add(fill_id)
         return True
-
-    async def has_fill(self, fill_id: str) -> bool:
-        if fill_id in self._fills:
-            return True
-        if self._fills_empty:
-            return False
-        return bool(await self.fetch("SELECT 1 FROM fills WHERE fill_id = ?", (fill_id,)))
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> Rows:
         self._execute_queued()
