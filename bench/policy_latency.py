@@ -300,7 +300,8 @@ async def _pipeline(model: Path, repeat: int, backtests: int) -> None:
     rows = {"core: feature update + policy step, alone": core, **timings}
     rows["disk: 512-byte append + fsync"] = fsync
     for sync, live_timings in live.items():
-        rows[f"live, synchronous={sync}: bar -> order at broker.submit"] = live_timings[_SUBMIT]
+        rows[f"live, synchronous={sync}: bar -> broker.submit"] = live_timings[_SUBMIT]
+        rows[f"live, synchronous={sync}: fills booked -> broker.submit"] = live_timings[_AFTER_BOOKING]
     for name, t in rows.items():
         if len(t):
             print(f"{name:56s} {np.percentile(t, 50):9.1f} {np.percentile(t, 99):9.1f} {t.max():9.1f} {len(t):6d}")
@@ -314,13 +315,13 @@ async def _pipeline(model: Path, repeat: int, backtests: int) -> None:
     submit = timings[_SUBMIT]
     if len(submit):
         _verdict("bar -> broker.submit p50 / core p50", float(np.percentile(submit, 50)) / core_p50, 4.0)
-    durable = live["full"][_SUBMIT]
+    durable = live["full"][_AFTER_BOOKING]
     if len(durable):
         p99, disk = float(np.percentile(durable, 99)), float(np.percentile(fsync, 99))
         margin = p99 - disk
         verdict = "met" if margin <= 1000 else "MISSED"
-        print(f"{'durable live bar -> submit p99 - fsync p99':44s} {margin:8.0f} µs  (target <= 1000 µs: {verdict};"
-              f" {p99:.0f} vs {disk:.0f} µs)")
+        name = "durable live (fills booked) -> submit p99 - fsync p99"
+        print(f"{name:44s} {margin:8.0f} µs  (target <= 1000 µs: {verdict}; {p99:.0f} vs {disk:.0f} µs)")
 
 
 def _verdict(name: str, ratio: float, target: float) -> None:
@@ -328,6 +329,9 @@ def _verdict(name: str, ratio: float, target: float) -> None:
 
 
 _SUBMIT = "bar -> order at broker.submit"
+# A fill reported since the last bar is booked when the next bar arrives at full replay speed; a live venue
+# reports it between bars, when the live runner books it. The durable live target is read from here.
+_AFTER_BOOKING = "bar, its fills booked -> order at broker.submit"
 _STAGES = (
     ("decide_end", "bar -> strategy decided"),
     ("manager", "bar -> OrderManager.submit (sized, risk-checked)"),
@@ -376,7 +380,12 @@ async def _order_latency(
     mark_after(daemon.strategy, "decide", "decide_end")
     mark_before(daemon.orders, "submit", "manager")
     mark_before(daemon.broker, "submit", "broker")
-    on_bar = pipeline.on_bar
+    on_bar, apply_updates = pipeline.on_bar, pipeline.apply_updates
+
+    async def timed_apply_updates() -> int:
+        booked = await apply_updates()
+        marks["booked"] = clock()
+        return booked
 
     async def timed_on_bar(bar: Any) -> None:
         marks.clear()
@@ -386,11 +395,15 @@ async def _order_latency(
         if "broker" in marks:
             for key, _ in _STAGES:
                 stages[key].append(marks[key] - t0)
+            after_booking.append(marks["broker"] - marks["booked"])
 
+    after_booking: list[int] = []
     pipeline.on_bar = timed_on_bar  # type: ignore[method-assign]
+    pipeline.apply_updates = timed_apply_updates  # type: ignore[method-assign]
     gc.collect()
     await runner.run(install_signals=False)
     out = {label: np.array(stages[key]) / 1000.0 for key, label in _STAGES}
+    out[_AFTER_BOOKING] = np.array(after_booking) / 1000.0
     out["bar through on_bar (every bar)"] = np.array(bar_ns) / 1000.0
     return out
 
