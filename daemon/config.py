@@ -141,8 +141,8 @@ class StoreConfig(_Section):
     checkpoint_seconds: float = Field(
         60.0,
         gt=0,
-        description="with synchronous=normal: how often a worker thread folds the WAL into the database"
-        " (the checkpoint's fsyncs stay off the event loop)",
+        description="live runs: how often a worker thread folds the WAL into the database, off the commit path"
+        " (the checkpoint's fsyncs never delay an order's commit)",
     )
 
 
