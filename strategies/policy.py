@@ -147,8 +147,6 @@ class LstmPolicyRunner:
 
 
 _ZERO = 0.0
-# Bound once: a module global is one lookup where ``np.tanh`` / ``math.exp`` are two, on every call of a hot path.
-_TANH, _MULTIPLY, _ADD, _EXP = np.tanh, np.multiply, np.add, math.exp
 _PACKS: dict[tuple[str, int], struct.Struct] = {}
 
 
@@ -250,7 +248,7 @@ class _StepPlan:
         """One recurrent step with ``obs`` (already float32 values): the state moves on in place and
         ``logits`` holds the result. ``keep`` multiplies the state first, as sb3 masks episode starts
         (0.0: a single stream's start; a 0/1 column (n, 1): a batch's)."""
-        dot, tanh, multiply, add = self._dot, _TANH, _MULTIPLY, _ADD
+        dot, tanh, multiply, add = self._dot, np.tanh, np.multiply, np.add
         self._x[...] = obs
         if keep is not None:
             for h, c in self._state:
@@ -283,8 +281,7 @@ def _softmax_row(logits: list[float], pack: struct.Struct) -> tuple[float, ...]:
     """One row's softmax in Python floats, rounded to the runner's dtype by ``pack``: numpy's
     per-call overhead dwarfs the arithmetic on a handful of actions."""
     top = max(logits)
-    exp = _EXP
-    e = [exp(v - top) for v in logits]
+    e = [math.exp(v - top) for v in logits]
     total = sum(e)
     return pack.unpack(pack.pack(*[v / total for v in e]))
 
