@@ -232,7 +232,7 @@ class Store:
         return await self._writer.insert_fill(fill.fill_id, tables.fill_params(self.run_id, fill, realized_pnl))
 
     async def has_fill(self, fill_id: str) -> bool:
-        return bool(await self._writer.fetch(tables.FILL_EXISTS_SQL, (fill_id,)))
+        return await self._writer.has_fill(fill_id)
 
     async def filled_for_order(self, client_order_id: str) -> tuple[Decimal, Decimal | None]:
         """The quantity stored fills gave one order, and their average price (None when nothing filled)."""

@@ -78,6 +78,10 @@ class Writer(Protocol):
         """Store a fill unless its id is stored already; True when it was new."""
         ...
 
+    async def has_fill(self, fill_id: str) -> bool:
+        """Whether a fill with this id is stored (or queued to be)."""
+        ...
+
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> Rows: ...
 
     def next_decision_id(self) -> int: ...
@@ -326,6 +330,9 @@ class LiveWriter(_Buffers):
         (count,) = await self._now(run_transaction, [(FILL_SQL, params, False)])
         return count == 1
 
+    async def has_fill(self, fill_id: str) -> bool:
+        return bool(await self.fetch(FILL_EXISTS_SQL, (fill_id,)))
+
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> Rows:
         return await self._now(fetch_all, sql, tuple(params))
 
@@ -415,6 +422,7 @@ class BatchWriter(_Buffers):
         super().__init__(flush_rows, first_decision_id)
         self._conn = conn
         self._queued: list[Op] = []
+        self._queued_fills: set[str] = set()  # fill ids in ``_queued``
         self._runs: dict[str, _DecisionRun] = {}
         conn.execute("BEGIN IMMEDIATE")
 
@@ -426,12 +434,16 @@ class BatchWriter(_Buffers):
         yield  # every write is queued in call order and executed in one batch anyway
 
     async def insert_fill(self, fill_id: str, params: tuple[Any, ...]) -> bool:
-        # ``fetch`` runs the queue first, so a fill queued a moment ago is found too; no set of every
-        # fill id is kept, so memory stays flat over a long backtest
-        if await self.fetch(FILL_EXISTS_SQL, (fill_id,)):
+        if await self.has_fill(fill_id):
             return False
         self._queued.append((FILL_SQL, params, False))
+        self._queued_fills.add(fill_id)
         return True
+
+    async def has_fill(self, fill_id: str) -> bool:
+        # queued, or already executed into the table: asking the table does not need the queue run first,
+        # and only the queued ids are kept in memory, so memory stays flat over a long backtest
+        return fill_id in self._queued_fills or bool(fetch_all(self._conn, FILL_EXISTS_SQL, (fill_id,)))
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> Rows:
         self._execute_queued()
@@ -481,6 +493,7 @@ class BatchWriter(_Buffers):
     def _execute_queued(self) -> None:
         """Execute the queued writes, in order, inside the open batch transaction."""
         ops, self._queued = self._queued, []
+        self._queued_fills.clear()
         conn = self._conn
         try:
             for sql, params, many in ops:
