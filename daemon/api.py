@@ -14,7 +14,7 @@ import hmac
 import inspect
 import json
 import math
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
 from enum import Enum
 from types import TracebackType
@@ -125,10 +125,13 @@ class ControlApi:
         *,
         ready: HealthProvider | None = None,
         documents: Mapping[str, StatusProvider] | None = None,
+        routes: Sequence[web.RouteDef] = (),
     ) -> None:
         self._status = status
         # more read-only JSON documents, each served at GET /<name> (e.g. "risk")
         self._documents: dict[str, StatusProvider] = dict(documents or {})
+        # more read-only endpoints built elsewhere (metrics, the dashboard), mounted before the actions
+        self._routes = tuple(routes)
         self._health = health
         self._ready = ready if ready is not None else health
         self._actions: dict[str, Action] = dict(actions or {})
@@ -153,6 +156,7 @@ class ControlApi:
         app.router.add_get("/status", self._status_doc)
         for name, provider in self._documents.items():
             app.router.add_get(f"/{name}", self._document(provider))
+        app.router.add_routes(self._routes)
         app.router.add_post("/{action}", self._action)
         return app
 

@@ -22,6 +22,7 @@ from brokers.base import Broker
 from brokers.errors import ConfigError, RiskStateError, TradectlError
 from daemon.bar_guard import BarGuard
 from daemon.config import TradectlConfig
+from daemon.events import EventHub
 from daemon.looplag import LoopLagMonitor
 from daemon.orders import OrderManager, StartupOutcome, make_settle, open_books, start_safely
 from daemon.pipeline import TradingPipeline
@@ -67,6 +68,7 @@ class Daemon:
     portfolio: Portfolio
     strategy: Strategy
     reconciler: Reconciler
+    events: EventHub  # alerts, the dashboard's live feed and metrics listen here
     started: float = field(default_factory=time.monotonic)
     lag: LoopLagMonitor = field(default_factory=LoopLagMonitor)
     startup: StartupOutcome | None = None
@@ -107,6 +109,7 @@ class Daemon:
             state = TradingState(saved)
             log.warning("trading state restored from the store; resume to trade", state=saved)
         governor = RiskGovernor(build_layers(config.risk, bar_seconds=config.data.bar_seconds), state=state)
+        events = EventHub()
         pipeline = TradingPipeline(
             broker=broker,
             guard=BarGuard(config.guard.max_gap_seconds),
@@ -115,6 +118,7 @@ class Daemon:
             governor=governor,
             portfolio=portfolio,
             store=store,
+            alert=events.publish,
         )
         oc = config.orders
         orders = await OrderManager.create(
@@ -129,7 +133,7 @@ class Daemon:
             audit=store.record_reconciliation, alert=pipeline._emit, settle=make_settle(broker, orders),
             confirm_delay=rc.confirm_delay_seconds, unknown_halt_after=rc.unknown_halt_after, run_id=store.run_id,
         )
-        daemon = cls(config, mode, store, broker, pipeline, orders, governor, portfolio, strategy, reconciler)
+        daemon = cls(config, mode, store, broker, pipeline, orders, governor, portfolio, strategy, reconciler, events)
         governor.on_transition(daemon._persist_transition)
         pipeline.on_rollback = daemon.rollback_to_gold
         return daemon
@@ -138,6 +142,8 @@ class Daemon:
         log.warning("trading state changed", previous=previous.value, to=to.value, reason=reason)
         ts = self.pipeline.last_bar.ts if self.pipeline.last_bar else 0
         self._spawn(self.store.set_state(_STATE_KEY, to.value, ts))
+        self.events.publish("state", f"trading {to.value} ({reason})",
+                            {"previous": previous.value, "state": to.value, "reason": reason})
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -185,6 +185,8 @@ class LiveRunner:
                 self.notifier.start_watchdog(daemon.health)
                 log.info("trading started", strategy=daemon.strategy.name, broker=daemon.broker.name,
                          state=daemon.governor.state.value)
+                daemon.events.publish("start", f"tradectl trading {daemon.strategy.name} on {daemon.broker.name}",
+                                      {"state": daemon.governor.state.value})
                 await self._trade()
         finally:
             for task in background:
@@ -192,6 +194,7 @@ class LiveRunner:
             await asyncio.gather(*background, return_exceptions=True)
             await self._stop_services()
             summary = await daemon.finish()
+            daemon.events.publish("stop", "tradectl stopped", summary.as_dict())
         return summary
 
     async def _trade(self) -> None:

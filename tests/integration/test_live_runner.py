@@ -47,3 +47,17 @@ async def _until(check: Callable[[], bool], *, seconds: float) -> None:
             return
         await asyncio.sleep(0.005)
     raise AssertionError(f"not within {seconds} s")
+
+
+async def test_the_daemon_publishes_start_state_changes_and_stop(tmp_path: Path) -> None:
+    runner = await LiveRunner.open(_config(tmp_path), bars=load_bundled()[:50])
+    daemon = runner.daemon
+    seen: list[str] = []
+    daemon.events.subscribe(lambda event: seen.append(event.kind))
+    trading = asyncio.create_task(runner.run(install_signals=False))
+    await _until(lambda: "start" in seen, seconds=10)
+    await daemon.pause()
+    daemon.request_stop()
+    await asyncio.wait_for(trading, 10)
+    assert seen[0] == "start" and seen[-1] == "stop"
+    assert "state" in seen
