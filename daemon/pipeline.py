@@ -92,6 +92,11 @@ class TradingPipeline:
         self.on_rollback: Callable[[int], Awaitable[None]] | None = None
         self._flush_task: asyncio.Task[None] | None = None
         self._last_denial: tuple[str, str, str] | None = None
+        self.decisions_by_action: dict[str, int] = {}
+        # latency observers set by the metrics (seconds); None leaves the policy step untimed
+        self.observe_policy: Callable[[float], None] | None = None
+        self.observe_bar_to_order: Callable[[float], None] | None = None
+        self._bar_started = 0.0
 
     def attach(self, orders: OrderManager) -> None:
         self.orders = orders
@@ -103,6 +108,7 @@ class TradingPipeline:
         The one path of every bar, live or replayed: a bar that changes
         nothing costs a guard check, a mark, a decision and a few rows.
         """
+        self._bar_started = time.perf_counter()
         await self.apply_updates()
         counts = self.counts
         counts.bars += 1
@@ -120,7 +126,14 @@ class TradingPipeline:
         view = portfolio.view(symbol)
         equity = portfolio.equity()
         sent = counts.orders
-        for decision in self.strategy.decide((bar,), (view,)):
+        observe = self.observe_policy
+        if observe is None:
+            decisions = self.strategy.decide((bar,), (view,))
+        else:
+            started = time.perf_counter()
+            decisions = self.strategy.decide((bar,), (view,))
+            observe(time.perf_counter() - started)
+        for decision in decisions:
             await self._act(decision, bar, view, equity)
         if counts.orders != sent:
             equity = portfolio.equity()
@@ -245,6 +258,8 @@ class TradingPipeline:
     ) -> ManagedOrder:
         assert self.orders is not None
         order = await self.orders.submit(request, ts=ts, decision_id=decision_id)
+        if self.observe_bar_to_order is not None:
+            self.observe_bar_to_order(time.perf_counter() - self._bar_started)
         self.counts.orders += 1
         self._last_denial = None
         self.hooks.order_sent(request.symbol, ts)
@@ -292,6 +307,8 @@ class TradingPipeline:
         client_order_id: str | None,
     ) -> None:
         action = decision.action.name
+        by_action = self.decisions_by_action
+        by_action[action] = by_action.get(action, 0) + 1
         row = DecisionRow(
             decision.symbol,
             decision.ts,

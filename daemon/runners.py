@@ -30,6 +30,7 @@ from brokers.base import Bar
 from daemon.api import ControlApi
 from daemon.app import Daemon, build_strategy
 from daemon.config import TradectlConfig
+from daemon.metrics import DaemonMetrics
 from daemon.orders import supervise
 from daemon.report import Summary
 from daemon.sdnotify import SystemdNotifier
@@ -136,6 +137,7 @@ class LiveRunner:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
         self.api: ControlApi | None = None
+        self.metrics: DaemonMetrics | None = None  # GET /metrics, with the API
         self.notifier = SystemdNotifier()
         # a bar and a streamed order update are never handled at the same time
         self._books = asyncio.Lock()
@@ -227,11 +229,13 @@ class LiveRunner:
         api = daemon.config.api
         if not api.enabled:
             return
+        self.metrics = DaemonMetrics(daemon).attach()
         self.api = ControlApi(
             status=daemon.status,
             health=daemon.health,
             actions={"pause": daemon.pause, "resume": daemon.resume, "flatten": daemon.flatten},
             documents={"risk": daemon.risk_report},
+            routes=[self.metrics.route()],
             token=api.token.get_secret_value() if api.token else None,
             host=api.host,
             port=api.port,

@@ -170,6 +170,7 @@ class OrderManager:
             "malformed_updates": 0,
         }
         self.rejections: Counter[str] = Counter()  # refused broker updates by reason code
+        self.status_counts: Counter[OrderStatus] = Counter()  # orders that entered each status (metrics)
 
     @classmethod
     async def create(cls, store: Store, broker: Broker, **kwargs: object) -> OrderManager:
@@ -521,6 +522,7 @@ class OrderManager:
         previous = order.status
         check_transition(previous, to)
         order.status = to
+        self.status_counts[to] += 1
         if to not in _AWAITING_BROKER:
             order.lookups = 0
         await self._store.update_order(
