@@ -159,7 +159,39 @@ class LoggingConfig(_Section):
 
 
 class TelegramConfig(_Section):
+    """Telegram alerts and commands (python-telegram-bot, run inside the daemon's event loop)."""
+
+    enabled: bool = Field(False, description="run the Telegram bot during `tradectl run` (needs the token)")
     token: SecretStr | None = Field(None, description="bot token; environment only: TRADECTL_TELEGRAM__TOKEN")
+    base_url: str = Field(
+        "https://api.telegram.org/bot", description="Bot API base; the token is appended (a test server here)"
+    )
+    chat_ids: list[int] = Field(
+        default_factory=list, description="chats that may read (/status ...) and receive alerts; empty = none"
+    )
+    command_chat_ids: list[int] | None = Field(
+        None, description="chats that may pause, resume and flatten; None = the same as chat_ids"
+    )
+    user_ids: list[int] = Field(
+        default_factory=list, description="if set, only these Telegram users may command, even in allowed chats"
+    )
+    poll_timeout_seconds: int = Field(30, ge=0, description="getUpdates long-poll timeout")
+    coalesce_seconds: float = Field(
+        60.0, gt=0, description="risk denials: one message per layer and reason per this many seconds"
+    )
+    outbox_limit: int = Field(1000, ge=10, description="undelivered alerts kept; older ones are dropped and counted")
+    backlog_summary_after: int = Field(
+        10, ge=2, description="a backlog longer than this is sent as one summary plus the newest alerts"
+    )
+    send_interval_seconds: float = Field(
+        1.0, ge=0, description="least time between two messages to one chat (Telegram allows about 1/s)"
+    )
+    retry_seconds: float = Field(5.0, gt=0, description="wait after a failed send before trying again")
+    confirm_seconds: float = Field(60.0, gt=0, description="how long a /flatten waits for its confirmation")
+    daily_summary_time: str | None = Field(
+        "21:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", description="local HH:MM of the daily summary; None = off"
+    )
+    timezone: str = Field("UTC", description="zone of daily_summary_time (IANA name)")
 
 
 class TradectlConfig(BaseSettings):

@@ -257,6 +257,7 @@ class TradingPipeline:
         self, request: OrderRequest, decision_id: int, decision: Decision, verdict: Verdict, ts: int
     ) -> ManagedOrder:
         assert self.orders is not None
+        held = self.portfolio.quantity(request.symbol)
         order = await self.orders.submit(request, ts=ts, decision_id=decision_id)
         if self.observe_bar_to_order is not None:
             self.observe_bar_to_order(time.perf_counter() - self._bar_started)
@@ -273,6 +274,13 @@ class TradingPipeline:
             action=decision.action.name,
             resized=verdict.kind is VerdictKind.RESIZE,
         )
+        what = f"{request.side.value} {request.quantity} {request.symbol}"
+        if order.rejection:
+            await self._emit("order_rejected", f"{what}: {order.rejection}",
+                             {"client_order_id": order.client_order_id, "reason": order.rejection})
+        elif _opens(held, held + request.signed_quantity):  # a close alerts at its exit, with the P&L
+            await self._emit("entry", f"{what} ({decision.action.name})",
+                             {"client_order_id": order.client_order_id, "symbol": request.symbol})
         return order
 
     async def _denied(
@@ -484,3 +492,8 @@ class TradingPipeline:
             },
             "rejected_by_reason": dict(self.guard.rejected),
         }
+
+
+def _opens(held: Decimal, after: Decimal) -> bool:
+    """Whether an order taking a position from ``held`` to ``after`` opens, adds to or reverses one (an entry)."""
+    return after != 0 and (held == 0 or (after > 0) != (held > 0) or abs(after) > abs(held))

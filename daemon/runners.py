@@ -23,6 +23,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -37,6 +38,9 @@ from daemon.sdnotify import SystemdNotifier
 from daemon.store import Store
 from daemon.venues import Venue, load_data, open_backtest_broker, open_broker
 from strategies.base import Strategy
+
+if TYPE_CHECKING:
+    from daemon.telegram import TelegramService
 
 log = structlog.get_logger(__name__)
 
@@ -137,6 +141,7 @@ class LiveRunner:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
         self.api: ControlApi | None = None
+        self.telegram: TelegramService | None = None  # alerts and commands, when telegram.enabled
         self.metrics: DaemonMetrics | None = None  # GET /metrics, with the API
         self.notifier = SystemdNotifier()
         # a bar and a streamed order update are never handled at the same time
@@ -173,6 +178,7 @@ class LiveRunner:
                 daemon.lag.start()
                 await self._restore_strategy_state()
                 await self._start_api()
+                await self._start_telegram()
                 background.append(asyncio.create_task(self._flush_periodically()))
                 await daemon.start_safely()
                 rc = config.reconcile
@@ -242,8 +248,18 @@ class LiveRunner:
         )
         await self.api.start()
 
+    async def _start_telegram(self) -> None:
+        settings = self.daemon.config.telegram
+        if settings.enabled:
+            from daemon.telegram import TelegramService  # python-telegram-bot is imported only when used
+
+            self.telegram = TelegramService(self.daemon, settings)
+            await self.telegram.start()
+
     async def _stop_services(self) -> None:
         self.notifier.stopping()
+        if self.telegram is not None:
+            await self.telegram.stop()  # before the store closes: the stop alert goes through the outbox
         await self.notifier.stop_watchdog()
         if self.api is not None:
             await self.api.stop()

@@ -77,6 +77,7 @@ class ManagedOrder:
     average_price: Decimal | None = None
     waiting_since: int | None = None  # when the order last started waiting for the broker (ack, cancel, lookup)
     lookups: int = 0  # broker lookups that found no such order
+    rejection: str = ""  # the venue's reason when it refused the order at submit
     # fill ids booked (or being booked) for this order; older ones are the store's to know
     fill_ids: set[str] = field(default_factory=set)
 
@@ -238,6 +239,7 @@ class OrderManager:
             ack = await self._send(client_order_id, request)
         except OrderRejected as exc:
             self.counts["rejected"] += 1
+            order.rejection = str(exc)
             await self._move(order, S.REJECTED, ts, message=str(exc))
             log.warning("order rejected", client_order_id=client_order_id, reason=str(exc))
             return order

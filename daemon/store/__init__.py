@@ -17,8 +17,10 @@ from daemon.store.rows import (
     EquitySnapshot,
     JournaledOrder,
     ModelEntry,
+    OutboxAlert,
     ReconciliationRecord,
     RiskEvent,
+    StoredTrade,
 )
 from daemon.store.schema import LATEST_VERSION
 
@@ -31,8 +33,10 @@ __all__ = [
     "EquitySnapshot",
     "JournaledOrder",
     "ModelEntry",
+    "OutboxAlert",
     "ReconciliationRecord",
     "RiskEvent",
     "Store",
+    "StoredTrade",
     "Synchronous",
 ]

@@ -32,8 +32,10 @@ from daemon.store.rows import (
     EquitySnapshot,
     JournaledOrder,
     ModelEntry,
+    OutboxAlert,
     ReconciliationRecord,
     RiskEvent,
+    StoredTrade,
 )
 from daemon.store.schema import configure, ensure_meta, migrate, utc_now
 from daemon.store.writer import BatchWriter, LiveWriter, OnLoop, OnThread, Writer, fetch_all
@@ -262,6 +264,16 @@ class Store:
     async def record_trade(self, trade: ClosedTradeLike) -> None:
         await self._writer.commit([(tables.TRADE_SQL, tables.trade_params(self.run_id, trade), False)])
 
+    async def recent_trades(self, limit: int) -> list[StoredTrade]:
+        """The last ``limit`` closed trades (any run), newest first."""
+        rows = await self._writer.fetch(
+            "SELECT symbol, direction, quantity, exit_ts, entry_price, exit_price, pnl FROM trades"
+            " ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        return [StoredTrade(r[0], int(r[1]), Decimal(r[2]), int(r[3]), Decimal(r[4]), Decimal(r[5]), Decimal(r[6]))
+                for r in rows]
+
     # ------------------------------------------------------------------ buffered rows
     def next_decision_id(self) -> int:
         """An id for a decision about to cause an order (the order row refers to it)."""
@@ -336,6 +348,49 @@ class Store:
     # ------------------------------------------------------------------ reconciliation audit
     async def record_reconciliation(self, record: ReconciliationRecord) -> None:
         await self._writer.commit([(tables.RECONCILIATION_SQL, tables.reconciliation_params(record), False)])
+
+    # ------------------------------------------------------------------ the alert outbox (committed)
+    async def enqueue_alert(self, dedup_key: str, kind: str, text: str, created_at: float, *, limit: int) -> None:
+        """Queue an operator alert once per ``dedup_key``; beyond ``limit`` pending the oldest are dropped."""
+        await self._writer.commit([
+            (tables.ALERT_ENQUEUE_SQL, (dedup_key, kind, text, created_at), False),
+            (tables.ALERT_DROP_OVER_LIMIT_SQL, (created_at, limit), False),
+        ])
+
+    async def pending_alerts(self, limit: int) -> list[OutboxAlert]:
+        """The oldest undelivered alerts, in the order they were queued."""
+        rows = await self._writer.fetch(tables.ALERT_PENDING_SQL, (limit,))
+        return [
+            OutboxAlert(int(r[0]), r[1], r[2], r[3], float(r[4]), int(r[5]),
+                        frozenset(int(c) for c in r[6].split(",") if c))
+            for r in rows
+        ]
+
+    async def pending_alert_count(self) -> int:
+        ((count,),) = await self._writer.fetch("SELECT COUNT(*) FROM alert_outbox WHERE status = 'pending'")
+        return int(count)
+
+    async def alert_progress(self, alert_id: int, delivered_to: Iterable[int]) -> None:
+        """One more delivery attempt, and the chats that have the alert so far."""
+        chats = ",".join(str(c) for c in sorted(delivered_to))
+        await self._writer.commit([(tables.ALERT_PROGRESS_SQL, (chats, alert_id), False)])
+
+    async def finish_alerts(self, alert_ids: Sequence[int], status: str, done_at: float) -> None:
+        """Mark alerts ``sent`` or ``summarised`` (a pending alert only: finishing twice changes nothing)."""
+        await self._writer.commit([(tables.ALERT_DONE_SQL, (status, done_at, i), False) for i in alert_ids])
+
+    async def summarise_alerts(self, folded: Sequence[int], carrier: int, text: str, done_at: float) -> None:
+        """Fold a backlog in one transaction: ``folded`` are done as summarised and the ``carrier`` (the newest
+        of them, so the order holds) now says ``text`` and is delivered in their place."""
+        ops: list[tuple[str, Sequence[Any], bool]] = [
+            (tables.ALERT_DONE_SQL, ("summarised", done_at, i), False) for i in folded
+        ]
+        ops.append((tables.ALERT_CARRY_SQL, (text, carrier), False))
+        await self._writer.commit(ops)
+
+    async def alert_status_counts(self) -> dict[str, int]:
+        rows = await self._writer.fetch("SELECT status, COUNT(*) FROM alert_outbox GROUP BY status")
+        return {str(r[0]): int(r[1]) for r in rows}
 
     # ------------------------------------------------------------------ reading (reports, tests)
     async def query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:

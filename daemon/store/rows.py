@@ -159,3 +159,29 @@ class ReconciliationRecord:
     differences: tuple[dict[str, str], ...]
     detail: str
 
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxAlert:
+    """An operator alert in the outbox: what to say, and which chats already have it."""
+
+    id: int
+    dedup_key: str
+    kind: str
+    text: str
+    created_at: float
+    attempts: int
+    delivered_to: frozenset[int]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTrade:
+    """A closed trade as the store holds it (what /trades and alerts quote)."""
+
+    symbol: str
+    direction: int
+    quantity: Decimal
+    exit_ts: int
+    entry_price: Decimal
+    exit_price: Decimal
+    pnl: Decimal

@@ -193,6 +193,28 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         ALTER TABLE decisions ADD COLUMN last_ts INTEGER
         """,
     ),
+    (
+        5,
+        "alert outbox",
+        # Operator alerts waiting for (or past) delivery, in the order they happened. ``dedup_key`` keeps
+        # one event from being queued twice; ``delivered_to`` lists the chats that already have it, so a
+        # retry after a partial delivery does not send it to them again. status: pending, sent,
+        # summarised (sent as part of a backlog summary) or dropped (over the outbox bound).
+        """
+        CREATE TABLE alert_outbox (
+            id INTEGER PRIMARY KEY,
+            dedup_key TEXT NOT NULL UNIQUE,
+            kind TEXT NOT NULL,
+            text TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            delivered_to TEXT NOT NULL DEFAULT '',
+            done_at REAL
+        );
+        CREATE INDEX alert_outbox_status ON alert_outbox(status, id)
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1][0]

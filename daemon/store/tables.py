@@ -136,3 +136,17 @@ def trade_params(run_id: int, trade: ClosedTradeLike) -> tuple[object, ...]:
 def reconciliation_params(record: ReconciliationRecord) -> tuple[object, ...]:
     differences = json.dumps(list(record.differences), sort_keys=True)
     return (record.run_id, record.ts, record.reason, record.status, record.action, differences, record.detail)
+
+ALERT_ENQUEUE_SQL = "INSERT OR IGNORE INTO alert_outbox (dedup_key, kind, text, created_at) VALUES (?,?,?,?)"
+# everything pending beyond the newest ``limit`` rows is dropped (the bound keeps a long outage finite)
+ALERT_DROP_OVER_LIMIT_SQL = (
+    "UPDATE alert_outbox SET status = 'dropped', done_at = ? WHERE id IN (SELECT id FROM alert_outbox"
+    " WHERE status = 'pending' ORDER BY id DESC LIMIT -1 OFFSET ?)"
+)
+ALERT_PENDING_SQL = (
+    "SELECT id, dedup_key, kind, text, created_at, attempts, delivered_to FROM alert_outbox"
+    " WHERE status = 'pending' ORDER BY id LIMIT ?"
+)
+ALERT_DONE_SQL = "UPDATE alert_outbox SET status = ?, done_at = ? WHERE id = ? AND status = 'pending'"
+ALERT_PROGRESS_SQL = "UPDATE alert_outbox SET attempts = attempts + 1, delivered_to = ? WHERE id = ?"
+ALERT_CARRY_SQL = "UPDATE alert_outbox SET kind = 'summary', text = ? WHERE id = ? AND status = 'pending'"

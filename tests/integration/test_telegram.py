@@ -1,0 +1,259 @@
+"""Telegram end to end: the real python-telegram-bot client against the fake Bot API, a real LiveRunner on the
+simulator, a real SQLite store. Commands change (or do not change) what the daemon does; alerts arrive once,
+in order, with the P&L the store holds, through a 429, dropped connections and an outage."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from brokers.history import load_bundled
+from daemon.config import TradectlConfig
+from daemon.runners import LiveRunner
+from daemon.store import Store
+from risk.governor import TradingState
+from tests.fakes.telegram import FakeBotApi
+
+TOKEN = "123456:TEST-token-never-logged"
+OPS, WATCHER, STRANGER = 111, 222, 333  # OPS may act; WATCHER may only read; STRANGER is nobody
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeBotApi]:
+    api = FakeBotApi(TOKEN)
+    await api.start()
+    try:
+        yield api
+    finally:
+        await api.close()
+
+
+def _config(tmp_path: Path, fake: FakeBotApi, *, pace: float, **telegram: Any) -> TradectlConfig:
+    return TradectlConfig(
+        api={"enabled": False},
+        strategy={"kind": "sma_cross"},
+        store={"path": str(tmp_path / "live.db"), "synchronous": "normal"},
+        data={"pace": pace},
+        telegram={
+            "enabled": True, "token": TOKEN, "base_url": fake.base_url, "chat_ids": [OPS, WATCHER],
+            "command_chat_ids": [OPS], "poll_timeout_seconds": 1, "send_interval_seconds": 0,
+            "retry_seconds": 0.05, "daily_summary_time": None, "backlog_summary_after": 1000, **telegram,
+        },
+    )
+
+
+async def _until(check: Callable[[], bool], seconds: float = 10, what: str = "") -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not check():
+        if loop.time() > deadline:
+            raise AssertionError(f"not within {seconds} s: {what}")
+        await asyncio.sleep(0.01)
+
+
+async def _reply(fake: FakeBotApi, chat: int, send: Callable[[], Awaitable[Any]], expect: str) -> str:
+    """Send, then wait for a new message to ``chat`` that contains ``expect`` (alerts may come in between)."""
+    before = len(fake.texts(chat))
+    await send()
+
+    def found() -> str | None:
+        return next((t for t in fake.texts(chat)[before:] if expect in t), None)
+
+    await _until(lambda: found() is not None, 10, f"a reply with {expect!r}")
+    return found() or ""
+
+
+async def _started(runner: LiveRunner, fake: FakeBotApi) -> asyncio.Task[Any]:
+    task = asyncio.create_task(runner.run(install_signals=False))
+    await _until(lambda: any(t.startswith("▶️ started") for t in fake.texts(OPS)), 10, "the start alert")
+    await _until(lambda: "getUpdates" in fake.calls, 10, "polling")
+    return task
+
+
+async def test_pause_from_an_allowed_chat_stops_entries_survives_a_restart_and_resume_lifts_it(
+    tmp_path: Path, fake: FakeBotApi, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str],
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    bars = load_bundled()[:3000]
+    runner = await LiveRunner.open(_config(tmp_path, fake, pace=40), bars=bars)
+    daemon = runner.daemon
+    kinds: list[tuple[str, int]] = []
+    daemon.events.subscribe(lambda e: kinds.append((e.kind, daemon.pipeline.counts.bars)))
+    trading = await _started(runner, fake)
+    try:
+        # nobody else: no answer, nothing changes, counted
+        await fake.send_command(STRANGER, "/pause")
+        await fake.send_command(STRANGER, "/status")
+        # a chat that may read but not act is told so, and nothing changes
+        await _reply(fake, WATCHER, lambda: fake.send_command(WATCHER, "/pause"), "not allowed")
+        assert daemon.governor.state is TradingState.ACTIVE
+        assert fake.texts(STRANGER) == []
+        assert runner.telegram is not None and runner.telegram.access.refused["unknown_chat"] == 2
+        await _reply(fake, WATCHER, lambda: fake.send_command(WATCHER, "/status"), "State: active")
+
+        await _reply(fake, OPS, lambda: fake.send_command(OPS, "/pause"), "Paused")
+        assert daemon.governor.state is TradingState.PAUSED
+        paused_at = daemon.pipeline.counts.bars
+        await _until(lambda: daemon.pipeline.counts.bars >= paused_at + 40, 10, "bars while paused")
+        assert not [k for k, bar in kinds if k == "entry" and bar > paused_at], "no entry while paused"
+        assert any(t.startswith("🚦 state") and "paused" in t for t in fake.texts(OPS))
+    finally:
+        daemon.request_stop()
+        await asyncio.wait_for(trading, 15)
+
+    # a new process on the same store: still paused, and /resume from the allowed chat lifts it
+    runner = await LiveRunner.open(_config(tmp_path, fake, pace=40), bars=bars)
+    daemon = runner.daemon
+    assert daemon.governor.state is TradingState.PAUSED
+    trading = await _started(runner, fake)
+    try:
+        await _reply(fake, WATCHER, lambda: fake.send_command(WATCHER, "/resume"), "not allowed")
+        await fake.send_command(STRANGER, "/resume")
+        assert daemon.governor.state is TradingState.PAUSED
+        await _reply(fake, OPS, lambda: fake.send_command(OPS, "/resume"), "Resumed")
+        assert daemon.governor.state is TradingState.ACTIVE
+    finally:
+        daemon.request_stop()
+        await asyncio.wait_for(trading, 15)
+    async with _store(tmp_path) as store:
+        assert await store.get_state("trading_state") == "active"
+    assert fake.texts(STRANGER) == []
+    logged = caplog.text + capsys.readouterr().err
+    assert TOKEN not in logged and "TEST-token" not in logged
+
+
+async def test_flatten_needs_its_confirmation(tmp_path: Path, fake: FakeBotApi) -> None:
+    runner = await LiveRunner.open(_config(tmp_path, fake, pace=40), bars=load_bundled()[:3000])
+    daemon = runner.daemon
+    trading = await _started(runner, fake)
+    flattens: list[str] = []
+    daemon.events.subscribe(lambda e: flattens.append(e.message) if e.kind == "flatten" else None)
+    try:
+        await _reply(fake, OPS, lambda: fake.send_command(OPS, "/flatten confirm"), "send /flatten first")
+        await _reply(fake, WATCHER, lambda: fake.send_command(WATCHER, "/flatten"), "not allowed")
+        await _reply(fake, OPS, lambda: fake.send_command(OPS, "/flatten"), "/flatten confirm within 60 s")
+        assert flattens == []
+        data = _button(fake, OPS)
+        # the button pressed in another chat, or with a stale nonce, does nothing
+        await fake.press_button(STRANGER, data)
+        await _reply(fake, OPS, lambda: fake.press_button(OPS, "flatten:00000000"), "send /flatten first")
+        assert flattens == []
+        # armed again, and confirmed with the button
+        await _reply(fake, OPS, lambda: fake.send_command(OPS, "/flatten"), "Press the button")
+        query = await fake.press_button(OPS, _button(fake, OPS))
+        await _until(lambda: any(t.startswith("Flatten:") for t in fake.texts(OPS)), 5, "flatten done")
+        await _until(lambda: query in fake.answered_callbacks, 5, "the button press answered")
+        await _until(lambda: len(flattens) == 1, 5, "one flatten")
+        # a second confirmation is refused, not repeated
+        await _reply(fake, OPS, lambda: fake.send_command(OPS, "/flatten confirm"), "send /flatten first")
+        # and /flatten confirm works within the window
+        await _reply(fake, OPS, lambda: fake.send_command(OPS, "/flatten"), "Press the button")
+        await _reply(fake, OPS, lambda: fake.send_command(OPS, "/flatten confirm"), "Flatten:")
+        await _until(lambda: len(flattens) == 2, 5, "the second flatten")
+    finally:
+        daemon.request_stop()
+        await asyncio.wait_for(trading, 15)
+    assert fake.texts(STRANGER) == []
+
+
+async def test_entry_and_exit_alerts_carry_the_pnl_the_store_holds(tmp_path: Path, fake: FakeBotApi) -> None:
+    runner = await LiveRunner.open(_config(tmp_path, fake, pace=0), bars=load_bundled()[:600])
+    await asyncio.wait_for(runner.run(install_signals=False), 30)
+    async with _store(tmp_path) as store:
+        trades = list(reversed(await store.recent_trades(1000)))
+        orders = await store.query("SELECT COUNT(*) FROM orders")
+        counts = await store.alert_status_counts()
+    assert len(trades) >= 3, "the SMA cross trades in 600 bars"
+    for chat in (OPS, WATCHER):
+        texts = fake.texts(chat)
+        exits = [re.search(r"P&L (\S+)$", t).group(1) for t in texts if t.startswith("📤 exit")]  # type: ignore[union-attr]
+        assert exits == [str(t.pnl) for t in trades]
+        entries = [t for t in texts if t.startswith("📥 order")]
+        assert 0 < len(entries) <= orders[0][0]
+        assert texts[0].startswith("▶️ started") and texts[-1].startswith("⏹ stopping")
+    assert counts == {"sent": counts["sent"]}, "every alert delivered, none pending or dropped"
+
+
+async def test_429_drops_and_an_outage_lose_nothing_duplicate_nothing_and_trading_goes_on(
+    tmp_path: Path, fake: FakeBotApi,
+) -> None:
+    fake.fail("sendMessage", 429, retry_after=1)
+    fake.fail("sendMessage", 0, times=2)  # then two dropped connections
+    fake.fail("sendMessage", 502)
+    runner = await LiveRunner.open(_config(tmp_path, fake, pace=100), bars=load_bundled()[:1500])
+    daemon = runner.daemon
+    trading = asyncio.create_task(runner.run(install_signals=False))
+    try:
+        await _until(lambda: any(t.startswith("▶️ started") for t in fake.texts(WATCHER)), 15, "start alert")
+        assert fake.texts(OPS).count(fake.texts(OPS)[0]) == 1
+        await fake.go_away()
+        bars_before = daemon.pipeline.counts.bars
+        queued_before = runner.telegram.outbox.counts["queued"]  # type: ignore[union-attr]
+        await asyncio.sleep(2.0)
+        assert daemon.pipeline.counts.bars >= bars_before + 100, "trading goes on while Telegram is away"
+        assert runner.telegram.outbox.counts["queued"] > queued_before  # type: ignore[union-attr]
+        assert not runner.telegram.outbox.connected  # type: ignore[union-attr]
+        await fake.come_back()
+        outbox = runner.telegram.outbox  # type: ignore[union-attr]
+        await _until(lambda: outbox.connected and outbox.counts["sent"] == outbox.counts["queued"], 10, "caught up")
+    finally:
+        daemon.request_stop()
+        await asyncio.wait_for(trading, 15)
+    async with _store(tmp_path) as store:
+        rows = await store.query("SELECT id, text, status FROM alert_outbox ORDER BY id")
+    assert rows and all(status == "sent" for _, _, status in rows)
+    for chat in (OPS, WATCHER):
+        assert fake.texts(chat) == [text for _, text, _ in rows], "each alert once, in order"
+    assert not fake.faults["sendMessage"], "the 429, both dropped connections and the 502 were all met"
+    assert runner.telegram.outbox.counts["retry_after"] == 1  # type: ignore[union-attr]
+    assert runner.daemon.lag.snapshot()["max"] < 250
+
+
+async def test_a_long_backlog_is_summarised_not_flooded(tmp_path: Path, fake: FakeBotApi) -> None:
+    await fake.go_away()  # a whole run without Telegram: its alerts wait in the store
+    runner = await LiveRunner.open(_config(tmp_path, fake, pace=0), bars=load_bundled()[:800])
+    await asyncio.wait_for(runner.run(install_signals=False), 30)
+    async with _store(tmp_path) as store:
+        waiting = await store.pending_alert_count()
+    assert waiting > 12 and fake.sent == []
+    await fake.come_back()
+    runner = await LiveRunner.open(_config(tmp_path, fake, pace=20, backlog_summary_after=6),
+                                   bars=load_bundled()[:400])
+    task = asyncio.create_task(runner.run(install_signals=False))
+    try:
+        await _until(lambda: any(t.startswith("▶️ started") for t in fake.texts(OPS)), 10, "the new start alert")
+    finally:
+        runner.daemon.request_stop()
+        await asyncio.wait_for(task, 15)
+    async with _store(tmp_path) as store:
+        counts = await store.alert_status_counts()
+    texts = fake.texts(OPS)
+    assert counts.get("pending", 0) == 0 and counts["summarised"] >= waiting - 3
+    assert texts[0].startswith(f"📦 {counts['summarised'] + 1} alerts"), texts[0]  # the folded + their carrier
+    assert len(texts) < 10, "a summary and the newest few, not the whole backlog"
+    assert texts[-1].startswith("⏹ stopping")
+
+
+def _button(fake: FakeBotApi, chat: int) -> str:
+    """The callback data of the last inline button sent to ``chat``."""
+    markup = next(m.reply_markup for m in reversed(fake.sent) if m.chat_id == chat and m.reply_markup)
+    assert markup is not None
+    return str(markup["inline_keyboard"][0][0]["callback_data"])
+
+
+def _store(tmp_path: Path) -> Any:
+    class _Open:
+        async def __aenter__(self) -> Store:
+            self.store = await Store.open(tmp_path / "live.db", synchronous="normal")
+            return self.store
+
+        async def __aexit__(self, *exc: object) -> None:
+            await self.store.close()
+
+    return _Open()
