@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from brokers.history import load_bundled
 from daemon.config import TradectlConfig
-from daemon.metrics import DaemonMetrics
+from daemon.metrics import DaemonMetrics, LatencyHistogram
 from daemon.runners import BacktestRunner
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "config" / "grafana-dashboard.json"
@@ -148,3 +148,18 @@ def test_the_grafana_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
     path.write_text(json.dumps({"groups": [{"name": "dashboard", "rules": rules}]}))
     result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_latency_buckets_are_cumulative_and_inclusive_of_their_bound() -> None:
+    latency = LatencyHistogram("tradectl_test_seconds", "test", (0.001, 0.01))
+    for seconds in (0.0005, 0.001, 0.002, 0.01, 3.0):
+        latency.observe(seconds)
+    family = latency.family()
+    samples = {(s.name, s.labels.get("le")): s.value for s in family.samples}
+    assert samples[("tradectl_test_seconds_bucket", "0.001")] == 2
+    assert samples[("tradectl_test_seconds_bucket", "0.01")] == 4
+    assert samples[("tradectl_test_seconds_bucket", "+Inf")] == 5
+    assert samples[("tradectl_test_seconds_count", None)] == 5 == latency.count
+    assert samples[("tradectl_test_seconds_sum", None)] == pytest.approx(3.0135)
+    with pytest.raises(ValueError, match="must increase"):
+        LatencyHistogram("tradectl_bad_seconds", "bad", (0.01, 0.001))
