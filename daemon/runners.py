@@ -31,6 +31,7 @@ from brokers.base import Bar
 from daemon.api import ControlApi
 from daemon.app import Daemon, build_strategy
 from daemon.config import TradectlConfig
+from daemon.dashboard import Dashboard, daemon_snapshot
 from daemon.metrics import DaemonMetrics
 from daemon.orders import supervise
 from daemon.report import Summary
@@ -141,6 +142,7 @@ class LiveRunner:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
         self.api: ControlApi | None = None
+        self.dashboard: Dashboard | None = None  # the page at /, with the API
         self.telegram: TelegramService | None = None  # alerts and commands, when telegram.enabled
         self.metrics: DaemonMetrics | None = None  # GET /metrics, with the API
         self.notifier = SystemdNotifier()
@@ -236,12 +238,13 @@ class LiveRunner:
         if not api.enabled:
             return
         self.metrics = DaemonMetrics(daemon).attach()
+        self.dashboard = Dashboard(lambda: daemon_snapshot(daemon), daemon.events)
         self.api = ControlApi(
             status=daemon.status,
             health=daemon.health,
             actions={"pause": daemon.pause, "resume": daemon.resume, "flatten": daemon.flatten},
             documents={"risk": daemon.risk_report},
-            routes=[self.metrics.route()],
+            routes=[self.metrics.route(), *self.dashboard.routes()],
             token=api.token.get_secret_value() if api.token else None,
             host=api.host,
             port=api.port,
@@ -261,6 +264,8 @@ class LiveRunner:
         if self.telegram is not None:
             await self.telegram.stop()  # before the store closes: the stop alert goes through the outbox
         await self.notifier.stop_watchdog()
+        if self.dashboard is not None:
+            await self.dashboard.close()  # ends the page's streams: the API's stop never waits on a browser
         if self.api is not None:
             await self.api.stop()
         if self._restored:
