@@ -4,6 +4,7 @@
 * ``alerts`` — daemon events as short phone-readable texts; risk denials coalesced.
 * ``outbox`` — alerts persisted before delivery, delivered in order at least once.
 * ``commands`` — /status, /pause, /flatten ... over the daemon's own controls.
+* ``updates`` — getUpdates that a malformed update cannot jam.
 * ``service`` — python-telegram-bot's lifecycle (no ``run_polling``: our loop is the daemon's).
 """
 

@@ -34,6 +34,7 @@ from daemon.telegram.access import Access
 from daemon.telegram.alerts import Coalescer, format_event, is_denial
 from daemon.telegram.commands import Commands
 from daemon.telegram.outbox import Outbox, OutboxSettings
+from daemon.telegram.updates import QuarantiningRequest
 
 if TYPE_CHECKING:
     from daemon.app import Daemon
@@ -81,7 +82,10 @@ class TelegramService:
             .token(self._token)
             .base_url(config.base_url)
             .connect_timeout(5).read_timeout(10).write_timeout(10).pool_timeout(5)
-            .get_updates_read_timeout(config.poll_timeout_seconds + 10)
+            .get_updates_request(QuarantiningRequest(
+                connection_pool_size=1, read_timeout=config.poll_timeout_seconds + 10, write_timeout=10,
+                connect_timeout=5, pool_timeout=5,
+            ))
             .build()
         )
         self.app.add_handler(TypeHandler(Update, self._guard), group=-1)

@@ -162,6 +162,31 @@ async def test_flatten_needs_its_confirmation(tmp_path: Path, fake: FakeBotApi) 
     assert fake.texts(STRANGER) == []
 
 
+async def test_malformed_and_chatless_updates_are_logged_and_the_bot_keeps_answering(
+    tmp_path: Path, fake: FakeBotApi,
+) -> None:
+    runner = await LiveRunner.open(_config(tmp_path, fake, pace=40), bars=load_bundled()[:3000])
+    trading = await _started(runner, fake)
+    try:
+        await fake.push_update({"message": {"text": "/status"}})  # no chat, no date, no id
+        await fake.push_update({"poll_answer": {"poll_id": "1", "option_ids": [0], "user": {
+            "id": STRANGER, "is_bot": False, "first_name": "x"}}})  # a valid update without a chat
+        await fake.push_update({"message": {"message_id": 1, "date": 0, "chat": {"id": OPS, "type": "private"},
+                                            "text": "/trades many", "entities": [
+                                                {"type": "bot_command", "offset": 0, "length": 7}]}})
+        await _reply(fake, OPS, lambda: fake.send_command(OPS, "/trades 3"), "closed trades")
+        await _reply(fake, OPS, lambda: fake.send_command(OPS, "/help"), "/flatten")
+        await _reply(fake, OPS, lambda: fake.send_command(OPS, "/risk"), "State: active")
+        await _reply(fake, OPS, lambda: fake.send_command(OPS, "/models"), "rule-based")
+        assert "Usage: /trades [n]" in fake.texts(OPS)
+        assert runner.telegram is not None and runner.telegram.malformed >= 1
+        assert runner.daemon.governor.state is TradingState.ACTIVE
+    finally:
+        runner.daemon.request_stop()
+        await asyncio.wait_for(trading, 15)
+    assert fake.texts(STRANGER) == []
+
+
 async def test_entry_and_exit_alerts_carry_the_pnl_the_store_holds(tmp_path: Path, fake: FakeBotApi) -> None:
     runner = await LiveRunner.open(_config(tmp_path, fake, pace=0), bars=load_bundled()[:600])
     await asyncio.wait_for(runner.run(install_signals=False), 30)
