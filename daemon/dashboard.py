@@ -36,7 +36,7 @@ from daemon.store.reads import recent_decisions, recent_equity, recent_trades
 if TYPE_CHECKING:
     from daemon.app import Daemon
 
-__all__ = ["Dashboard", "SseQueue", "daemon_snapshot", "sse_frame"]
+__all__ = ["STATIC_FILES", "Dashboard", "SseQueue", "daemon_snapshot", "sse_frame"]
 
 log = structlog.get_logger(__name__)
 
@@ -44,7 +44,7 @@ Snapshot = Callable[[], Awaitable[dict[str, Any]]]
 
 STATIC_DIR = Path(__file__).with_name("static")
 # the only files served: a request can never name a path outside the package's page
-_STATIC_TYPES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
+STATIC_FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
 
 EQUITY_POINTS = 600
 RECENT_TRADES = 20
@@ -115,7 +115,7 @@ class Dashboard:
         self._ticker: asyncio.Task[None] | None = None
         self._closed = False
         # read once: a page request never touches the disk on the event loop
-        self._files = {name: (STATIC_DIR / name).read_bytes() for name in _STATIC_TYPES}
+        self._files = {name: (STATIC_DIR / name).read_bytes() for name in STATIC_FILES}
         self._unsubscribe = events.subscribe(self._on_event) if events is not None else None
 
     @property
@@ -189,12 +189,12 @@ class Dashboard:
 
     async def _static(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
-        if name not in _STATIC_TYPES:
+        if name not in STATIC_FILES:
             raise web.HTTPNotFound(reason=f"no static file {name!r}")
         return self._file(name)
 
     def _file(self, name: str) -> web.Response:
-        return web.Response(body=self._files[name], content_type=_STATIC_TYPES[name], charset="utf-8",
+        return web.Response(body=self._files[name], content_type=STATIC_FILES[name], charset="utf-8",
                             headers={"Cache-Control": "no-cache"})
 
     async def _document(self, _request: web.Request) -> web.Response:

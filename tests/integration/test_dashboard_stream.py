@@ -8,18 +8,21 @@ and stopping the API does not wait on an open stream.
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import json
 import re
 import socket
+import tomllib
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
 from daemon.api import ControlApi
-from daemon.dashboard import Dashboard, SseQueue, sse_frame
+from daemon.dashboard import STATIC_DIR, STATIC_FILES, Dashboard, SseQueue, sse_frame
 from daemon.events import EventHub
 
 
@@ -63,6 +66,15 @@ async def _frames(response: aiohttp.ClientResponse, count: int) -> list[tuple[st
             if len(frames) == count:
                 break
     return frames
+
+
+def test_every_served_file_ships_in_the_package() -> None:
+    """A wheel carries only what package-data names: a page file outside it would 500 on an installed daemon."""
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["daemon"]
+    for name in STATIC_FILES:
+        assert (STATIC_DIR / name).is_file()
+        assert any(fnmatch.fnmatch(f"static/{name}", pattern) for pattern in patterns), name
 
 
 def test_queue_keeps_the_newest_frames_and_counts_the_dropped() -> None:
