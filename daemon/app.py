@@ -23,6 +23,7 @@ from brokers.errors import ConfigError, RiskStateError, TradectlError
 from daemon.bar_guard import BarGuard
 from daemon.config import TradectlConfig
 from daemon.events import EventHub
+from daemon.health import HealthMonitor
 from daemon.looplag import LoopLagMonitor
 from daemon.orders import OrderManager, StartupOutcome, make_settle, open_books, start_safely
 from daemon.pipeline import TradingPipeline
@@ -72,6 +73,7 @@ class Daemon:
     started: float = field(default_factory=time.monotonic)
     lag: LoopLagMonitor = field(default_factory=LoopLagMonitor)
     startup: StartupOutcome | None = None
+    monitor: HealthMonitor | None = None  # the live runner's health rules; None (backtests): healthy unless stopping
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -220,9 +222,12 @@ class Daemon:
         }
 
     def health(self) -> tuple[bool, str]:
+        """/healthz, the watchdog and the unhealthy exit all ask here (rules: ``daemon.health``)."""
         if self.stop_event.is_set():
             return False, "stopping"
-        return True, "ok"
+        if self.monitor is None:
+            return True, "ok"
+        return self.monitor.evaluate().as_tuple()
 
     async def rollback_to_gold(self, ts: int) -> bool:
         """Switch the policy to the registered gold model (the drawdown halt tier asks for it).

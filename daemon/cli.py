@@ -17,6 +17,7 @@ from typing import Any
 
 from brokers.errors import TradectlError
 from daemon.config import TradectlConfig, load_config
+from daemon.health import EXIT_UNHEALTHY  # 4: `tradectl run` stopped after staying unhealthy (config health)
 from daemon.logs import configure_logging
 
 EXIT_OK = 0
@@ -149,6 +150,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         runner = await LiveRunner.open(config, data=args.data, db_path=args.db, pace=args.pace)
         summary = await runner.run()
         print_summary("tradectl run summary", summary)
+        if runner.unhealthy_exit is not None:
+            print(f"tradectl run: stopped after staying unhealthy: {runner.unhealthy_exit}", file=sys.stderr)
+            return EXIT_UNHEALTHY
         return EXIT_OK
 
     return asyncio.run(_main())

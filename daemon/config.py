@@ -153,6 +153,34 @@ class ApiConfig(_Section):
     token: SecretStr | None = Field(None, description="bearer token; environment only: TRADECTL_API__TOKEN")
 
 
+class HealthConfig(_Section):
+    """What `tradectl run` calls healthy: /healthz, the systemd watchdog and the unhealthy exit share these rules."""
+
+    loop_lag_limit_ms: float = Field(
+        1000.0, gt=0, description="unhealthy while any event-loop wake-up in the window came later than this"
+    )
+    loop_lag_window_seconds: float = Field(30.0, gt=0, description="how long a late wake-up counts against health")
+    market_data_grace_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="market data is stale when no bar came for one expected bar interval (1/pace for a paced"
+        " replay, data.bar_seconds for a live venue) plus this long, or a paced replay is this far behind schedule",
+    )
+    reconnect_budget_seconds: float = Field(
+        120.0, gt=0, description="a venue that reports itself reconnecting stays healthy this long"
+    )
+    store_probe_seconds: float = Field(10.0, gt=0, description="how often a small committed write tests the store")
+    store_probe_max_age_seconds: float = Field(
+        30.0, gt=0, description="unhealthy when the last successful store write is older (a write hanging on the disk)"
+    )
+    exit_after_unhealthy_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="stop and exit with code 4 after staying unhealthy this long, for a restart policy to bring the"
+        " daemon back (Fly.io); 0 = off (systemd restarts a daemon that stops its watchdog pings)",
+    )
+
+
 class LoggingConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     json_output: bool | None = Field(None, description="None = JSON when stderr is not a terminal")
@@ -209,6 +237,7 @@ class TradectlConfig(BaseSettings):
     orders: OrdersConfig = Field(default_factory=OrdersConfig)
     reconcile: ReconcileConfig = Field(default_factory=ReconcileConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     telegram: TelegramConfig = Field(default_factory=TelegramConfig)
 

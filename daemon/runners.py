@@ -32,6 +32,7 @@ from daemon.api import ControlApi
 from daemon.app import Daemon, build_strategy
 from daemon.config import TradectlConfig
 from daemon.dashboard import Dashboard, daemon_snapshot
+from daemon.health import HealthMonitor, expected_bar_interval
 from daemon.metrics import DaemonMetrics
 from daemon.orders import supervise
 from daemon.report import Summary
@@ -139,8 +140,11 @@ class BacktestRunner:
 class LiveRunner:
     """Trades the configured venue with every service an operator expects around the pipeline."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: Daemon, *, bar_interval: float | None = None) -> None:
         self.daemon = daemon
+        # seconds between bars the venue should deliver (health's market-data check); default: the bar length
+        self.bar_interval = float(daemon.config.data.bar_seconds) if bar_interval is None else bar_interval
+        self.unhealthy_exit: str | None = None  # why the daemon stopped itself for being unhealthy too long
         self.api: ControlApi | None = None
         self.dashboard: Dashboard | None = None  # the page at /, with the API
         self.telegram: TelegramService | None = None  # alerts and commands, when telegram.enabled
@@ -162,14 +166,16 @@ class LiveRunner:
     ) -> LiveRunner:
         strategy = build_strategy(config)  # first: a refused model leaves nothing open
         replay = list(bars) if bars is not None else load_data(config, data)
-        venue = open_broker(config, replay, pace=config.data.pace if pace is None else pace)
+        pace = config.data.pace if pace is None else pace
+        venue = open_broker(config, replay, pace=pace)
         store = await Store.open(
             db_path or config.store.path,
             flush_rows=config.store.flush_rows,
             synchronous=config.store.synchronous,
         )
         daemon = await _assemble(config, strategy, venue, store, mode="run", restore_trading_state=True)
-        return cls(daemon)
+        interval = expected_bar_interval(venue.broker.feed_status(), pace, config.data.bar_seconds)
+        return cls(daemon, bar_interval=interval)
 
     async def run(self, *, install_signals: bool = True) -> Summary:
         daemon = self.daemon
@@ -189,8 +195,9 @@ class LiveRunner:
                     timeouts_every=config.orders.check_every_seconds, stop=daemon.stop_event,
                 )))
                 background.append(asyncio.create_task(self._book_updates()))
-                # READY=1 only once the store, broker and API are up: systemd (Type=notify) starts
-                # dependants and the watchdog clock from here.
+                self._watch_health()
+                # READY=1 only once the store, broker and API are up and the start-up reconciliation is
+                # done: systemd (Type=notify) starts dependants and the watchdog clock from here.
                 self.notifier.ready(f"trading {daemon.strategy.name} on {daemon.broker.name}")
                 self.notifier.start_watchdog(daemon.health)
                 log.info("trading started", strategy=daemon.strategy.name, broker=daemon.broker.name,
@@ -210,7 +217,10 @@ class LiveRunner:
     async def _trade(self) -> None:
         daemon = self.daemon
         pipeline, stop = daemon.pipeline, daemon.stop_event
+        bar_arrived = daemon.monitor.bar_arrived if daemon.monitor is not None else None
         async for bar in daemon.broker.bars():
+            if bar_arrived is not None:
+                bar_arrived()
             async with self._books:
                 await pipeline.on_bar(bar)
                 await self._after_fills()
@@ -259,11 +269,30 @@ class LiveRunner:
             self.telegram = TelegramService(self.daemon, settings)
             await self.telegram.start()
 
+    def _watch_health(self) -> None:
+        """The rules behind ``Daemon.health`` (``daemon.health``): its store probe and, if set, the unhealthy exit."""
+        daemon = self.daemon
+        store = daemon.store
+        monitor = HealthMonitor(
+            daemon.config.health, lag=daemon.lag, feed_status=daemon.broker.feed_status,
+            bar_interval=self.bar_interval,
+            probe=lambda: store.set_state("health_probe", "written", int(time.time())),
+        )
+        monitor.start(self._stop_unhealthy)
+        daemon.monitor = monitor
+
+    def _stop_unhealthy(self, reason: str) -> None:
+        """Stop cleanly; ``tradectl run`` then exits with ``EXIT_UNHEALTHY`` for the restart policy."""
+        self.unhealthy_exit = reason
+        self.daemon.request_stop()
+
     async def _stop_services(self) -> None:
         self.notifier.stopping()
         if self.telegram is not None:
             await self.telegram.stop()  # before the store closes: the stop alert goes through the outbox
         await self.notifier.stop_watchdog()
+        if self.daemon.monitor is not None:
+            await self.daemon.monitor.stop()
         if self.dashboard is not None:
             await self.dashboard.close()  # ends the page's streams: the API's stop never waits on a browser
         if self.api is not None:

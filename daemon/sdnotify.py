@@ -70,11 +70,23 @@ class SystemdNotifier:
             self._task = None
 
     async def _watchdog(self, healthy: Callable[[], tuple[bool, str]]) -> None:
+        """The ping runs on the event loop on purpose: a blocked loop cannot ping, so systemd sees it.
+
+        Each change of health is also sent as STATUS=, so ``systemctl status``
+        says why pings stopped before systemd's watchdog fires.
+        """
         assert self.watchdog_interval is not None
+        was_ok = True
         while True:
             ok, reason = healthy()
             if ok:
-                self.send("WATCHDOG=1")
+                if not was_ok:
+                    self.send("WATCHDOG=1", "STATUS=healthy again")
+                else:
+                    self.send("WATCHDOG=1")
             else:
                 log.warning("withholding watchdog ping", reason=reason)
+                if was_ok:
+                    self.send(f"STATUS=unhealthy: {reason}")
+            was_ok = ok
             await asyncio.sleep(self.watchdog_interval)

@@ -73,3 +73,23 @@ def _drain(sock: socket.socket) -> list[bytes]:
             out.append(sock.recv(1024))
         except BlockingIOError:
             return out
+
+
+async def test_each_change_of_health_is_sent_as_status(tmp_path: Path) -> None:
+    """``systemctl status`` shows why pings stopped, once per change (not once per withheld ping)."""
+    path = tmp_path / "st.sock"
+    with _listener(path) as sock:
+        sock.setblocking(False)
+        health = {"ok": False}
+        notifier = SystemdNotifier({"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "40000"})
+        notifier.start_watchdog(lambda: (health["ok"], "store: write failed"))
+        await asyncio.sleep(0.15)
+        assert _drain(sock) == [b"STATUS=unhealthy: store: write failed"]  # READY's status said ready
+        health["ok"] = True
+        await asyncio.sleep(0.1)
+        got = _drain(sock)
+        assert got[0] == b"WATCHDOG=1\nSTATUS=healthy again" and set(got[1:]) == {b"WATCHDOG=1"}
+        health["ok"] = False
+        await asyncio.sleep(0.1)
+        assert _drain(sock) == [b"STATUS=unhealthy: store: write failed"]
+        await notifier.stop_watchdog()
