@@ -102,6 +102,7 @@ class TelegramService:
         self._tasks: list[asyncio.Task[None]] = []
         self._unsubscribe: Any = None
         self._connected = asyncio.Event()
+        self.next_daily: datetime | None = None  # when the daily summary is due next (set by the tick task)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -186,18 +187,21 @@ class TelegramService:
 
     async def _tick(self) -> None:
         """Coalesced denials when their window closes; the daily summary at its local time."""
-        next_daily = self._next_daily(datetime.now(ZoneInfo(self._config.timezone)))
+        zone = ZoneInfo(self._config.timezone)
+        self.next_daily = next_daily_summary(datetime.now(zone), self._config.daily_summary_time)
         while True:
             await asyncio.sleep(_TICK_SECONDS)
             for text in self.coalescer.due(time.monotonic()):
                 self._put("risk_denials", text)
-            now = datetime.now(ZoneInfo(self._config.timezone))
-            if next_daily is not None and now >= next_daily:
-                self._put("daily", replies.daily(self._daemon.status()), f"daily:{next_daily.date().isoformat()}")
-                next_daily = self._next_daily(now)
+            self.daily_if_due(datetime.now(zone))
 
-    def _next_daily(self, now: datetime) -> datetime | None:
-        return next_daily_summary(now, self._config.daily_summary_time)
+    def daily_if_due(self, now: datetime) -> None:
+        """Queue the daily summary once its time has come; keyed by its date, so a restart cannot repeat it."""
+        due = self.next_daily
+        if due is None or now < due:
+            return
+        self._put("daily", replies.daily(self._daemon.status()), f"daily:{due.date().isoformat()}")
+        self.next_daily = next_daily_summary(now, self._config.daily_summary_time)
 
     async def _send(self, chat_id: int, text: str) -> object:
         return await self.app.bot.send_message(chat_id, text)

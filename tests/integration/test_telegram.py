@@ -8,6 +8,7 @@ import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +186,44 @@ async def test_malformed_and_chatless_updates_are_logged_and_the_bot_keeps_answe
         runner.daemon.request_stop()
         await asyncio.wait_for(trading, 15)
     assert fake.texts(STRANGER) == []
+
+
+async def test_repeated_risk_denials_arrive_as_one_message_and_a_count(tmp_path: Path, fake: FakeBotApi) -> None:
+    runner = await LiveRunner.open(_config(tmp_path, fake, pace=40, coalesce_seconds=0.3), bars=load_bundled()[:3000])
+    trading = await _started(runner, fake)
+    try:
+        for _ in range(5):
+            runner.daemon.events.publish("risk_block", "exposure over limit", {"layer": "exposure", "reason": "max"})
+        runner.daemon.events.publish("risk_block", "daily loss", {"layer": "daily_loss", "reason": "limit"})
+        await _until(lambda: any("4 more denials" in t for t in fake.texts(OPS)), 5, "the count")
+    finally:
+        runner.daemon.request_stop()
+        await asyncio.wait_for(trading, 15)
+    denials = [t for t in fake.texts(OPS) if t.startswith("🚫")]
+    assert denials[:2] == ["🚫 risk block: exposure over limit", "🚫 risk block: daily loss"]
+    assert len(denials) == 3 and "exposure/max: 4 more denials" in denials[2]
+
+
+async def test_the_daily_summary_is_sent_once_per_date(tmp_path: Path, fake: FakeBotApi) -> None:
+    runner = await LiveRunner.open(_config(tmp_path, fake, pace=40, daily_summary_time="21:00",
+                                           timezone="Europe/Berlin"), bars=load_bundled()[:3000])
+    trading = await _started(runner, fake)
+    service = runner.telegram
+    assert service is not None
+    try:
+        await _until(lambda: service.next_daily is not None, 5, "the tick task")
+        due = service.next_daily
+        assert due is not None and (due.hour, due.minute) == (21, 0) and str(due.tzinfo) == "Europe/Berlin"
+        service.daily_if_due(due - timedelta(seconds=1))
+        service.daily_if_due(due)
+        await _until(lambda: any(t.startswith("📊 Daily summary") for t in fake.texts(OPS)), 5, "the summary")
+        service.next_daily = due  # as if a restarted daemon reached the same date's summary again
+        service.daily_if_due(due + timedelta(minutes=1))
+    finally:
+        runner.daemon.request_stop()
+        await asyncio.wait_for(trading, 15)  # the stop delivers whatever is still queued
+    assert fake.texts(OPS)[-1].startswith("⏹ stopping")
+    assert len([t for t in fake.texts(OPS) if t.startswith("📊")]) == 1, "one summary for the date"
 
 
 async def test_entry_and_exit_alerts_carry_the_pnl_the_store_holds(tmp_path: Path, fake: FakeBotApi) -> None:
