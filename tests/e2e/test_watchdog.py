@@ -4,7 +4,8 @@ A unix datagram socket in tmp stands in for systemd (``NOTIFY_SOCKET``,
 ``WATCHDOG_USEC``). In process: READY=1 once start-up is done, WATCHDOG=1
 pings that stop while the event loop is blocked or the store cannot be
 written (another connection holds SQLite's write lock, as a backup tool or a
-forgotten ``sqlite3`` shell would), and resume once healthy again. As a
+forgotten ``sqlite3`` shell would), and resume once healthy again; /healthz
+says the same. As a
 process: with ``health.exit_after_unhealthy_seconds`` (Fly.io), a daemon that
 stays unhealthy stops cleanly and exits with code 4.
 """
@@ -24,6 +25,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from brokers.history import load_bundled
@@ -97,11 +99,11 @@ async def _notify_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Asy
         sock.close()
 
 
-def _config(tmp_path: Path, **health: float) -> TradectlConfig:
+def _config(tmp_path: Path, *, api: bool = False, **health: float) -> TradectlConfig:
     """Health limits a test can cross in a second; the checks a test is not about are given room (a loaded
     machine's fsync can take a second, and any test's loop can stall briefly)."""
     return TradectlConfig(
-        api={"enabled": False},
+        api={"enabled": api, "port": 0},
         strategy={"kind": "sma_cross"},
         store={"path": str(tmp_path / "live.db"), "flush_seconds": 60},  # (see the store test)
         data={"pace": 20},
@@ -152,7 +154,7 @@ async def test_ready_after_start_up_then_no_pings_while_the_loop_is_blocked(
 
 async def test_no_pings_while_the_store_cannot_be_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     async with _notify_socket(tmp_path, monkeypatch) as notes:
-        config = _config(tmp_path, loop_lag_limit_ms=5000, store_probe_max_age_seconds=1.0)
+        config = _config(tmp_path, api=True, loop_lag_limit_ms=5000, store_probe_max_age_seconds=1.0)
         runner = await LiveRunner.open(config, bars=load_bundled()[:4000])
         daemon = runner.daemon
         trading = asyncio.create_task(runner.run(install_signals=False))
@@ -170,6 +172,8 @@ async def test_no_pings_while_the_store_cannot_be_written(tmp_path: Path, monkey
                 went_bad = await notes.silence(after=locked, quiet=1.0, seconds=5)
                 ok, reason = daemon.health()
                 assert not ok and reason.startswith("store: no successful write for"), reason
+                status, body = await _healthz(runner)
+                assert status == 503 and body["reason"].startswith("store: no successful write for"), body
             finally:
                 other.execute("ROLLBACK")
                 other.close()
@@ -180,10 +184,18 @@ async def test_no_pings_while_the_store_cannot_be_written(tmp_path: Path, monkey
             assert notes.pings_between(went_bad + 0.01, released) == 0, "no ping while the store is unwritable"
             assert any(m.startswith(b"STATUS=unhealthy: store") for t, m in notes.got if locked <= t <= released)
             assert daemon.health() == (True, "ok")
+            assert await _healthz(runner) == (200, {"ok": True})
         finally:
             daemon.request_stop()
             await asyncio.wait_for(trading, 15)
         assert (await daemon_state(tmp_path))[0] == "written", "the probe's write is in the store"
+
+
+async def _healthz(runner: LiveRunner) -> tuple[int, dict[str, object]]:
+    """GET /healthz on the daemon's API: the same rule as the watchdog's."""
+    assert runner.api is not None
+    async with aiohttp.ClientSession() as session, session.get(runner.api.url + "/healthz") as response:
+        return response.status, await response.json()
 
 
 async def daemon_state(tmp_path: Path) -> tuple[str, int]:
