@@ -123,6 +123,11 @@ def _checkpoint(path: str) -> tuple[int, int, int]:
 class _Buffers:
     """Rows a bar produces besides orders, kept until the writer's next flush."""
 
+    _decisions: list[Any]
+    _equity: Rows
+    _rejections: Rows
+    _risk: Rows
+
     def __init__(self, flush_rows: int, first_decision_id: int) -> None:
         self._flush_rows = flush_rows
         self._next_id = first_decision_id
@@ -161,6 +166,16 @@ class _Buffers:
         self._pending = 0
         return [(sql, rows) for sql, rows in taken if rows]
 
+    def _put_back(self, unwritten: list[tuple[str, Rows]]) -> None:
+        """A flush that failed (the store locked, the disk full) leaves its rows for the next one, ahead of
+        rows buffered since, so nothing is lost and the order is kept."""
+        for sql, rows in unwritten:
+            name = _BUFFER_OF[sql]
+            setattr(self, name, [*rows, *getattr(self, name)])
+            self._pending += len(rows)
+
+
+_BUFFER_OF = {DECISION_SQL: "_decisions", EQUITY_SQL: "_equity", REJECTION_SQL: "_rejections", RISK_SQL: "_risk"}
 
 # ---------------------------------------------------------------------------- live
 
@@ -347,10 +362,15 @@ class LiveWriter(_Buffers):
         async with self._flushing:
             write = _background_transaction if self._fsyncs else run_transaction
             unsynced = 0
-            for sql, rows in self._take(self._decisions):
+            taken = self._take(self._decisions)
+            for index, (sql, rows) in enumerate(taken):
                 for start in range(0, len(rows), LIVE_CHUNK_ROWS):
                     chunk: list[Op] = [(sql, rows[start : start + LIVE_CHUNK_ROWS], True)]
-                    await self._after_urgent(write, chunk)
+                    try:
+                        await self._after_urgent(write, chunk)
+                    except BaseException:
+                        self._put_back([(sql, rows[start:]), *taken[index + 1 :]])
+                        raise
                     unsynced += 1
                     if self._fsyncs and unsynced == LIVE_SYNC_EVERY_CHUNKS:
                         await self._after_urgent(_sync_wal, f"{self._path}-wal")
