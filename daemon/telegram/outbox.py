@@ -53,6 +53,7 @@ class Outbox:
         self._last_sent: dict[int, float] = {}
         self.counts: Counter[str] = Counter()  # queued, dropped_in_memory, sent, failed_sends, summarised, ...
         self.connected = True
+        self._closing = False
 
     # ------------------------------------------------------------------ producing (synchronous, never blocks)
     def put(self, dedup_key: str, kind: str, text: str) -> None:
@@ -67,8 +68,8 @@ class Outbox:
 
     # ------------------------------------------------------------------ the delivery task
     async def run(self) -> None:
-        """Persist and deliver until cancelled; errors are logged and retried, never raised."""
-        while True:
+        """Persist and deliver until ``close`` (or cancelled); errors are logged and retried, never raised."""
+        while not self._closing:
             self._wake.clear()
             try:
                 await self.persist()
@@ -99,11 +100,18 @@ class Outbox:
             if not batch:
                 return True
             for alert in batch:
-                if not await self._deliver_one(alert):
+                if self._closing or not await self._deliver_one(alert):
                     return False
 
+    def close(self) -> None:
+        """Ask ``run`` to return after the alert in hand: cancelling it between a send and its mark would
+        send that alert twice."""
+        self._closing = True
+        self._wake.set()
+
     async def flush(self, within: float) -> bool:
-        """Persist, then try to deliver for at most ``within`` seconds (the daemon is stopping)."""
+        """Persist, then try to deliver for at most ``within`` seconds (the daemon is stopping; ``run`` is done)."""
+        self._closing = False
         try:
             await self.persist()
             return await asyncio.wait_for(self.deliver(), within)

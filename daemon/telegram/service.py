@@ -124,6 +124,10 @@ class TelegramService:
         deadline = time.monotonic() + _STOP_FLUSH_SECONDS
         with contextlib.suppress(TimeoutError):  # a bot still connecting gets part of the stop budget
             await asyncio.wait_for(self._connected.wait(), _STOP_FLUSH_SECONDS)
+        self.outbox.close()
+        if self._connected.is_set():  # delivering: it returns after the alert in hand
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._tasks[0]), max(0.1, deadline - time.monotonic()))
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
