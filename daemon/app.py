@@ -265,6 +265,7 @@ class Daemon:
             RiskEvent(ts, None, "drawdown", "alert", "rolled_back_to_gold", f"gold model {sha[:12]}")
         )
         log.warning("switched to the gold model", sha256=sha, path=str(path))
+        self.events.publish("model_rollback", f"switched to the gold model {sha[:12]}", {"sha256": sha})
         return True
 
     # ------------------------------------------------------------------ shutdown

@@ -214,6 +214,9 @@ class TelegramConfig(_Section):
     send_interval_seconds: float = Field(
         1.0, ge=0, description="least time between two messages to one chat (Telegram allows about 1/s)"
     )
+    bot_send_interval_seconds: float = Field(
+        0.034, ge=0, description="least time between two messages to any chat (Telegram allows about 30/s per bot)"
+    )
     retry_seconds: float = Field(5.0, gt=0, description="wait after a failed send before trying again")
     confirm_seconds: float = Field(60.0, gt=0, description="how long a /flatten waits for its confirmation")
     daily_summary_time: str | None = Field(

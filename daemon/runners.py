@@ -266,8 +266,10 @@ class LiveRunner:
         if settings.enabled:
             from daemon.telegram import TelegramService  # python-telegram-bot is imported only when used
 
-            self.telegram = TelegramService(self.daemon, settings)
-            await self.telegram.start()
+            telegram = self.telegram = TelegramService(self.daemon, settings)
+            await telegram.start()
+            if self.metrics is not None:
+                self.metrics.outbox_depth = lambda: telegram.outbox.depth
 
     def _watch_health(self) -> None:
         """The rules behind ``Daemon.health`` (``daemon.health``): its store probe and, if set, the unhealthy exit."""
@@ -305,10 +307,15 @@ class LiveRunner:
         last_checkpoint = time.monotonic()
         while True:
             await asyncio.sleep(settings.flush_seconds)
-            await store.flush()
-            if time.monotonic() - last_checkpoint >= settings.checkpoint_seconds:
-                last_checkpoint = time.monotonic()
-                await store.checkpoint()
+            try:
+                await store.flush()
+                if time.monotonic() - last_checkpoint >= settings.checkpoint_seconds:
+                    last_checkpoint = time.monotonic()
+                    await store.checkpoint()
+            except Exception as exc:
+                # the rows stay buffered (the writer puts back what it could not write) and the next pass
+                # tries again; the health monitor's store probe reports the store as failing meanwhile
+                log.error("store flush failed; retrying at the next interval", error=repr(exc))
 
     async def _restore_strategy_state(self) -> None:
         """Give a recurrent policy back its memory (or re-warm it from recent history) before the first bar."""

@@ -38,7 +38,8 @@ Send = Callable[[int, str], Awaitable[object]]
 class OutboxSettings:
     limit: int = 1000
     summary_after: int = 10
-    send_interval: float = 1.0
+    send_interval: float = 1.0  # per chat: Telegram allows about one message a second
+    bot_send_interval: float = 1 / 30  # across all chats: about 30 a second per bot
     retry_seconds: float = 5.0
 
 
@@ -51,6 +52,8 @@ class Outbox:
         self._queued: deque[tuple[str, str, str, float]] = deque()
         self._wake = asyncio.Event()
         self._last_sent: dict[int, float] = {}
+        self._last_any = -1e9  # the last send to any chat: Telegram allows about 30 messages a second per bot
+        self.pending_in_store = 0  # as of the last delivery round
         self.counts: Counter[str] = Counter()  # queued, dropped_in_memory, sent, failed_sends, summarised, ...
         self.connected = True
         self._closing = False
@@ -65,6 +68,11 @@ class Outbox:
         self._queued.append((dedup_key, kind, text, time.time()))
         self.counts["queued"] += 1
         self._wake.set()
+
+    @property
+    def depth(self) -> int:
+        """Alerts not yet delivered: queued in memory plus pending in the store (as last counted)."""
+        return len(self._queued) + self.pending_in_store
 
     # ------------------------------------------------------------------ the delivery task
     async def run(self) -> None:
@@ -131,12 +139,15 @@ class Outbox:
             delivered.add(chat)
         await self._store.finish_alerts([alert.id], "sent", time.time())
         self.counts["sent"] += 1
+        self.pending_in_store = max(0, self.pending_in_store - 1)
         return True
 
     async def _send_to(self, chat: int, text: str) -> bool | None:
         """True when sent, False when Telegram refused it for good (logged), None on a transient failure."""
         while True:
-            wait = self._settings.send_interval - (time.monotonic() - self._last_sent.get(chat, -1e9))
+            now = time.monotonic()
+            wait = max(self._settings.send_interval - (now - self._last_sent.get(chat, -1e9)),
+                       self._settings.bot_send_interval - (now - self._last_any))
             if wait > 0:
                 await asyncio.sleep(wait)
             try:
@@ -157,7 +168,7 @@ class Outbox:
                 self.counts["failed_sends"] += 1
                 self._set_connected(False, exc)
                 return None
-            self._last_sent[chat] = time.monotonic()
+            self._last_sent[chat] = self._last_any = time.monotonic()
             self._set_connected(True, None)
             return True
 
@@ -172,7 +183,7 @@ class Outbox:
     async def _fold_backlog(self) -> None:
         """A long backlog: the oldest alerts become one summary line, the newest stay as they are."""
         settings = self._settings
-        pending = await self._store.pending_alert_count()
+        pending = self.pending_in_store = await self._store.pending_alert_count()
         if pending <= settings.summary_after:
             return
         keep = settings.summary_after // 2
@@ -185,6 +196,7 @@ class Outbox:
                 + ", ".join(f"{n} {kind}" for kind, n in kinds.most_common()))
         await self._store.summarise_alerts([a.id for a in old[:-1]], old[-1].id, text, time.time())
         self.counts["summarised"] += len(old)
+        self.pending_in_store -= len(old) - 1
         log.info("alert backlog summarised", alerts=len(old), kept=keep)
 
 

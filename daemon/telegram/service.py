@@ -94,7 +94,8 @@ class TelegramService:
         self.app.add_error_handler(self._on_error)
         self.outbox = Outbox(daemon.store, self._send, config.chat_ids, OutboxSettings(
             limit=config.outbox_limit, summary_after=config.backlog_summary_after,
-            send_interval=config.send_interval_seconds, retry_seconds=config.retry_seconds,
+            send_interval=config.send_interval_seconds, bot_send_interval=config.bot_send_interval_seconds,
+            retry_seconds=config.retry_seconds,
         ))
         self.coalescer = Coalescer(config.coalesce_seconds)
         self.malformed = 0

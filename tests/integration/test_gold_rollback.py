@@ -56,7 +56,10 @@ async def test_drawdown_halt_flattens_halts_and_switches_to_the_gold_model(tmp_p
     )
     daemon = await BacktestRunner.open(config, db_path=db)
     assert daemon.daemon.strategy.name == "sma_cross"
+    published: list[str] = []
+    daemon.daemon.events.subscribe(lambda event: published.append(event.kind))
     await daemon.run(install_signals=False)
+    assert "model_rollback" in published, "the operator's channel hears of the switch"
     assert daemon.daemon.governor.state is TradingState.HALTED
     assert isinstance(daemon.daemon.strategy, RecurrentStrategy)
     assert daemon.daemon.strategy.model_sha256 == gold["sha256"]

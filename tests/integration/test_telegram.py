@@ -44,6 +44,7 @@ def _config(tmp_path: Path, fake: FakeBotApi, *, pace: float, **telegram: Any) -
         telegram={
             "enabled": True, "token": TOKEN, "base_url": fake.base_url, "chat_ids": [OPS, WATCHER],
             "command_chat_ids": [OPS], "poll_timeout_seconds": 1, "send_interval_seconds": 0,
+            "bot_send_interval_seconds": 0,
             "retry_seconds": 0.05, "daily_summary_time": None, "backlog_summary_after": 1000, **telegram,
         },
     )

@@ -87,7 +87,8 @@ class _Bot:
 
 
 def _outbox(store: Store, bot: _Bot, chats: list[int], **settings: float) -> Outbox:
-    values = {"limit": 100, "summary_after": 50, "send_interval": 0.0, "retry_seconds": 0.01, **settings}
+    values = {"limit": 100, "summary_after": 50, "send_interval": 0.0, "bot_send_interval": 0.0, "retry_seconds": 0.01,
+              **settings}
     return Outbox(store, bot.send, chats, OutboxSettings(**values))  # type: ignore[arg-type]
 
 
@@ -107,6 +108,18 @@ async def test_outbox_delivers_in_order_once_per_chat_through_failures(store: St
                         (1, "alert 3"), (2, "alert 3")]
     assert outbox.counts["retry_after"] == 1 and outbox.counts["refused"] == 1
     assert await store.alert_status_counts() == {"sent": 4}
+    assert outbox.depth == 0
+
+
+async def test_outbox_depth_counts_what_waits_in_memory_and_in_the_store(store: Store) -> None:
+    bot = _Bot()
+    outbox = _outbox(store, bot, [1])
+    for i in range(3):
+        outbox.put(f"d{i}", "exit", f"alert {i}")
+    assert outbox.depth == 3, "queued in memory"
+    bot.script = [None, NetworkError("down")]
+    assert not await _persist_and_deliver(outbox)
+    assert outbox.depth == 2 == await store.pending_alert_count(), "one sent, two pending in the store"
 
 
 async def _persist_and_deliver(outbox: Outbox) -> bool:
