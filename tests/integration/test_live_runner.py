@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from brokers.base import Side
 from brokers.history import load_bundled
 from daemon.config import TradectlConfig
 from daemon.runners import LiveRunner
+from tests.waiting import until
 
 
 def _config(tmp_path: Path) -> TradectlConfig:
@@ -27,12 +27,12 @@ async def test_an_update_streamed_between_bars_is_booked_before_the_next_bar(tmp
     daemon = runner.daemon
     trading = asyncio.create_task(runner.run(install_signals=False))
     try:
-        await _until(lambda: daemon.pipeline.counts.bars >= 3, seconds=20)
+        await until(lambda: daemon.pipeline.counts.bars >= 3, seconds=20)
         # someone else trades the account and the venue streams the report (the sim's stand-in for a
         # live stream): the daemon must see it now, not when the next bar comes
         daemon.broker.external_trade("EURUSD", Side.BUY, Decimal(1000), notify=True)  # type: ignore[attr-defined]
         bars_then = daemon.pipeline.counts.bars
-        await _until(lambda: daemon.orders.counts["unknown_updates"] > 0, seconds=0.2)
+        await until(lambda: daemon.orders.counts["unknown_updates"] > 0, seconds=0.2)
         assert daemon.pipeline.counts.bars == bars_then, "booked by the update task, not by the next bar"
         assert daemon.orders.rejections["unknown_order"] == 1
     finally:
@@ -41,21 +41,13 @@ async def test_an_update_streamed_between_bars_is_booked_before_the_next_bar(tmp
     assert summary.bars < 200, "stopped on request, not at the end of the data"
 
 
-async def _until(check: Callable[[], bool], *, seconds: float) -> None:
-    for _ in range(int(seconds / 0.005)):
-        if check():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"not within {seconds} s")
-
-
 async def test_the_daemon_publishes_start_state_changes_and_stop(tmp_path: Path) -> None:
     runner = await LiveRunner.open(_config(tmp_path), bars=load_bundled()[:50])
     daemon = runner.daemon
     seen: list[str] = []
     daemon.events.subscribe(lambda event: seen.append(event.kind))
     trading = asyncio.create_task(runner.run(install_signals=False))
-    await _until(lambda: "start" in seen, seconds=10)
+    await until(lambda: "start" in seen, seconds=10)
     await daemon.pause()
     daemon.request_stop()
     await asyncio.wait_for(trading, 10)

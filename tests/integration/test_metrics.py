@@ -8,7 +8,7 @@ import contextlib
 import json
 import shutil
 import subprocess
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from brokers.history import load_bundled
 from daemon.config import TradectlConfig
 from daemon.runners import LiveRunner
+from tests.waiting import until
 
 TOKEN = "metrics-test-token"
 
@@ -39,20 +40,12 @@ async def _running(tmp_path: Path) -> AsyncIterator[LiveRunner]:
     trading = asyncio.create_task(runner.run(install_signals=False))
     try:
         daemon = runner.daemon
-        await _until(lambda: runner.api is not None and runner.api.port != 0 and daemon.pipeline.counts.fills >= 2,
+        await until(lambda: runner.api is not None and runner.api.port != 0 and daemon.pipeline.counts.fills >= 2,
                      seconds=15)
         yield runner
     finally:
         runner.daemon.request_stop()
         await asyncio.wait_for(trading, 10)
-
-
-async def _until(check: Callable[[], bool], *, seconds: float) -> None:
-    for _ in range(int(seconds / 0.005)):
-        if check():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"not within {seconds} s")
 
 
 async def _get(runner: LiveRunner, path: str, method: str = "GET") -> tuple[int, str, str]:

@@ -20,6 +20,7 @@ from daemon.runners import LiveRunner
 from daemon.store import Store
 from risk.governor import TradingState
 from tests.fakes.telegram import FakeBotApi
+from tests.waiting import until
 
 TOKEN = "123456:TEST-token-never-logged"
 OPS, WATCHER, STRANGER = 111, 222, 333  # OPS may act; WATCHER may only read; STRANGER is nobody
@@ -50,15 +51,6 @@ def _config(tmp_path: Path, fake: FakeBotApi, *, pace: float, **telegram: Any) -
     )
 
 
-async def _until(check: Callable[[], bool], seconds: float = 10, what: str = "") -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while not check():
-        if loop.time() > deadline:
-            raise AssertionError(f"not within {seconds} s: {what}")
-        await asyncio.sleep(0.01)
-
-
 async def _reply(fake: FakeBotApi, chat: int, send: Callable[[], Awaitable[Any]], expect: str) -> str:
     """Send, then wait for a new message to ``chat`` that contains ``expect`` (alerts may come in between)."""
     before = len(fake.texts(chat))
@@ -67,14 +59,14 @@ async def _reply(fake: FakeBotApi, chat: int, send: Callable[[], Awaitable[Any]]
     def found() -> str | None:
         return next((t for t in fake.texts(chat)[before:] if expect in t), None)
 
-    await _until(lambda: found() is not None, 10, f"a reply with {expect!r}")
+    await until(lambda: found() is not None, 10, f"a reply with {expect!r}")
     return found() or ""
 
 
 async def _started(runner: LiveRunner, fake: FakeBotApi) -> asyncio.Task[Any]:
     task = asyncio.create_task(runner.run(install_signals=False))
-    await _until(lambda: any(t.startswith("▶️ started") for t in fake.texts(OPS)), 10, "the start alert")
-    await _until(lambda: "getUpdates" in fake.calls, 10, "polling")
+    await until(lambda: any(t.startswith("▶️ started") for t in fake.texts(OPS)), 10, "the start alert")
+    await until(lambda: "getUpdates" in fake.calls, 10, "polling")
     return task
 
 
@@ -102,7 +94,7 @@ async def test_pause_from_an_allowed_chat_stops_entries_survives_a_restart_and_r
         await _reply(fake, OPS, lambda: fake.send_command(OPS, "/pause"), "Paused")
         assert daemon.governor.state is TradingState.PAUSED
         paused_at = daemon.pipeline.counts.bars
-        await _until(lambda: daemon.pipeline.counts.bars >= paused_at + 40, 10, "bars while paused")
+        await until(lambda: daemon.pipeline.counts.bars >= paused_at + 40, 10, "bars while paused")
         assert not [k for k, bar in kinds if k == "entry" and bar > paused_at], "no entry while paused"
         assert any(t.startswith("🚦 state") and "paused" in t for t in fake.texts(OPS))
     finally:
@@ -149,15 +141,15 @@ async def test_flatten_needs_its_confirmation(tmp_path: Path, fake: FakeBotApi) 
         # armed again, and confirmed with the button
         await _reply(fake, OPS, lambda: fake.send_command(OPS, "/flatten"), "Press the button")
         query = await fake.press_button(OPS, _button(fake, OPS))
-        await _until(lambda: any(t.startswith("Flatten:") for t in fake.texts(OPS)), 5, "flatten done")
-        await _until(lambda: query in fake.answered_callbacks, 5, "the button press answered")
-        await _until(lambda: len(flattens) == 1, 5, "one flatten")
+        await until(lambda: any(t.startswith("Flatten:") for t in fake.texts(OPS)), 5, "flatten done")
+        await until(lambda: query in fake.answered_callbacks, 5, "the button press answered")
+        await until(lambda: len(flattens) == 1, 5, "one flatten")
         # a second confirmation is refused, not repeated
         await _reply(fake, OPS, lambda: fake.send_command(OPS, "/flatten confirm"), "send /flatten first")
         # and /flatten confirm works within the window
         await _reply(fake, OPS, lambda: fake.send_command(OPS, "/flatten"), "Press the button")
         await _reply(fake, OPS, lambda: fake.send_command(OPS, "/flatten confirm"), "Flatten:")
-        await _until(lambda: len(flattens) == 2, 5, "the second flatten")
+        await until(lambda: len(flattens) == 2, 5, "the second flatten")
     finally:
         daemon.request_stop()
         await asyncio.wait_for(trading, 15)
@@ -196,7 +188,7 @@ async def test_repeated_risk_denials_arrive_as_one_message_and_a_count(tmp_path:
         for _ in range(5):
             runner.daemon.events.publish("risk_block", "exposure over limit", {"layer": "exposure", "reason": "max"})
         runner.daemon.events.publish("risk_block", "daily loss", {"layer": "daily_loss", "reason": "limit"})
-        await _until(lambda: any("4 more denials" in t for t in fake.texts(OPS)), 5, "the count")
+        await until(lambda: any("4 more denials" in t for t in fake.texts(OPS)), 5, "the count")
     finally:
         runner.daemon.request_stop()
         await asyncio.wait_for(trading, 15)
@@ -212,12 +204,12 @@ async def test_the_daily_summary_is_sent_once_per_date(tmp_path: Path, fake: Fak
     service = runner.telegram
     assert service is not None
     try:
-        await _until(lambda: service.next_daily is not None, 5, "the tick task")
+        await until(lambda: service.next_daily is not None, 5, "the tick task")
         due = service.next_daily
         assert due is not None and (due.hour, due.minute) == (21, 0) and str(due.tzinfo) == "Europe/Berlin"
         service.daily_if_due(due - timedelta(seconds=1))
         service.daily_if_due(due)
-        await _until(lambda: any(t.startswith("📊 Daily summary") for t in fake.texts(OPS)), 5, "the summary")
+        await until(lambda: any(t.startswith("📊 Daily summary") for t in fake.texts(OPS)), 5, "the summary")
         service.next_daily = due  # as if a restarted daemon reached the same date's summary again
         service.daily_if_due(due + timedelta(minutes=1))
     finally:
@@ -255,7 +247,7 @@ async def test_429_drops_and_an_outage_lose_nothing_duplicate_nothing_and_tradin
     daemon = runner.daemon
     trading = asyncio.create_task(runner.run(install_signals=False))
     try:
-        await _until(lambda: any(t.startswith("▶️ started") for t in fake.texts(WATCHER)), 15, "start alert")
+        await until(lambda: any(t.startswith("▶️ started") for t in fake.texts(WATCHER)), 15, "start alert")
         assert fake.texts(OPS).count(fake.texts(OPS)[0]) == 1
         await fake.go_away()
         bars_before = daemon.pipeline.counts.bars
@@ -266,7 +258,7 @@ async def test_429_drops_and_an_outage_lose_nothing_duplicate_nothing_and_tradin
         assert not runner.telegram.outbox.connected  # type: ignore[union-attr]
         await fake.come_back()
         outbox = runner.telegram.outbox  # type: ignore[union-attr]
-        await _until(lambda: outbox.connected and outbox.counts["sent"] == outbox.counts["queued"], 10, "caught up")
+        await until(lambda: outbox.connected and outbox.counts["sent"] == outbox.counts["queued"], 10, "caught up")
     finally:
         daemon.request_stop()
         await asyncio.wait_for(trading, 15)
@@ -292,7 +284,7 @@ async def test_a_long_backlog_is_summarised_not_flooded(tmp_path: Path, fake: Fa
                                    bars=load_bundled()[:400])
     task = asyncio.create_task(runner.run(install_signals=False))
     try:
-        await _until(lambda: any(t.startswith("▶️ started") for t in fake.texts(OPS)), 10, "the new start alert")
+        await until(lambda: any(t.startswith("▶️ started") for t in fake.texts(OPS)), 10, "the new start alert")
     finally:
         runner.daemon.request_stop()
         await asyncio.wait_for(task, 15)
