@@ -252,24 +252,10 @@ def _core_us(model: Path, bars: list[Any]) -> np.ndarray:
     return np.array(out[strategy.warmup_bars:]) / 1000.0  # type: ignore[attr-defined]
 
 
-def _fsync_us(folder: Path, samples: int = 400) -> np.ndarray:
-    """The disk's own price of durability: append a journal-sized record to a file and fsync it (µs)."""
-    path = folder / "fsync-probe"
-    out = np.empty(samples)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        for i in range(samples):
-            t0 = time.perf_counter_ns()
-            os.write(fd, b"x" * 512)
-            os.fsync(fd)
-            out[i] = time.perf_counter_ns() - t0
-    finally:
-        os.close(fd)
-    return out / 1000.0
-
-
 async def _pipeline(model: Path, repeat: int, backtests: int) -> None:
     """Pipeline overhead against the core, the durable live path against the disk, all in this run."""
+    from durable_submit import bare_fsync_ms  # bench/ is this script's folder
+
     from brokers.history import load_bundled, repeat_bars
     from daemon.logs import configure_logging
     from daemon.runners import BacktestRunner
@@ -281,7 +267,7 @@ async def _pipeline(model: Path, repeat: int, backtests: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         timings = await _order_latency(model, folder / "latency.db", bars, live=False)
-        fsync = _fsync_us(folder)
+        fsync = bare_fsync_ms(folder, 400, append=True) * 1000.0  # the same probe as bench/durable_submit.py
         # the live path: the durable store (an fsync per journal commit) and the one without
         live = {
             sync: await _order_latency(model, folder / f"live-{sync}.db", year, live=True, synchronous=sync)

@@ -240,13 +240,11 @@ async def daemon_snapshot(daemon: Daemon) -> dict[str, Any]:
     if last_bar is not None and (not equity or equity[-1][0] < last_bar.ts):
         equity.append((last_bar.ts, float(status["equity"])))
     portfolio = daemon.portfolio
-    peak = float(portfolio.peak_equity)
-    now = float(status["equity"])
     return {
         "status": status,
         "health": {"ok": healthy, "reason": reason},
-        "drawdown": (peak - now) / peak if peak > 0 else None,
-        "peak_equity": peak,
+        "drawdown": portfolio.drawdown(),
+        "peak_equity": float(portfolio.peak_equity),
         "risk": daemon.risk_report(),
         "equity": equity,
         "trades": await recent_trades(daemon.store, RECENT_TRADES),

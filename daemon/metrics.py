@@ -179,7 +179,7 @@ def _pipeline(daemon: Daemon) -> Iterator[Metric]:
         rejected.add_metric([reason], n)
     yield rejected
     decisions = CounterMetricFamily("tradectl_decisions", "Strategy decisions, by action.", labels=["action"])
-    for action, n in sorted(pipeline.decisions_by_action.items()):
+    for action, n in sorted(pipeline.counts.decisions_by_action.items()):
         decisions.add_metric([action], n)
     yield decisions
     yield _counter("tradectl_orders_sent", "Orders the pipeline sent (strategy and flatten).", counts.orders)
@@ -233,8 +233,7 @@ def _books(daemon: Daemon) -> Iterator[Metric]:
     yield _gauge("tradectl_equity", "Account equity (cash plus positions at the last mark), quote currency.",
                  equity)
     yield _gauge("tradectl_equity_peak", "The equity peak the drawdown is measured from, quote currency.", peak)
-    yield _gauge("tradectl_drawdown_ratio", "Drawdown from the equity peak, 0..1.",
-                 max(0.0, 1.0 - equity / peak) if peak > 0 else 0.0)
+    yield _gauge("tradectl_drawdown_ratio", "Drawdown from the equity peak, 0..1.", portfolio.drawdown() or 0.0)
     yield _gauge("tradectl_pnl_today", "Equity change since the start of the trading day, quote currency.",
                  equity - portfolio.day_start_equity)
     yield _gauge("tradectl_unrealized_pnl", "Unrealized P&L of open positions, quote currency.",

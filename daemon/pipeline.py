@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -37,11 +37,15 @@ AlertSink = Callable[[str, str, dict[str, Any]], Awaitable[None] | None]
 class Counts:
     bars: int = 0
     rejected_bars: int = 0
-    decisions: int = 0
     orders: int = 0
     fills: int = 0
     risk_denials: int = 0
     trades: int = 0
+    decisions_by_action: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def decisions(self) -> int:
+        return sum(self.decisions_by_action.values())
 
 
 @dataclass(slots=True)
@@ -92,7 +96,6 @@ class TradingPipeline:
         self.on_rollback: Callable[[int], Awaitable[None]] | None = None
         self._flush_task: asyncio.Task[None] | None = None
         self._last_denial: tuple[str, str, str] | None = None
-        self.decisions_by_action: dict[str, int] = {}
         # latency observers set by the metrics (seconds); None leaves the policy step untimed
         self.observe_policy: Callable[[float], None] | None = None
         self.observe_bar_to_order: Callable[[float], None] | None = None
@@ -214,7 +217,6 @@ class TradingPipeline:
 
     # ------------------------------------------------------------------ decisions
     async def _act(self, decision: Decision, bar: Bar, view: PositionView, equity: float) -> None:
-        self.counts.decisions += 1
         portfolio = self.portfolio
         symbol = decision.symbol
         request = None
@@ -228,14 +230,16 @@ class TradingPipeline:
             self._record(None, decision, None, None, None)
             return
         decision_id = self.store.next_decision_id()
-        verdict = self.governor.check(request, self._context(request, bar, decision))
+        context = self._context(request, bar, decision)
+        verdict = self.governor.check(request, context)
         if not verdict.allowed:
             await self._denied(decision_id, decision, request, verdict, bar.ts)
             return
         if verdict.quantity is not None and verdict.quantity != request.quantity:
             request = replace(request, quantity=verdict.quantity)
         assert self.orders is not None
-        order = await self._send(request, decision_id, decision, verdict, bar.ts)
+        entry = context.increases_exposure(request)
+        order = await self._send(request, decision_id, decision, verdict, bar.ts, entry=entry)
         self._record(decision_id, decision, verdict, request.signed_quantity, order.client_order_id)
 
     def _context(self, request: OrderRequest, bar: Bar, decision: Decision | None) -> RiskContext:
@@ -254,10 +258,10 @@ class TradingPipeline:
         )
 
     async def _send(
-        self, request: OrderRequest, decision_id: int, decision: Decision, verdict: Verdict, ts: int
+        self, request: OrderRequest, decision_id: int, decision: Decision, verdict: Verdict, ts: int, *, entry: bool
     ) -> ManagedOrder:
+        """``entry``: the order opens, adds to or reverses a position (a close alerts at its exit, with the P&L)."""
         assert self.orders is not None
-        held = self.portfolio.quantity(request.symbol)
         order = await self.orders.submit(request, ts=ts, decision_id=decision_id)
         if self.observe_bar_to_order is not None:
             self.observe_bar_to_order(time.perf_counter() - self._bar_started)
@@ -278,7 +282,7 @@ class TradingPipeline:
         if order.rejection:
             await self._emit("order_rejected", f"{what}: {order.rejection}",
                              {"client_order_id": order.client_order_id, "reason": order.rejection})
-        elif _opens(held, held + request.signed_quantity):  # a close alerts at its exit, with the P&L
+        elif entry:
             await self._emit("entry", f"{what} ({decision.action.name})",
                              {"client_order_id": order.client_order_id, "symbol": request.symbol})
         return order
@@ -315,7 +319,7 @@ class TradingPipeline:
         client_order_id: str | None,
     ) -> None:
         action = decision.action.name
-        by_action = self.decisions_by_action
+        by_action = self.counts.decisions_by_action
         by_action[action] = by_action.get(action, 0) + 1
         row = DecisionRow(
             decision.symbol,
@@ -492,8 +496,3 @@ class TradingPipeline:
             },
             "rejected_by_reason": dict(self.guard.rejected),
         }
-
-
-def _opens(held: Decimal, after: Decimal) -> bool:
-    """Whether an order taking a position from ``held`` to ``after`` opens, adds to or reverses one (an entry)."""
-    return after != 0 and (held == 0 or (after > 0) != (held > 0) or abs(after) > abs(held))

@@ -200,6 +200,11 @@ class Portfolio:
         if equity > self.peak_equity:
             self.peak_equity = equity
 
+    def drawdown(self) -> float | None:
+        """How far equity is below its peak, 0..1 (None while there is no positive peak to measure from)."""
+        peak = self.peak_equity
+        return max(0.0, 1.0 - self.equity() / peak) if peak > 0 else None
+
     def equity(self) -> float:
         """Cash plus every marked position at its last price (float: an estimate, never booked)."""
         equity = self._equity

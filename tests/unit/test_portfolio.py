@@ -66,3 +66,13 @@ def test_mark_to_market_and_day_rollover() -> None:
     assert book.peak_equity == 1020.0
     view = book.view("EURUSD")
     assert view.side == 1 and view.bars_held == 2 and view.peak_unrealized == 20.0
+
+
+def test_drawdown_is_measured_from_the_equity_peak() -> None:
+    book = Portfolio(D("1000"))
+    assert book.drawdown() == 0.0
+    book.apply_fill(_fill(1, Side.BUY, "10", "10", "0"), reason="buy")
+    book.mark("EURUSD", 12.0, 3600)  # equity 1020: a new peak
+    book.mark("EURUSD", 9.0, 7200)  # equity 990
+    assert book.peak_equity == 1020.0
+    assert abs(book.drawdown() - (1 - 990 / 1020)) < 1e-12
