@@ -14,12 +14,13 @@ from brokers.live.offload import Offloader, RateLimited
 from brokers.live.ratelimit import RateLimiter, reset_delay
 from brokers.live.submit import SubmitFailure, submit_once
 from brokers.live.supervisor import Backoff, ConnectionState, ConnectionSupervisor, Transition, check_transition
-from brokers.live.updates import Quarantine, SeenIds
+from brokers.live.updates import ForwardOnly, Quarantine, SeenIds
 
 __all__ = [
     "Backoff",
     "ConnectionState",
     "ConnectionSupervisor",
+    "ForwardOnly",
     "Offloader",
     "Quarantine",
     "RateLimited",
