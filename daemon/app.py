@@ -276,6 +276,7 @@ class Daemon:
         """
         try:
             await self.lag.stop()
+            log.info("event loop lag", **self.lag.snapshot())  # ms over the last minute: what the run cost the loop
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
             pipeline = self.pipeline

@@ -161,6 +161,9 @@ class HealthConfig(_Section):
     )
     loop_lag_window_seconds: float = Field(30.0, gt=0, description="how long a late wake-up counts against health")
     market_data_grace_seconds: float = Field(
+    loop_lag_sample_ms: float = Field(
+        50.0, ge=1, le=1000, description="how often the loop-lag monitor asks to be woken; finer = more samples"
+    )
         60.0,
         gt=0,
         description="market data is stale when no bar came for one expected bar interval (1/pace for a paced"

@@ -13,9 +13,9 @@ from collections import deque
 
 
 class LoopLagMonitor:
-    def __init__(self, interval: float = 0.05, window: int = 1200) -> None:
+    def __init__(self, interval: float = 0.05, window_seconds: float = 60.0) -> None:
         self.interval = interval
-        self._samples: deque[float] = deque(maxlen=window)
+        self._samples: deque[float] = deque(maxlen=max(1, int(window_seconds / interval)))
         self.worst = 0.0
         self._task: asyncio.Task[None] | None = None
         self._due: float | None = None  # loop time of the pending wake-up

@@ -33,6 +33,7 @@ from daemon.app import Daemon, build_strategy
 from daemon.config import TradectlConfig
 from daemon.dashboard import Dashboard, daemon_snapshot
 from daemon.health import HealthMonitor, expected_bar_interval
+from daemon.looplag import LoopLagMonitor
 from daemon.metrics import DaemonMetrics
 from daemon.orders import supervise
 from daemon.report import Summary
@@ -177,6 +178,7 @@ class LiveRunner:
         interval = expected_bar_interval(venue.broker.feed_status(), pace, config.data.bar_seconds)
         return cls(daemon, bar_interval=interval)
 
+        daemon.lag = LoopLagMonitor(config.health.loop_lag_sample_ms / 1000)
     async def run(self, *, install_signals: bool = True) -> Summary:
         daemon = self.daemon
         config = daemon.config
