@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -16,18 +17,25 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
+import aiohttp
 import pytest
 import requests
 from alpaca.common.exceptions import APIError
 from alpaca.data.enums import DataFeed
 from alpaca.data.historical import CryptoHistoricalDataClient, StockHistoricalDataClient
-from alpaca.data.live import StockDataStream
+from alpaca.data.live import CryptoDataStream, StockDataStream
 from alpaca.data.requests import CryptoBarsRequest, StockBarsRequest
 from alpaca.data.timeframe import TimeFrame
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import OrderSide, OrderStatus, QueryOrderStatus, TimeInForce
 from alpaca.trading.models import TradeUpdate
-from alpaca.trading.requests import GetCalendarRequest, GetOrdersRequest, LimitOrderRequest, MarketOrderRequest
+from alpaca.trading.requests import (
+    ClosePositionRequest,
+    GetCalendarRequest,
+    GetOrdersRequest,
+    LimitOrderRequest,
+    MarketOrderRequest,
+)
 from alpaca.trading.stream import TradingStream
 
 from tests.fakes.alpaca import KEY_ID, ONE_MINUTE, SECRET_KEY, Bar, FakeAlpaca
@@ -56,7 +64,7 @@ def market(symbol: str, qty: float, side: OrderSide, cid: str) -> MarketOrderReq
 
 
 @contextlib.asynccontextmanager
-async def running(stream: StockDataStream | TradingStream) -> AsyncIterator[None]:
+async def running(stream: StockDataStream | CryptoDataStream | TradingStream) -> AsyncIterator[None]:
     task = asyncio.create_task(stream._run_forever())
     try:
         yield
@@ -188,6 +196,25 @@ async def test_cancel_list_and_cancel_filled(fake: FakeAlpaca) -> None:
             await call(client.cancel_order_by_id, order_id)
         assert (refused.value.status_code, refused.value.code) == (422, 42210000)
     assert ("DELETE", f"/v2/orders/{filled.id}", 422) in fake.records.responses
+
+
+async def test_close_position_cancel_all_and_immediate_or_cancel(fake: FakeAlpaca) -> None:
+    client = trading(fake)
+    await call(client.submit_order, market("SPY", 10, OrderSide.BUY, "open"))
+    await fake.publish_bar("SPY", T0, 50, 51, 49, 50)
+    closing = await call(client.close_position, "SPY", ClosePositionRequest(percentage="40"))
+    assert (closing.side, closing.qty, closing.status) == (OrderSide.SELL, "4", OrderStatus.ACCEPTED)
+    ioc = LimitOrderRequest(symbol="SPY", qty=3, side=OrderSide.BUY, time_in_force=TimeInForce.IOC, limit_price=40,
+                            client_order_id="ioc")
+    await call(client.submit_order, ioc)
+    await call(client.submit_order, LimitOrderRequest(symbol="SPY", qty=1, side=OrderSide.BUY, limit_price=1,
+                                                      time_in_force=TimeInForce.GTC, client_order_id="rest"))
+    await fake.publish_bar("SPY", T0 + ONE_MINUTE, 52, 52, 51, 51)
+    assert fake.positions()["SPY"].qty == 6  # the close filled at 52; the IOC limit was not reached
+    assert fake.order("ioc").status == "canceled" and fake.order("ioc").filled_qty == 0
+    cancelled = await call(client.cancel_orders)
+    assert [(str(c.id), c.status) for c in cancelled] == [(fake.order("rest").id, 200)]
+    assert fake.order("rest").status == "canceled"
 
 
 @pytest.mark.parametrize("status", [401, 403])
@@ -485,3 +512,58 @@ async def test_records_time_bar_frames_and_order_arrivals_on_one_clock(fake: Fak
     # each order fills at the next bar's open: the first two are filled, the last is waiting
     assert [fake.order(c).status for c in arrivals] == ["filled", "filled", "new"]
     assert fake.positions()["SPY"].avg_entry_price == Decimal("11.5")
+
+
+# ---------------------------------------------------------------------------------------------- raw protocol
+async def test_protocol_details_other_clients_rely_on(fake: FakeAlpaca) -> None:
+    """Without alpaca-py: JSON market data for clients that do not ask for msgpack, the subscription answer,
+    the trading stream's acks, and its binary frames (Alpaca's paper endpoint sends JSON in binary frames)."""
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(fake.stock_stream_url()) as ws:
+            assert await ws.receive_json() == [{"T": "success", "msg": "connected"}]
+            await ws.send_json({"action": "subscribe", "bars": ["SPY"]})
+            assert (await ws.receive_json())[0]["code"] == 401  # not authenticated yet
+            await ws.send_json({"action": "auth", "key": KEY_ID, "secret": SECRET_KEY})
+            assert await ws.receive_json() == [{"T": "success", "msg": "authenticated"}]
+            await ws.send_json({"action": "subscribe", "bars": ["SPY"], "trades": ["AAPL"]})
+            (sub,) = await ws.receive_json()
+            assert (sub["T"], sub["bars"], sub["trades"], sub["quotes"]) == ("subscription", ["SPY"], ["AAPL"], [])
+            await fake.publish_bar("SPY", T0, "1.5", 2, 1, "1.75", 7)
+            (bar,) = await ws.receive_json()
+            assert bar == {"T": "b", "S": "SPY", "o": 1.5, "h": 2.0, "l": 1.0, "c": 1.75, "v": 7,
+                           "t": "2026-10-01T13:30:00Z", "n": 1, "vw": 1.5625}
+
+        async with session.ws_connect(fake.trading_stream_url) as ws:
+            await ws.send_json({"action": "authenticate", "data": {"key_id": KEY_ID, "secret_key": SECRET_KEY}})
+            auth = await ws.receive()
+            assert auth.type == aiohttp.WSMsgType.BINARY
+            assert json.loads(auth.data)["data"] == {"action": "authenticate", "status": "authorized"}
+            await ws.send_json({"action": "listen", "data": {"streams": ["trade_updates"]}})
+            assert json.loads((await ws.receive()).data) == {"stream": "listening",
+                                                             "data": {"streams": ["trade_updates"]}}
+            await call(trading(fake).submit_order, market("SPY", 1, OrderSide.BUY, "raw"))
+            update = json.loads((await ws.receive()).data)
+            assert (update["stream"], update["data"]["event"], update["data"]["order"]["qty"]) == (
+                "trade_updates", "new", "1")
+
+
+async def test_text_frames_on_request_and_crypto_stream() -> None:
+    async with FakeAlpaca(start_time=T0, trade_updates_binary=False) as fake:
+        async with aiohttp.ClientSession() as session, session.ws_connect(fake.trading_stream_url) as ws:
+            await ws.send_json({"action": "authenticate", "data": {"key_id": KEY_ID, "secret_key": "bad"}})
+            refused = await ws.receive()
+            assert refused.type == aiohttp.WSMsgType.TEXT
+            assert json.loads(refused.data)["data"]["status"] == "unauthorized"
+
+        got: list[Any] = []
+
+        async def on_bar(bar: Any) -> None:
+            got.append(bar)
+
+        stream = CryptoDataStream(KEY_ID, SECRET_KEY, url_override=fake.crypto_stream_url)
+        stream.subscribe_bars(on_bar, "BTC/USD")
+        async with running(stream):
+            await fake.wait_subscribed("BTC/USD")
+            await fake.publish_bar("BTC/USD", T0, "60000", "60100", "59900", "60050.5", "1.25")
+            await until(lambda: len(got) == 1, "crypto bar")
+    assert (got[0].symbol, got[0].timestamp, got[0].close, got[0].volume) == ("BTC/USD", T0, 60050.5, 1.25)

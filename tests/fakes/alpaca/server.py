@@ -442,9 +442,13 @@ class FakeAlpaca:
         return web.json_response(wire.position_json(pos, self.market.last_price.get(pos.symbol)))
 
     async def _close_position(self, request: web.Request) -> web.Response:
-        """Liquidate with a market order for the whole (or ``qty`` of the) position, as Alpaca does."""
+        """Liquidate with a market order for the whole position (or ``qty`` / ``percentage`` of it), as Alpaca does."""
         pos = self._find_position(request)
-        qty = to_decimal(request.query["qty"]) if "qty" in request.query else abs(pos.qty)
+        qty = abs(pos.qty)
+        if "qty" in request.query:
+            qty = to_decimal(request.query["qty"])
+        elif "percentage" in request.query:
+            qty = qty * to_decimal(request.query["percentage"]) / 100
         accepted, events = self.market.submit(symbol=pos.symbol, qty=qty, side="sell" if pos.qty > 0 else "buy",
                                               type="market", time_in_force="day", client_order_id=None)
         await self.trade_updates.emit(events)
