@@ -27,15 +27,25 @@ import contextlib
 import dataclasses
 import random
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import Any
 
 import structlog
 
-from brokers.base import AccountSnapshot, Bar, Fill, OrderRequest, OrderStatus, OrderUpdate, Position, UpdateInbox
+from brokers.base import (
+    AccountSnapshot,
+    Bar,
+    Fill,
+    OrderRequest,
+    OrderStatus,
+    OrderUpdate,
+    Position,
+    Side,
+    UpdateInbox,
+)
 from brokers.errors import BrokerError
 from brokers.live import Backoff, ConnectionState, ConnectionSupervisor, ForwardOnly, Quarantine, SeenIds, submit_once
 
@@ -48,6 +58,8 @@ __all__ = ["AlpacaBroker"]
 
 log = structlog.get_logger(__name__)
 _RECENT_BARS = 512  # delivered bar times remembered per symbol (duplicates from a backfill overlap)
+_RECENT_ORDERS = 1024  # orders whose delivered fills are remembered for ``fills_for``
+_DIV = Context(prec=28, rounding=ROUND_HALF_EVEN)
 
 
 class AlpacaBroker:
@@ -71,6 +83,7 @@ class AlpacaBroker:
         self._forward = ForwardOnly()
         self._open: set[str] = set()  # client ids this process has seen working (recovered after a reconnect)
         self._raw: dict[str, dict[str, Any]] = {}  # latest venue order object per client id (duplicate check)
+        self._delivered: OrderedDict[str, list[Fill]] = OrderedDict()  # fills handed on, per order (latest orders)
         self.market_open: bool | None = None
         self.clock: dict[str, Any] = {}
         self.counts = {"bars": 0, "duplicate_bars": 0, "backfilled_bars": 0, "updates": 0,
@@ -255,6 +268,11 @@ class AlpacaBroker:
         else:
             self._open.add(update.client_order_id)
         self.counts["updates"] += 1
+        if update.fill is not None:
+            self._delivered.setdefault(update.client_order_id, []).append(update.fill)
+            self._delivered.move_to_end(update.client_order_id)
+            if len(self._delivered) > _RECENT_ORDERS:
+                self._delivered.popitem(last=False)
         self._inbox.put(update)
 
     def _on_trade_update(self, data: dict[str, Any]) -> None:
@@ -343,12 +361,49 @@ class AlpacaBroker:
             raise BrokerError(f"order {client_order_id}: unreadable answer: {exc}") from exc
 
     async def fills_for(self, client_order_id: str) -> list[Fill]:
+        """Every execution of one order, oldest first.
+
+        The fills this process already delivered, when they account for the
+        order's whole filled quantity; else the account's FILL activities
+        (Alpaca's execution report). A venue without that report (404) gets
+        one fill for the quantity not yet delivered, at the average price the
+        order reports for it, named like the execution that completed that
+        quantity (``<order id>:<filled qty>``).
+        """
         raw = await self.rest.order_by_client_id(client_order_id)
-        if raw is None or convert.decimal(raw.get("filled_qty") or "0", "filled_qty") == 0:
+        if raw is None:
             return []
-        activities = await self.rest.fill_activities(str(raw.get("id")))
-        fills = [convert.activity_fill(a, client_order_id) for a in activities]
-        return sorted(fills, key=lambda f: Decimal(f.fill_id.rpartition(":")[2]))
+        filled = convert.decimal(raw.get("filled_qty") or "0", "filled_qty")
+        known = list(self._delivered.get(client_order_id, ()))
+        have = sum((f.quantity for f in known), Decimal(0))
+        if have >= filled:
+            return known
+        try:
+            activities = await self.rest.fill_activities(str(raw.get("id")))
+        except AlpacaError as exc:
+            if exc.status != 404:
+                raise
+            return [*known, self._remainder_fill(client_order_id, raw, known, filled)]
+        by_id = {f.fill_id: f for f in known}
+        by_id.update((f.fill_id, f) for f in (convert.activity_fill(a, client_order_id) for a in activities))
+        return sorted(by_id.values(), key=lambda f: Decimal(f.fill_id.rpartition(":")[2]))
+
+    @staticmethod
+    def _remainder_fill(client_order_id: str, raw: dict[str, Any], known: list[Fill], filled: Decimal) -> Fill:
+        average = convert.decimal(raw.get("filled_avg_price"), "filled_avg_price")
+        quantity = filled - sum((f.quantity for f in known), Decimal(0))
+        notional = average * filled - sum((f.quantity * f.price for f in known), Decimal(0))
+        update = convert.order_update(raw)
+        return Fill(
+            fill_id=convert.fill_id(str(raw.get("id")), filled),
+            client_order_id=client_order_id,
+            symbol=str(raw.get("symbol")),
+            side=Side(raw.get("side")),
+            quantity=quantity,
+            price=_DIV.divide(notional, quantity),
+            fee=Decimal(0),
+            ts=update.ts,
+        )
 
     async def open_orders(self) -> list[OrderUpdate]:
         return [convert.order_update(raw) for raw in await self.rest.open_orders()]

@@ -9,19 +9,25 @@ until the updates it streams have arrived.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Protocol
 
+from brokers.alpaca import AlpacaBroker, AlpacaSettings
 from brokers.base import Bar, Broker, OrderUpdate
 from brokers.costs import CostModel
 from brokers.sim import ReplayFeed, SimBroker
+from tests.fakes.alpaca import KEY_ID, SECRET_KEY, FakeAlpaca
 
 D = Decimal
 SYMBOL = "EURUSD"
 T0 = 1483344000  # 2017-01-02T08:00:00Z, a Monday
 HOUR = 3600
+ALPACA_SYMBOL = "SPY"
 # (open, high, low, close): a small hand-made series, so the suite's expectations are exact
 _OHLC = [
     (1.1000, 1.1050, 1.0950, 1.1010),
@@ -81,5 +87,65 @@ async def sim_harness(*, max_fill_quantity: Decimal | None = None) -> SimHarness
     return SimHarness(broker)
 
 
+@dataclass
+class AlpacaHarness:
+    """The Alpaca adapter against the wire-level fake (tests/fakes/alpaca): one minute bar per ``next_bar``."""
+
+    broker: AlpacaBroker
+    fake: FakeAlpaca
+    t0: int
+    symbol: str = ALPACA_SYMBOL
+    unreachable_bid: Decimal = Decimal("0.5000")
+    published: int = 0
+
+    def __post_init__(self) -> None:
+        self._bars = self.broker.bars()
+
+    async def next_bar(self) -> Bar:
+        o, h, lo, c = _OHLC[self.published % len(_OHLC)]
+        ts_open = datetime.fromtimestamp(self.t0 + self.published * 60, UTC)
+        self.published += 1
+        await self.fake.publish_bar(self.symbol, ts_open, o, h, lo, c, 100)
+        async with asyncio.timeout(5):
+            return await anext(self._bars)
+
+    async def updates(self) -> list[OrderUpdate]:
+        session = self.broker.trade_updates_session
+        await self.fake.wait_until(lambda: session.messages >= len(self.fake.records.trade_updates),
+                                   what="the adapter received every trade update sent")
+        return self.broker.drain_updates()
+
+    async def close(self) -> None:
+        try:
+            await self.broker.close()
+        finally:
+            await self.fake.close()
+
+
+def alpaca_settings(fake: FakeAlpaca, **overrides: object) -> AlpacaSettings:
+    """Settings that point the adapter at ``fake``, with short backoff and deadlines for tests."""
+    values: dict[str, object] = dict(
+        key_id=KEY_ID, secret_key=SECRET_KEY, symbols=(ALPACA_SYMBOL,), trading_url=fake.base_url,
+        data_url=fake.base_url, data_stream_url=fake.stock_stream_url("iex"),
+        trading_stream_url=fake.trading_stream_url, backoff_floor_seconds=0.05, backoff_cap_seconds=0.5,
+        in_flight_deadline_seconds=2.0, request_timeout_seconds=2.0, seed=7,
+    )
+    values.update(overrides)
+    return AlpacaSettings(**values)  # type: ignore[arg-type]
+
+
+async def alpaca_harness(*, max_fill_quantity: Decimal | None = None) -> AlpacaHarness:
+    t0 = int(time.time()) // 60 * 60 - 3600  # an hour ago: every bar is history once published, none ahead
+    fake = FakeAlpaca(start_time=datetime.fromtimestamp(t0, UTC), max_fill_qty_per_bar=max_fill_quantity)
+    await fake.start()
+    try:
+        broker = AlpacaBroker(alpaca_settings(fake), connect_timeout=10)
+        await broker.connect()
+    except BaseException:
+        await fake.close()
+        raise
+    return AlpacaHarness(broker, fake, t0)
+
+
 HarnessFactory = Callable[..., Awaitable[VenueHarness]]
-HARNESSES: dict[str, HarnessFactory] = {"sim": sim_harness}
+HARNESSES: dict[str, HarnessFactory] = {"sim": sim_harness, "alpaca": alpaca_harness}

@@ -150,10 +150,13 @@ async def test_partial_fills_add_up_to_the_order_and_are_reported_in_order(parti
     fills = _fills(updates)
     assert [f.quantity for f in fills] == [D(400), D(400), D(200)]
     assert sum((f.quantity for f in fills), ZERO) == QTY
-    assert [u.status for u in updates] == [
+    # a live venue also streams its acknowledgement ("new"); besides that, each update is one fill
+    with_fill = [u for u in updates if u.fill is not None]
+    assert all(u.status in (OrderStatus.SUBMITTED, OrderStatus.ACCEPTED) for u in updates if u.fill is None)
+    assert [u.status for u in with_fill] == [
         OrderStatus.PARTIALLY_FILLED, OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED,
     ]
-    assert [u.filled_quantity for u in updates] == [D(400), D(800), D(1000)], "cumulative, never backwards"
+    assert [u.filled_quantity for u in with_fill] == [D(400), D(800), D(1000)], "cumulative, never backwards"
     notional = sum((f.quantity * f.price for f in fills), ZERO)
     assert abs(updates[-1].average_price - notional / QTY) < D("1e-20")
 
