@@ -73,6 +73,12 @@ def _build_parser() -> argparse.ArgumentParser:
 
     _train_arguments(train)
 
+    validate = sub.add_parser("validate", help="judge a model by the validation gates on data it did not train on")
+    _config_arg(validate)
+    from daemon.validate import add_arguments as _validate_arguments
+
+    _validate_arguments(validate)
+
     models = sub.add_parser("models", help="the model registry (gold model for drawdown rollbacks)")
     models_sub = models.add_subparsers(dest="models_command", required=True, metavar="SUBCOMMAND")
     listing = models_sub.add_parser("list", help="registered models")
@@ -110,6 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "models": _cmd_models,
         "config": _cmd_config,
         "train": _cmd_train,
+        "validate": _cmd_validate,
     }
     try:
         code = handlers[args.command](args)
@@ -282,6 +289,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     configure_logging(config.logging.level, config.logging.json_output)
     return run_training(args, config)
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from daemon.validate import run as run_validation
+
+    config = load_config(args.config)
+    configure_logging("error", config.logging.json_output)  # the gate table, not the runs' risk warnings
+    return run_validation(args, config)
 
 
 # ---------------------------------------------------------------------- config

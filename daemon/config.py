@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from brokers.costs import CostModel
 from brokers.errors import ConfigError
 from risk.config import RiskConfig, SizingConfig
+from strategies.evaluation.gates import ValidationConfig
 
 ENV_PREFIX = "TRADECTL_"
 
@@ -160,10 +161,10 @@ class HealthConfig(_Section):
         1000.0, gt=0, description="unhealthy while any event-loop wake-up in the window came later than this"
     )
     loop_lag_window_seconds: float = Field(30.0, gt=0, description="how long a late wake-up counts against health")
-    market_data_grace_seconds: float = Field(
     loop_lag_sample_ms: float = Field(
         50.0, ge=1, le=1000, description="how often the loop-lag monitor asks to be woken; finer = more samples"
     )
+    market_data_grace_seconds: float = Field(
         60.0,
         gt=0,
         description="market data is stale when no bar came for one expected bar interval (1/pace for a paced"
@@ -246,6 +247,7 @@ class TradectlConfig(BaseSettings):
     health: HealthConfig = Field(default_factory=HealthConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     telegram: TelegramConfig = Field(default_factory=TelegramConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
 
     @classmethod
     def settings_customise_sources(

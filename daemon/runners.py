@@ -98,9 +98,12 @@ class BacktestRunner:
         db_path: Path,
         data: Path | None = None,
         bars: Sequence[Bar] | None = None,
+        strategy: Strategy | None = None,
     ) -> BacktestRunner:
+        """``strategy`` replaces the configured one (validation runs its baselines through this same path)."""
         # the strategy first: a refused model leaves no open store and no half-written run behind
-        strategy = build_strategy(config)
+        if strategy is None:
+            strategy = build_strategy(config)
         replay = list(bars) if bars is not None else load_data(config, data)
         venue = open_backtest_broker(config, replay)
         store = await Store.open(
@@ -175,10 +178,10 @@ class LiveRunner:
             synchronous=config.store.synchronous,
         )
         daemon = await _assemble(config, strategy, venue, store, mode="run", restore_trading_state=True)
+        daemon.lag = LoopLagMonitor(config.health.loop_lag_sample_ms / 1000)
         interval = expected_bar_interval(venue.broker.feed_status(), pace, config.data.bar_seconds)
         return cls(daemon, bar_interval=interval)
 
-        daemon.lag = LoopLagMonitor(config.health.loop_lag_sample_ms / 1000)
     async def run(self, *, install_signals: bool = True) -> Summary:
         daemon = self.daemon
         config = daemon.config

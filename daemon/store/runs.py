@@ -1,0 +1,47 @@
+"""What an evaluation reads back of one finished run: its equity curve and its closed trades.
+
+``tradectl validate`` (and later reports and shadow replays) judge a run by
+the record the pipeline wrote, not by a second bookkeeping of their own, so
+the figures they print are the store's. Kept beside ``reads`` (the
+dashboard's newest-rows queries) because these read a whole run, by run id,
+through the store's read-only ``query``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from daemon.store.repository import Store
+
+__all__ = ["RunTrade", "run_equity", "run_trades"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunTrade:
+    """A closed round trip of one run: when it ended and what it made net of fees."""
+
+    symbol: str
+    direction: int
+    entry_ts: int
+    exit_ts: int
+    fees: Decimal
+    pnl: Decimal
+
+
+async def run_equity(store: Store, run_id: int, *, since_ts: int | None = None) -> list[tuple[int, float]]:
+    """The run's equity snapshots as (bar ts, equity), oldest first; from ``since_ts`` on when given."""
+    rows = await store.query(
+        "SELECT ts, equity FROM equity_snapshots WHERE run_id = ? AND ts >= ? ORDER BY rowid",
+        (run_id, -(2**62) if since_ts is None else since_ts),
+    )
+    return [(int(ts), float(equity)) for ts, equity in rows]
+
+
+async def run_trades(store: Store, run_id: int) -> list[RunTrade]:
+    """The run's closed round trips in the order they closed (money stays ``Decimal``)."""
+    rows = await store.query(
+        "SELECT symbol, direction, entry_ts, exit_ts, fees, pnl FROM trades WHERE run_id = ? ORDER BY id",
+        (run_id,),
+    )
+    return [RunTrade(r[0], int(r[1]), int(r[2]), int(r[3]), Decimal(r[4]), Decimal(r[5])) for r in rows]
