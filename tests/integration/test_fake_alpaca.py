@@ -474,6 +474,21 @@ async def test_500_refuses_without_acting_and_slow_responses_are_slow(fake: Fake
     assert fake.faults.delays == []
 
 
+async def test_outage_refuses_connections_and_keeps_the_venues_state(fake: FakeAlpaca) -> None:
+    client = trading(fake)
+    await call(client.submit_order, market("SPY", 1, OrderSide.BUY, "before"))
+    port = fake.port
+    await fake.go_away()
+    with pytest.raises(requests.exceptions.ConnectionError):
+        await call(client.get_account)
+    await fake.come_back()
+    assert fake.port == port
+    assert (await call(client.get_order_by_client_id, "before")).qty == "1"
+    with pytest.raises(APIError) as unknown:
+        await call(client.get, "/no/such/route")
+    assert (unknown.value.status_code, unknown.value.code) == (404, 40410000)
+
+
 async def test_lost_submit_response_leaves_the_order_on_the_venue(fake: FakeAlpaca) -> None:
     updates: list[TradeUpdate] = []
     client = trading(fake)

@@ -36,7 +36,7 @@ from aiohttp import web
 
 from tests.fakes.alpaca import wire
 from tests.fakes.alpaca.faults import Delay, FaultPlan, HttpFault, Records, Rejection, RequestRecord
-from tests.fakes.alpaca.market import Bar, Market, Order, OrderError, Position, TradeEvent, to_decimal
+from tests.fakes.alpaca.market import Bar, Execution, Market, Order, OrderError, Position, TradeEvent, to_decimal
 from tests.fakes.alpaca.streams import MarketDataHub, TradeUpdatesHub
 
 KEY_ID = "PKFAKEKEY0000000000"
@@ -125,6 +125,15 @@ class FakeAlpaca:
             await self._runner.cleanup()
             self._runner = None
 
+    async def go_away(self) -> None:
+        """Stop listening and close every connection: connections are refused until ``come_back``.
+        The venue's state (orders, positions, history) is kept, as a real outage keeps it."""
+        await self.close()
+
+    async def come_back(self) -> None:
+        """Listen again on the same port."""
+        await self.start()
+
     async def __aenter__(self) -> FakeAlpaca:
         await self.start()
         return self
@@ -202,7 +211,7 @@ class FakeAlpaca:
         return dict(self.market.positions)
 
     @property
-    def executions(self) -> list:
+    def executions(self) -> list[Execution]:
         return list(self.market.executions)
 
     @property
@@ -321,6 +330,8 @@ class FakeAlpaca:
             response = await handler(request)
         except OrderError as e:
             response = _error(e.status, e.code, e.message)
+        except web.HTTPException as e:  # an unknown path or method: Alpaca's JSON body, not aiohttp's text
+            response = _error(e.status, e.status * 100_000 + 10_000, e.reason.lower())
         if isinstance(response, web.Response):
             limit = self.rate_limit_per_minute or 200
             oldest = self._window[0] if self._window else time.monotonic()
