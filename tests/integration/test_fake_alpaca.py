@@ -402,12 +402,14 @@ async def test_trade_updates_drop_async_reject_expire_and_cancel(fake: FakeAlpac
     client = trading(fake)
     async with running(_trading_stream(fake, updates)):
         await fake.wait_listening()
-        assert await fake.drop_trade_updates() == 1
+        assert await fake.drop_trade_updates(stay_down=True) == 1
         # while the socket is down, a fill happens: the stream never sends it, REST has it
         await call(client.submit_order, market("SPY", 1, OrderSide.BUY, "missed"))
         await fake.publish_bar("SPY", T0, 10, 10, 10, 10)
         assert fake.records.trade_updates[-1].receivers == 0
+        fake.restore_streams()
         await fake.wait_listening()  # alpaca-py reconnected by itself
+        assert fake.trade_updates.connections_total >= 2
         assert (await call(client.get_order_by_client_id, "missed")).status == OrderStatus.FILLED
 
         fake.reject_next_order("order rejected by risk check", asynchronous=True)
