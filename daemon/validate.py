@@ -16,6 +16,11 @@ those before its ``train_start``). Warm-up may reach back into the training
 span; no decision is made on it. A model that records no training span
 cannot be validated: nothing would say which bars it has seen.
 
+The ``invalid_actions`` gate counts decisions whose action is not in the
+model's recorded action map; loading already refuses a model whose map
+differs from the running one, so through this pipeline it guards that
+promise rather than finding anything new.
+
 Exit codes: 0 every required gate passed, 5 a required gate failed (the
 table says which and why), 1 the validation could not run (bad model or data
 file, no held-out bars).
@@ -26,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -195,7 +201,7 @@ class Validation:
         lines = [
             f"model     {self.model}  (sha256 {self.model_sha256[:16]}…)",
             f"held out  {utc_datetime(self.first_ts):%Y-%m-%d %H:%M} .. {utc_datetime(self.last_ts):%Y-%m-%d %H:%M} "
-            f"UTC: {self.held_out_bars:,} bars, {self.trading_days} trading days; each strategy through the "
+            f"UTC: {self.held_out_bars:,} bars on {self.trading_days} dates; each strategy through the "
             "backtest pipeline, after costs",
             "",
             _runs_table((self.model_run, self.sma_run, self.buy_and_hold_run)),
@@ -335,8 +341,19 @@ def run(args: argparse.Namespace, config: TradectlConfig) -> int:
     """Print the validation (table or JSON); 0 when every required gate passed, ``EXIT_REJECTED`` otherwise."""
     result = validate(config, args.model, data=args.data)
     if args.json:
-        print(json.dumps(result.as_dict(), indent=2, default=str))
+        print(json.dumps(_strict_json(result.as_dict()), indent=2, default=str))
     else:
         print(result.render())
     sys.stdout.flush()
     return 0 if result.passed else EXIT_REJECTED
+
+
+def _strict_json(value: Any) -> Any:
+    """Non-finite floats (a profit factor with no losing trade is infinite) as strings: strict JSON has no inf."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict_json(v) for v in value]
+    return value

@@ -114,7 +114,7 @@ class Evidence:
     decisions: int
     action_counts: Mapping[str, int]
     invalid_actions: int
-    trading_days: int
+    trading_days: int  # UTC dates with at least one bar decided on
     round_trips: int
     return_pct: float
     max_drawdown_pct: float
@@ -189,7 +189,7 @@ def judge(evidence: Evidence, config: ValidationConfig) -> list[GateResult]:
     gate(
         "trades_per_day", tpd is not None and c.trades_per_day_min <= tpd <= c.trades_per_day_max, tpd,
         f"{c.trades_per_day_min:g} .. {c.trades_per_day_max:g}",
-        "no trading days" if tpd is None else f"{e.round_trips} round trips over {e.trading_days} trading days",
+        "no trading days" if tpd is None else f"{e.round_trips} round trips over {e.trading_days} dates with bars",
     )
     gate(
         "max_drawdown", e.decisions > 0 and e.max_drawdown_pct <= c.max_drawdown_pct, e.max_drawdown_pct,

@@ -85,7 +85,7 @@ def test_cli_json_and_advisory_gates_let_a_model_pass(tmp_path: Path, capsys: py
         "validation:\n  advisory: [episodes, sharpe, beats_sma, beats_buy_and_hold, hold_rate, trades_per_day]\n"
     )
     code = main(["validate", str(MODEL), "--config", str(config), "--json"])
-    doc = json.loads(capsys.readouterr().out)
+    doc = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"non-standard JSON {c}"))
     assert code == 0 and doc["passed"] is True
     assert {g["name"] for g in doc["gates"] if not g["passed"]} <= {"episodes", "sharpe", "beats_sma",
                                                                      "beats_buy_and_hold", "hold_rate",
