@@ -90,6 +90,15 @@ def _build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--db", type=Path, default=None, help="SQLite database (default from config)")
         cmd.add_argument("--json", action="store_true")
 
+    broker = sub.add_parser("broker", help="the configured broker")
+    broker_sub = broker.add_subparsers(dest="broker_command", required=True, metavar="SUBCOMMAND")
+    broker_check = broker_sub.add_parser(
+        "check", help="connect; print account, buying power, positions, open orders, clock and data feed; exit")
+    _config_arg(broker_check)
+    from daemon.broker_check import add_arguments as _broker_check_arguments
+
+    _broker_check_arguments(broker_check)
+
     risk = sub.add_parser("risk", help="trading state and each risk layer's figures against its limit")
     _api_args(risk)
     risk.add_argument("--json", action="store_true")
@@ -115,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "risk": _cmd_risk,
         "models": _cmd_models,
         "config": _cmd_config,
+        "broker": _cmd_broker,
         "train": _cmd_train,
         "validate": _cmd_validate,
     }
@@ -297,6 +307,15 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     configure_logging("error", config.logging.json_output)  # the gate table, not the runs' risk warnings
     return run_validation(args, config)
+
+
+# ---------------------------------------------------------------------- broker
+def _cmd_broker(args: argparse.Namespace) -> int:
+    from daemon.broker_check import run as run_check
+
+    config = load_config(args.config)
+    configure_logging("error", config.logging.json_output)  # the report, not the connection's own chatter
+    return run_check(args, config)
 
 
 # ---------------------------------------------------------------------- config

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from brokers.costs import CostModel
@@ -27,7 +27,20 @@ from strategies.evaluation.gates import ValidationConfig
 ENV_PREFIX = "TRADECTL_"
 
 # Dotted paths of fields that may only come from the environment.
-SECRET_FIELDS: tuple[str, ...] = ("api.token", "telegram.token")
+SECRET_FIELDS: tuple[str, ...] = ("api.token", "telegram.token", "alpaca.key_id", "alpaca.secret_key")
+
+
+def _secret_exclusions() -> dict[str, set[str]]:
+    """What ``model_dump`` leaves out of fingerprints and /status: every secret field."""
+    excluded: dict[str, set[str]] = {}
+    for dotted in SECRET_FIELDS:
+        section, key = dotted.split(".")
+        excluded.setdefault(section, set()).add(key)
+    return excluded
+
+
+_SECRETS_EXCLUDED = _secret_exclusions()
+LIVE_CONFIRM_ENV = "TRADECTL_LIVE_CONFIRM"  # live trading: must equal the Alpaca account number
 
 
 class _Section(BaseModel):
@@ -86,9 +99,60 @@ class ReconcileConfig(_Section):
     startup_retry_seconds: float = Field(2.0, ge=0, description="pause between start-up attempts")
 
 
+class AlpacaBrokerConfig(_Section):
+    """Alpaca (alpaca-py): paper endpoints unless live trading is switched on twice (here and in the environment)."""
+
+    paper: bool = Field(True, description="paper-trading endpoints and keys; false = real money (needs `live: true`)")
+    live: bool = Field(
+        False,
+        description="trade real money: needs `paper: false` and TRADECTL_LIVE_CONFIRM equal to the account number;"
+        " size entries down with risk.drip for the first days",
+    )
+    feed: Literal["iex", "sip"] = Field("iex", description="stock market-data feed (sip needs a paid subscription)")
+    symbols: list[str] = Field(default_factory=lambda: ["SPY"], min_length=1, description="stocks to stream bars of")
+    timeframe: Literal["1Min"] = Field("1Min", description="bar length streamed (data.bar_seconds must match: 60)")
+    trading_url: str | None = Field(None, description="REST origin override (tests); None = Alpaca's paper/live")
+    data_url: str | None = Field(None, description="market-data REST origin override; None = Alpaca's")
+    data_stream_url: str | None = Field(None, description="whole market-data websocket URL override; None = Alpaca's")
+    trading_stream_url: str | None = Field(None, description="whole trade-updates websocket URL override")
+    requests_per_minute: int = Field(200, ge=1, description="REST rate limit (token bucket shared by every call)")
+    request_timeout_seconds: float = Field(10.0, gt=0, description="a REST call unanswered this long has failed")
+    max_worker_threads: int = Field(4, ge=1, le=64, description="threads running blocking REST calls")
+    backoff_floor_seconds: float = Field(1.0, gt=0, description="first reconnect delay (full jitter above half)")
+    backoff_cap_seconds: float = Field(60.0, gt=0, description="longest reconnect delay")
+    in_flight_deadline_seconds: float = Field(
+        8.0, gt=0, description="a submit with no clear answer is looked up by client id this long, then UNKNOWN"
+        " (below orders.submit_timeout_seconds)"
+    )
+    connect_timeout_seconds: float = Field(30.0, gt=0, description="start-up: both streams must be up by then")
+    clock_poll_seconds: float = Field(60.0, gt=0, description="how often the market clock (open/closed) is read")
+
+    @model_validator(mode="after")
+    def _paper_or_live_on_purpose(self) -> AlpacaBrokerConfig:
+        if self.paper and self.live:
+            raise ValueError("paper: true and live: true contradict each other; live trading needs paper: false")
+        if not self.paper and not self.live:
+            raise ValueError("paper: false trades real money: set live: true as well (and TRADECTL_LIVE_CONFIRM)")
+        if self.backoff_floor_seconds > self.backoff_cap_seconds:
+            raise ValueError("backoff_floor_seconds must not exceed backoff_cap_seconds")
+        return self
+
+
+class AlpacaSecrets(_Section):
+    """Alpaca API keys: environment only (TRADECTL_ALPACA__KEY_ID, TRADECTL_ALPACA__SECRET_KEY)."""
+
+    key_id: SecretStr | None = Field(None, description="API key id; environment only: TRADECTL_ALPACA__KEY_ID")
+    secret_key: SecretStr | None = Field(
+        None, description="API secret; environment only: TRADECTL_ALPACA__SECRET_KEY"
+    )
+
+
 class BrokerConfig(_Section):
-    kind: Literal["sim"] = Field("sim", description="broker adapter; the simulated broker replays `data`")
+    kind: Literal["sim", "alpaca"] = Field(
+        "sim", description="broker adapter: the simulated broker replays `data`; alpaca trades broker.alpaca"
+    )
     sim: SimBrokerConfig = Field(default_factory=SimBrokerConfig)
+    alpaca: AlpacaBrokerConfig = Field(default_factory=AlpacaBrokerConfig)
 
 
 class DataConfig(_Section):
@@ -247,6 +311,7 @@ class TradectlConfig(BaseSettings):
     health: HealthConfig = Field(default_factory=HealthConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     telegram: TelegramConfig = Field(default_factory=TelegramConfig)
+    alpaca: AlpacaSecrets = Field(default_factory=AlpacaSecrets)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
 
     @classmethod
@@ -261,13 +326,38 @@ class TradectlConfig(BaseSettings):
         # The environment wins over the file (passed as init kwargs).
         return (env_settings, init_settings)
 
+    @model_validator(mode="after")
+    def _venue_fits(self) -> TradectlConfig:
+        if self.broker.kind == "alpaca":
+            _check_alpaca(self)
+        return self
+
     def fingerprint(self) -> str:
         """A hash of the effective configuration without secrets, stored with each run."""
-        doc = self.model_dump(mode="json", exclude={"api": {"token"}, "telegram": {"token"}})
+        doc = self.model_dump(mode="json", exclude=_SECRETS_EXCLUDED)
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
     def public_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude={"api": {"token"}, "telegram": {"token"}})
+        return self.model_dump(mode="json", exclude=_SECRETS_EXCLUDED)
+
+
+def _check_alpaca(config: TradectlConfig) -> None:
+    """What must agree across sections when trading on Alpaca; each problem names the setting to change."""
+    alpaca = config.broker.alpaca
+    problems = []
+    if config.alpaca.key_id is None or config.alpaca.secret_key is None:
+        problems.append("broker.kind alpaca needs TRADECTL_ALPACA__KEY_ID and TRADECTL_ALPACA__SECRET_KEY in the "
+                        "environment")
+    if config.data.bar_seconds != 60:
+        problems.append(f"data.bar_seconds is {config.data.bar_seconds}; broker.alpaca.timeframe "
+                        f"{alpaca.timeframe} bars are 60 s: set data.bar_seconds: 60")
+    if config.data.symbol not in alpaca.symbols:
+        problems.append(f"data.symbol {config.data.symbol!r} (the symbol the strategy trades) is not among "
+                        f"broker.alpaca.symbols {alpaca.symbols}")
+    if alpaca.in_flight_deadline_seconds >= config.orders.submit_timeout_seconds:
+        problems.append("broker.alpaca.in_flight_deadline_seconds must be below orders.submit_timeout_seconds")
+    if problems:
+        raise ValueError("; ".join(problems))
 
 
 def load_config(path: str | Path | None = None) -> TradectlConfig:
@@ -338,6 +428,8 @@ def _format_errors(source: str, exc: ValidationError) -> str:
         message = err["msg"]
         if err["type"] == "extra_forbidden":
             message = "unknown key"
+        elif err["type"] == "value_error" and "error" in err.get("ctx", {}):
+            message = str(err["ctx"]["error"])  # our validators' own sentence, without pydantic's prefix
         lines.append(f"{source}: {loc}: {message}")
     return "\n".join(lines)
 
@@ -352,7 +444,7 @@ def render_defaults() -> str:
         "# tradectl — the embedded default configuration, every setting with its default.",
         "# Generated by `tradectl config defaults`; `tradectl run` without --config uses exactly these values.",
         "# Environment overrides: TRADECTL_<SECTION>__<KEY>, e.g. TRADECTL_DATA__PACE=100.",
-        "# Secrets (api.token, telegram.token) are read only from the environment.",
+        f"# Secrets ({', '.join(SECRET_FIELDS)}) are read only from the environment.",
     ]
     _render_model(TradectlConfig(), 0, lines)
     return "\n".join(lines) + "\n"

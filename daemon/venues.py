@@ -7,14 +7,20 @@ pipeline or the runners.
 
 from __future__ import annotations
 
+import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from brokers.base import Bar, Broker
+from brokers.errors import ConfigError
 from brokers.history import load_bars, load_bundled
-from daemon.config import TradectlConfig
+from daemon.config import LIVE_CONFIRM_ENV, TradectlConfig
+
+if TYPE_CHECKING:
+    from brokers.alpaca import AlpacaBroker, AlpacaSettings
 
 
 def load_data(config: TradectlConfig, override: Path | None = None) -> list[Bar]:
@@ -46,16 +52,60 @@ class Venue:
 
 
 def open_broker(config: TradectlConfig, bars: Sequence[Bar], *, pace: float | None) -> Venue:
-    """The venue `tradectl run` trades on, as configured (today: the simulator over ``bars``).
+    """The venue `tradectl run` trades on, as configured: Alpaca, or the simulator over ``bars``.
 
     The simulated account is an external party: with ``broker.sim.state_file``
     it survives restarts; without one it is a new account every run. Each new
     account gets its own id so that its order and fill ids never collide with
-    an earlier account's in the same database.
+    an earlier account's in the same database. An Alpaca account is never
+    new with a run: its books are rebuilt from the store and reconciled.
     """
+    if config.broker.kind == "alpaca":
+        return Venue(open_alpaca(config), fresh_account=False)
     state_file = config.broker.sim.state_file
     broker = _simulator(config, bars, pace=pace, state_file=state_file, account_id=secrets.token_hex(3))
     return Venue(broker, fresh_account=state_file is None)
+
+
+def alpaca_settings(config: TradectlConfig) -> AlpacaSettings:
+    """``broker.alpaca`` and the keys from the environment as the adapter's settings."""
+    from brokers.alpaca import AlpacaSettings
+
+    a, keys = config.broker.alpaca, config.alpaca
+    if keys.key_id is None or keys.secret_key is None:
+        raise ConfigError("alpaca: set TRADECTL_ALPACA__KEY_ID and TRADECTL_ALPACA__SECRET_KEY in the environment")
+    return AlpacaSettings(
+        key_id=keys.key_id.get_secret_value(),
+        secret_key=keys.secret_key.get_secret_value(),
+        symbols=tuple(a.symbols),
+        paper=a.paper,
+        feed=a.feed,
+        timeframe=a.timeframe,
+        trading_url=a.trading_url,
+        data_url=a.data_url,
+        data_stream_url=a.data_stream_url,
+        trading_stream_url=a.trading_stream_url,
+        requests_per_minute=a.requests_per_minute,
+        max_workers=a.max_worker_threads,
+        request_timeout_seconds=a.request_timeout_seconds,
+        backoff_floor_seconds=a.backoff_floor_seconds,
+        backoff_cap_seconds=a.backoff_cap_seconds,
+        in_flight_deadline_seconds=a.in_flight_deadline_seconds,
+        clock_poll_seconds=a.clock_poll_seconds,
+    )
+
+
+def open_alpaca(config: TradectlConfig, environ: Mapping[str, str] = os.environ) -> AlpacaBroker:
+    """The Alpaca adapter, refusing live trading that is not confirmed twice (config and environment)."""
+    from brokers.alpaca import AlpacaBroker
+
+    a = config.broker.alpaca
+    confirm = environ.get(LIVE_CONFIRM_ENV) or None
+    if a.live and confirm is None:
+        raise ConfigError(f"broker.alpaca.live is true: live trading also needs {LIVE_CONFIRM_ENV} set to the "
+                          "Alpaca account number; refusing to start")
+    return AlpacaBroker(alpaca_settings(config), live_confirm=confirm if a.live else None,
+                        connect_timeout=a.connect_timeout_seconds)
 
 
 def open_backtest_broker(config: TradectlConfig, bars: Sequence[Bar]) -> Venue:

@@ -95,7 +95,10 @@ def _translate(exc: BaseException, what: str, origin: str) -> AlpacaError:
     if isinstance(exc, APIError):
         status = exc.status_code
         code, text = _venue_text(exc)
-        if status == 401 or (status == 403 and code is None):  # 403 with a code is an order refusal
+        # a 403 refuses the key, except on an order, where it also means "insufficient buying power" & co.
+        refused_key = status == 401 or (status == 403 and (
+            code is None or text.strip().lower() == "forbidden" or not what.startswith("submit")))
+        if refused_key:
             hint = (f"the key was refused (HTTP {status}): check TRADECTL_ALPACA__KEY_ID / "
                     "TRADECTL_ALPACA__SECRET_KEY and that paper keys go with broker.alpaca.paper: true")
             return AlpacaError(f"{what}: {hint}", status=status, code=code, venue_message=text)
