@@ -6,7 +6,8 @@ alpaca-py's ``RESTClient`` is synchronous (``requests``) and, left as it is,
 would *re-send the order*. So each client gets a session with a timeout and
 its own retries switched off (``_retry = 0``): 429s are handled by our
 ``Offloader`` (shared pause until the venue's reset, then the same request
-again, which the venue never processed), and nothing else is retried here.
+again, which the venue never processed; never an order: its client id is
+sent once), and nothing else is retried here.
 
 Orders are posted as JSON with quantities and prices as *strings*
 (``client.post("/orders", ...)``): alpaca-py's request models hold them as
@@ -149,9 +150,9 @@ class AlpacaRest:
         self.data = _tame(StockHistoricalDataClient(settings.key_id, settings.secret_key, raw_data=True,
                                                     url_override=settings.data_url), timeout)
 
-    async def _call(self, what: str, origin: str, fn: Any, *args: Any) -> Any:
+    async def _call(self, what: str, origin: str, fn: Any, *args: Any, resend_throttled: bool = True) -> Any:
         try:
-            return await self.offloader.call(fn, *args)
+            return await self.offloader.call(fn, *args, resend_throttled=resend_throttled)
         except Exception as exc:
             raise _translate(exc, what, origin) from exc
 
@@ -170,7 +171,9 @@ class AlpacaRest:
         }
         if request.order_type is OrderType.LIMIT and request.limit_price is not None:
             body["limit_price"] = _plain(request.limit_price)
-        return await self._trading(f"submit {client_order_id}", "post", "/orders", body)
+        # sent once: a 429 pauses every caller and rejects this order (the venue did not process it)
+        return await self._call(f"submit {client_order_id}", self.settings.rest_origin, self.trading.post, "/orders",
+                                body, resend_throttled=False)
 
     async def order_by_client_id(self, client_order_id: str) -> dict[str, Any] | None:
         try:

@@ -5,11 +5,13 @@ then runs ``fn`` in a bounded ``ThreadPoolExecutor``: the loop only awaits a
 future. A call the venue answers with "too many requests" (``throttled``
 returns the seconds to wait, read from the response) pauses the shared limiter
 so every caller waits for the venue's reset, and the call is made again after
-it, at most ``throttle_retries`` times. Re-sending after a 429 is safe even
-for an order: the venue refused it before processing it, and an order carries
-its client order id, so a copy that did arrive is refused as a duplicate.
-Any other failure goes to the caller unchanged: whether to retry it is the
-caller's decision (a submit never is).
+it, at most ``throttle_retries`` times. An order is the exception
+(``resend_throttled=False``): its client order id goes out once, so a
+submit refused with 429 raises ``RateLimited`` (the venue did not process it:
+the order is rejected, and the strategy decides again after the reset on
+fresh prices instead of sending a stale decision late). Any other failure
+goes to the caller unchanged: whether to retry it is the caller's decision
+(a submit never is).
 """
 
 from __future__ import annotations
@@ -60,9 +62,11 @@ class Offloader:
         self.peak_in_flight = 0
         self.busy_seconds = 0.0  # time spent inside worker threads
 
-    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def call(self, fn: Callable[..., T], *args: Any, resend_throttled: bool = True, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` in a worker thread. ``resend_throttled=False``: a 429 still pauses every
+        caller, but this call is not made again; it raises ``RateLimited`` (an order: see the module docs)."""
         bound = functools.partial(fn, *args, **kwargs)
-        for _ in range(self._throttle_retries + 1):
+        for _ in range(self._throttle_retries + 1 if resend_throttled else 1):
             async with self._slots:
                 await self.limiter.acquire()
                 try:
@@ -72,6 +76,8 @@ class Offloader:
                     if delay is None:
                         raise
                     self.limiter.pause_until(delay, reason=f"{getattr(fn, '__name__', 'call')}: {exc}")
+                    if not resend_throttled:
+                        raise RateLimited(f"{self.name}: refused with 429 (not processed); not sent again") from exc
         raise RateLimited(f"{self.name}: still rate limited after {self._throttle_retries} pauses")
 
     async def _run(self, bound: Callable[[], T]) -> T:

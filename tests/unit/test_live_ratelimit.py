@@ -139,3 +139,19 @@ async def test_blocking_calls_run_in_bounded_threads_and_leave_the_loop_free() -
     assert threading.current_thread().name not in threads
     assert max(lags) < 0.03, f"the loop stayed responsive (worst lag {max(lags) * 1000:.1f} ms)"
     offloader.close()
+
+
+async def test_an_order_refused_with_429_is_not_sent_again_but_still_pauses_everyone() -> None:
+    limiter = RateLimiter(1000, per=1.0)
+    offloader = Offloader(limiter, throttled=lambda e: e.wait if isinstance(e, _Throttle) else None)
+    sends = 0
+
+    def submit() -> None:
+        nonlocal sends
+        sends += 1
+        raise _Throttle(0.1)
+
+    with pytest.raises(RateLimited, match="not sent again"):
+        await offloader.call(submit, resend_throttled=False)
+    assert sends == 1 and limiter.paused_for > 0.05
+    offloader.close()
