@@ -32,6 +32,8 @@ from daemon.api import ControlApi
 from daemon.app import Daemon, build_strategy
 from daemon.config import TradectlConfig
 from daemon.dashboard import Dashboard, daemon_snapshot
+from daemon.events import LoggedErrors
+from daemon.feedwatch import ConnectionWatch
 from daemon.health import HealthMonitor, expected_bar_interval
 from daemon.looplag import LoopLagMonitor
 from daemon.metrics import DaemonMetrics
@@ -186,6 +188,7 @@ class LiveRunner:
         daemon = self.daemon
         config = daemon.config
         background: list[asyncio.Task[None]] = []
+        detach_errors = LoggedErrors(daemon.events, asyncio.get_running_loop()).install()
         try:
             with _stop_on_signals(daemon, install_signals):
                 daemon.lag.start()
@@ -200,6 +203,8 @@ class LiveRunner:
                     timeouts_every=config.orders.check_every_seconds, stop=daemon.stop_event,
                 )))
                 background.append(asyncio.create_task(self._book_updates()))
+                watch = ConnectionWatch(daemon.events.publish, daemon.broker.name)
+                background.append(asyncio.create_task(watch.run(daemon.broker.feed_status)))
                 self._watch_health()
                 # READY=1 only once the store, broker and API are up and the start-up reconciliation is
                 # done: systemd (Type=notify) starts dependants and the watchdog clock from here.
@@ -215,7 +220,10 @@ class LiveRunner:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             await self._stop_services()
-            summary = await daemon.finish()
+            try:
+                summary = await daemon.finish()
+            finally:
+                detach_errors()
             daemon.events.publish("stop", "tradectl stopped", summary.as_dict())
         return summary
 

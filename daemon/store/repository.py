@@ -41,6 +41,8 @@ from daemon.store.schema import configure, ensure_meta, migrate, utc_now
 from daemon.store.writer import BatchWriter, LiveWriter, OnLoop, OnThread, Writer, fetch_all
 
 Synchronous = Literal["full", "normal"]
+LOCK_WAIT_SECONDS = 5.0  # how long a write waits for another connection's write lock (sqlite3's default)
+
 _TERMINAL = tuple(status.value for status in OrderStatus if status.is_terminal)
 
 
@@ -83,7 +85,7 @@ class Store:
             if on_thread:
                 runner = OnThread(await aiosqlite.connect(str(db_path), isolation_level=None))
             else:
-                runner = OnLoop(sqlite3.connect(str(db_path), isolation_level=None))
+                runner = _connect_on_loop(db_path, wait_in_sqlite=batched)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"{db_path}: cannot open the store: {exc}") from None
         try:
@@ -404,3 +406,11 @@ class Store:
             rows: Sequence[tuple[Any, ...]] = await self._writer.fetch(f"SELECT * FROM {table} ORDER BY {order}")
             lines.extend(f"{table}\t" + "\t".join("" if v is None else str(v) for v in row) for row in rows)
         return "\n".join(lines) + "\n"
+
+
+def _connect_on_loop(db_path: Path, *, wait_in_sqlite: bool) -> OnLoop:
+    """A batched writer (a backtest: no loop to keep free) lets SQLite wait for a lock; a live one waits on
+    the loop (see ``OnLoop``)."""
+    if wait_in_sqlite:
+        return OnLoop(sqlite3.connect(str(db_path), isolation_level=None, timeout=LOCK_WAIT_SECONDS))
+    return OnLoop(sqlite3.connect(str(db_path), isolation_level=None, timeout=0), busy_seconds=LOCK_WAIT_SECONDS)

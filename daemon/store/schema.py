@@ -228,17 +228,22 @@ def utc_now() -> str:
 
 
 def run_transaction(conn: sqlite3.Connection, ops: Sequence[Op]) -> list[int]:
-    """All of ``ops`` or none of them; returns each statement's row count."""
+    """All of ``ops`` or none of them; returns each statement's row count.
+
+    A COMMIT that fails (SQLite may answer it busy) is rolled back too, so a
+    caller that sees an error knows nothing was written and may try again.
+    """
     counts = []
     conn.execute("BEGIN IMMEDIATE")
     try:
         for sql, params, many in ops:
             cursor = conn.executemany(sql, params) if many else conn.execute(sql, params)
             counts.append(cursor.rowcount)
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
     return counts
 
 

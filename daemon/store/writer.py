@@ -208,13 +208,36 @@ class OnThread:
 
 class OnLoop:
     """``synchronous=normal`` (and backtests): a commit appends to the WAL in the page cache, tens of
-    microseconds, less than the hop to a thread, so SQLite runs right here."""
+    microseconds, less than the hop to a thread, so SQLite runs right here.
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    Here SQLite must not wait for a lock itself: its busy handler sleeps in the
+    calling thread, and another process holding the write lock (a backup, a
+    forgotten ``sqlite3`` shell) would stop the loop for the whole busy
+    timeout. A live connection is opened with ``timeout=0``
+    (``repository._connect_on_loop``) and a busy answer is retried here,
+    sleeping on the loop, for up to ``busy_seconds``. A retry is safe: every
+    call is one transaction that either did nothing (``BEGIN IMMEDIATE`` was
+    refused) or was rolled back whole (``run_transaction``); a busy answer
+    that left a transaction open is not retried.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, *, busy_seconds: float = 0.0) -> None:
         self.conn = conn
+        self._busy_seconds = busy_seconds
 
     async def run(self, fn: Callable[..., _T], *args: Any) -> _T:
-        return fn(self.conn, *args)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._busy_seconds
+        pause = 0.002
+        while True:
+            try:
+                return fn(self.conn, *args)
+            except sqlite3.OperationalError as exc:
+                busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY and not self.conn.in_transaction
+                if not busy or loop.time() + pause > deadline:
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.1)
 
     async def close(self) -> None:
         self.conn.close()

@@ -38,18 +38,24 @@ def is_denial(event: Event) -> bool:
     return event.kind.startswith("risk_") and event.kind != "risk_event"
 
 
+def is_repeating(event: Event) -> bool:
+    """Events that can come every bar: risk denials, and logged errors (a failing store, a stuck lookup)."""
+    return is_denial(event) or event.kind == "error"
+
+
 def format_event(event: Event) -> str | None:
     """The alert's text, or None when the event is not one an operator is told about."""
     if event.kind.startswith("reconciliation_"):
         prefix = "⚖️ reconciliation " + event.kind.removeprefix("reconciliation_")
-    elif is_denial(event):
-        prefix = "🚫 risk " + event.kind.removeprefix("risk_")
+    elif is_denial(event) or event.kind in _PREFIX:
+        prefix = _prefix(event)
     else:
-        found = _PREFIX.get(event.kind)
-        if found is None:
-            return None
-        prefix = found
+        return None
     return clip(f"{prefix}: {event.message}")
+
+
+def _prefix(event: Event) -> str:
+    return "🚫 risk " + event.kind.removeprefix("risk_") if is_denial(event) else _PREFIX.get(event.kind, event.kind)
 
 
 def clip(text: str) -> str:
@@ -59,37 +65,40 @@ def clip(text: str) -> str:
 @dataclass
 class _Window:
     opened: float
+    prefix: str
+    noun: str  # what was folded: "denials", "errors"
     extra: int = 0
     last_message: str = ""
 
 
 class Coalescer:
-    """One message per (layer, reason) per ``interval``: the first at once, the rest counted."""
+    """One message per (kind, layer, reason) per ``interval``: the first at once, the rest counted."""
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
-        self._windows: dict[tuple[str, str], _Window] = {}
+        self._windows: dict[tuple[str, str, str], _Window] = {}
 
     def offer(self, event: Event, now: float) -> bool:
-        """True when this denial is to be sent now; False when it was folded into its window's count."""
-        key = (str(event.data.get("layer", "")), str(event.data.get("reason", "")))
+        """True when this event is to be sent now; False when it was folded into its window's count."""
+        key = (event.kind, str(event.data.get("layer", "")), str(event.data.get("reason", "")))
         window = self._windows.get(key)
         if window is None or now - window.opened >= self.interval:
-            self._windows[key] = _Window(now)
+            self._windows[key] = _Window(now, _prefix(event), "denials" if is_denial(event) else f"{event.kind}s")
             return True
         window.extra += 1
         window.last_message = event.message
         return False
 
     def due(self, now: float) -> list[str]:
-        """Summaries of windows that closed with folded denials (and forget closed windows)."""
+        """Summaries of windows that closed with folded events (and forget closed windows)."""
         out = []
         for key, window in list(self._windows.items()):
             if now - window.opened < self.interval:
                 continue
             del self._windows[key]
             if window.extra:
-                layer, reason = key
-                out.append(clip(f"🚫 risk {layer}/{reason}: {window.extra} more denials in"
+                _, layer, reason = key
+                what = f"{layer}/{reason}" if layer else reason
+                out.append(clip(f"{window.prefix} {what}: {window.extra} more {window.noun} in"
                                 f" {self.interval:.0f} s (last: {window.last_message})"))
         return out

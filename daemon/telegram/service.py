@@ -31,7 +31,7 @@ from daemon.config import TelegramConfig
 from daemon.events import Event
 from daemon.telegram import replies
 from daemon.telegram.access import Access
-from daemon.telegram.alerts import Coalescer, format_event, is_denial
+from daemon.telegram.alerts import Coalescer, format_event, is_repeating
 from daemon.telegram.commands import Commands
 from daemon.telegram.outbox import Outbox, OutboxSettings
 from daemon.telegram.updates import QuarantiningRequest
@@ -181,7 +181,7 @@ class TelegramService:
     # ------------------------------------------------------------------ alerts
     def on_event(self, event: Event) -> None:
         """The event hub's listener: decide and queue, nothing else (it runs inside a bar)."""
-        if is_denial(event) and not self.coalescer.offer(event, time.monotonic()):
+        if is_repeating(event) and not self.coalescer.offer(event, time.monotonic()):
             return
         text = format_event(event)
         if text is not None:

@@ -5,8 +5,10 @@ in order, with the P&L the store holds, through a 429, dropped connections and a
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import re
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -16,6 +18,7 @@ import pytest
 
 from brokers.history import load_bundled
 from daemon.config import TradectlConfig
+from daemon.logs import configure_logging
 from daemon.runners import LiveRunner
 from daemon.store import Store
 from risk.governor import TradingState
@@ -314,3 +317,37 @@ def _store(tmp_path: Path) -> Any:
             await self.store.close()
 
     return _Open()
+
+
+@pytest.mark.usefixtures("restore_logging")
+async def test_an_error_logged_while_the_store_is_locked_reaches_the_operator_once_it_can(
+    tmp_path: Path, fake: FakeBotApi,
+) -> None:
+    """Another process holds SQLite's write lock for 6.5 s: the health monitor's store probe (every 0.5 s here)
+    fails after its 5 s wait and logs an error; the error becomes an alert, which waits for the store like every
+    alert, then arrives. (Logging is set up as `tradectl run` sets it up: errors reach the alert channel through
+    the standard library.)"""
+    configure_logging(stream=io.StringIO(), json=True)
+    config = _config(tmp_path, fake, pace=20, coalesce_seconds=60)
+    config.health.store_probe_seconds = 0.5
+    runner = await LiveRunner.open(config, bars=load_bundled()[:3000])
+    daemon = runner.daemon
+    trading = await _started(runner, fake)
+    try:
+        await _reply(fake, OPS, lambda: fake.send_command(OPS, "/pause"), "Paused")  # no entry journaled meanwhile
+        other = sqlite3.connect(str(tmp_path / "live.db"), isolation_level=None)
+        try:
+            other.execute("BEGIN EXCLUSIVE")
+            await asyncio.sleep(6.5)
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        await until(lambda: any(t.startswith("❗ error") for t in fake.texts(OPS)), 15, "the error alert")
+        bars = daemon.pipeline.counts.bars
+        await until(lambda: daemon.pipeline.counts.bars > bars + 20, 10, "trading goes on")
+    finally:
+        daemon.request_stop()
+        await asyncio.wait_for(trading, 15)
+    errors = [t for t in fake.texts(OPS) if t.startswith("❗ error")]
+    assert errors[0] == "❗ error: store write probe failed (error=database is locked)", errors
+    assert fake.texts(WATCHER).count(errors[0]) == 1

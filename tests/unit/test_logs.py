@@ -3,7 +3,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -22,21 +21,7 @@ class _TtyStream(io.StringIO):
         return True
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """configure_logging changes process-wide state; put it back for the other tests."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    saved = structlog.get_config()
-    yield
-    for handler in root.handlers:
-        if handler not in handlers:
-            root.removeHandler(handler)
-    root.setLevel(level)
-    logging.captureWarnings(False)
-    structlog.contextvars.clear_contextvars()
-    structlog.reset_defaults()
-    structlog.configure(**saved)
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def _lines(stream: io.StringIO) -> list[dict[str, Any]]:
