@@ -1,4 +1,5 @@
-"""Telegram never gets in the way of trading: two real `tradectl run` processes, side by side on the same bars.
+"""Telegram with `tradectl run` as a real process: commands that outlive the process, and an outage that changes
+nothing. First, two processes side by side on the same bars.
 
 One runs without Telegram; the other talks to the fake Bot API (in this test's process, so the fake's
 own work is not on the daemon's loop), which answers a 429 with ``retry_after``, drops two connections,
@@ -22,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import sqlite3
 import sys
 import time
@@ -77,11 +79,18 @@ def _telegram_env(fake: FakeBotApi) -> dict[str, str]:
     }
 
 
-async def _start(env: dict[str, str]) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "daemon.cli", "run", env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
+async def _start(env: dict[str, str], log: Path | None = None) -> asyncio.subprocess.Process:
+    """Output to pipes (read with ``communicate``) or, for a process only waited for, appended to ``log``."""
+    if log is None:
+        out: Any = asyncio.subprocess.PIPE
+    else:
+        out = log.open("a")
+    try:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "daemon.cli", "run", env=env, stdout=out, stderr=out)
+    finally:
+        if log is not None:
+            out.close()
 
 
 def _journal(db: Path) -> dict[str, list[tuple[Any, ...]]]:
@@ -154,3 +163,56 @@ async def test_a_telegram_outage_changes_neither_the_journal_nor_the_loop_lag(tm
     assert plain_lag["samples"] > 1000 and talking_lag["samples"] > 1000
     print(f"loop lag p99: {plain_lag['p99']} ms without Telegram, {talking_lag['p99']} ms with")
     assert talking_lag["p99"] <= plain_lag["p99"] * 1.10 + 0.5, (plain_lag, talking_lag)
+
+
+async def _answer(fake: FakeBotApi, chat: int, command: str, expect: str) -> str:
+    """Send ``command`` from ``chat``; the first new message to that chat containing ``expect``."""
+    before = len(fake.texts(chat))
+    await fake.send_command(chat, command)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        found = [t for t in fake.texts(chat)[before:] if expect in t]
+        if found:
+            return found[0]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no reply with {expect!r} to {command} in chat {chat}: {fake.texts(chat)[before:]}")
+
+
+async def _started_alerts(fake: FakeBotApi, count: int, proc: asyncio.subprocess.Process) -> None:
+    deadline = time.monotonic() + 60
+    while sum(t.startswith("▶️ started") for t in fake.texts(OPS)) < count:
+        assert time.monotonic() < deadline and proc.returncode is None, "the start alert never came"
+        await asyncio.sleep(0.05)
+
+
+async def test_pause_over_telegram_survives_a_restart_of_the_process_and_resume_lifts_it(tmp_path: Path) -> None:
+    """`tradectl run` as a process: only the command chat may pause; the pause outlives the process."""
+    fake = FakeBotApi(TOKEN)
+    await fake.start()
+    env = _env(tmp_path, "paused", bundled_dataset_path(), **_telegram_env(fake),
+               TRADECTL_TELEGRAM__COMMAND_CHAT_IDS=json.dumps([OPS]))
+    procs: list[asyncio.subprocess.Process] = []
+    try:
+        procs.append(proc := await _start(env, tmp_path / "daemon.log"))
+        await _started_alerts(fake, 1, proc)
+        assert "not allowed" in await _answer(fake, WATCHER, "/pause", "not allowed")
+        assert await _answer(fake, OPS, "/pause", "Paused") == "Paused: no new entries. State: paused"
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+
+        procs.append(proc := await _start(env, tmp_path / "daemon.log"))
+        await _started_alerts(fake, 2, proc)
+        assert "State: paused" in await _answer(fake, WATCHER, "/status", "State:")
+        assert "not allowed" in await _answer(fake, WATCHER, "/resume", "not allowed")
+        assert await _answer(fake, OPS, "/resume", "Resumed") == "Resumed. State: active"
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        for process in procs:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        await fake.close()
+    with contextlib.closing(sqlite3.connect(str(tmp_path / "paused.db"))) as conn:
+        (state,) = conn.execute("SELECT value FROM state WHERE key = 'trading_state'").fetchone()
+    assert state == "active"
