@@ -43,6 +43,13 @@ from daemon.store.writer import BatchWriter, LiveWriter, OnLoop, OnThread, Write
 Synchronous = Literal["full", "normal"]
 LOCK_WAIT_SECONDS = 5.0  # how long a write waits for another connection's write lock (sqlite3's default)
 
+CYCLE_COLUMNS: tuple[str, ...] = (
+    "cycle", "ts", "timesteps", "hold_rate_target", "selection_metric", "selection_value", "improvement", "sharpe",
+    "max_drawdown_pct", "trades_per_day", "hold_rate", "return_pct", "parameter_drift", "gates_passed",
+    "gates_total", "gates_failed", "model_sha256", "checkpoint",
+)  # fmt: skip
+"""The columns of a ``cycle_metrics`` row (schema migration 6) besides its id and run."""
+
 _TERMINAL = tuple(status.value for status in OrderStatus if status.is_terminal)
 
 
@@ -346,6 +353,26 @@ class Store:
             " ORDER BY registered_ts, sha256"
         )
         return [ModelEntry(r[0], Path(r[1]), r[2], bool(r[3]), bool(r[4]), int(r[5])) for r in rows]
+
+    # ------------------------------------------------------------------ training cycles (committed)
+    async def record_cycle(self, run_id: int, row: Mapping[str, Any]) -> None:
+        """One finished training cycle (``CYCLE_COLUMNS``); a second row for the same cycle is refused."""
+        missing = [c for c in CYCLE_COLUMNS if c not in row]
+        if missing:
+            raise StoreError(f"cycle row lacks {', '.join(missing)}")
+        marks = ",".join("?" * (len(CYCLE_COLUMNS) + 1))
+        sql = f"INSERT INTO cycle_metrics (run_id, {', '.join(CYCLE_COLUMNS)}) VALUES ({marks})"
+        try:
+            await self._writer.commit([(sql, (run_id, *(row[c] for c in CYCLE_COLUMNS)), False)])
+        except sqlite3.IntegrityError:
+            raise StoreError(f"training run {run_id}: cycle {row['cycle']} is already recorded") from None
+
+    async def cycles(self, run_id: int) -> list[dict[str, Any]]:
+        """A training run's cycle rows, first cycle first."""
+        rows = await self._writer.fetch(
+            f"SELECT {', '.join(CYCLE_COLUMNS)} FROM cycle_metrics WHERE run_id = ? ORDER BY cycle", (run_id,)
+        )
+        return [dict(zip(CYCLE_COLUMNS, r, strict=True)) for r in rows]
 
     # ------------------------------------------------------------------ reconciliation audit
     async def record_reconciliation(self, record: ReconciliationRecord) -> None:

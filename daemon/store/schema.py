@@ -215,6 +215,42 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         CREATE INDEX alert_outbox_status ON alert_outbox(status, id)
         """,
     ),
+    (
+        6,
+        "training cycles",
+        # One row per finished cycle of `tradectl train --cycles` (run_id: the training's runs row), written
+        # after the cycle's checkpoint is on disk: a row means the cycle is done, so a resumed training never
+        # does it again (UNIQUE). Migration 2's name/value cycle_metrics table was never written; it is
+        # replaced. Figures are those of the cycle's evaluation on held-out bars; ``improvement`` is the
+        # selection metric's relative change over the best earlier cycle (NULL for the first), ``parameter_drift``
+        # the relative L2 change of the policy's parameters since the previous cycle.
+        """
+        DROP TABLE cycle_metrics;
+        CREATE TABLE cycle_metrics (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL,
+            cycle INTEGER NOT NULL,
+            ts INTEGER NOT NULL,
+            timesteps INTEGER NOT NULL,
+            hold_rate_target REAL,
+            selection_metric TEXT NOT NULL,
+            selection_value REAL,
+            improvement REAL,
+            sharpe REAL,
+            max_drawdown_pct REAL,
+            trades_per_day REAL,
+            hold_rate REAL,
+            return_pct REAL,
+            parameter_drift REAL,
+            gates_passed INTEGER NOT NULL,
+            gates_total INTEGER NOT NULL,
+            gates_failed TEXT NOT NULL DEFAULT '',
+            model_sha256 TEXT NOT NULL,
+            checkpoint TEXT NOT NULL,
+            UNIQUE (run_id, cycle)
+        )
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1][0]
