@@ -83,35 +83,77 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # ---------------------------------------------------------------------- run
-def run(args: argparse.Namespace, config: TradectlConfig) -> int:
-    """Train, evaluate on the held-out tail, save model + metadata. Returns the exit code."""
+@dataclass
+class Prepared:
+    """What a training run needs before the model exists: the data, its split, the environments, the metadata."""
+
+    data_path: Path
+    symbol: str
+    bars: list[Bar]
+    train_bars: list[Bar]
+    eval_bars: list[Bar]
+    env_kwargs: dict[str, Any]
+    vec_env: Any  # DummyVecEnv of Monitor(TradingEnv)
+    hyper: dict[str, Any]
+    base_meta: dict[str, Any]
+
+
+def prepare(
+    args: argparse.Namespace, config: TradectlConfig, *, source: tuple[Path, str, list[Bar]] | None = None
+) -> Prepared:
+    """Check the arguments, load (or take ``source``: path, symbol, bars) and split the data, build the envs."""
     _check_args(args)
     import torch
 
     torch.set_num_threads(args.threads)
-    from sb3_contrib import RecurrentPPO
-    from stable_baselines3.common.callbacks import CallbackList
-
-    from strategies.model_file import save_model
-
-    data_path, symbol, bars = _load_data(args, config)
+    data_path, symbol, bars = source if source is not None else _load_data(args, config)
     train_bars, eval_bars = _split(bars, args.eval_fraction, args.episode_bars)
-    cost_model = config.broker.sim.costs.model()
     env_kwargs: dict[str, Any] = {
-        "cost_model": cost_model,
+        "cost_model": config.broker.sim.costs.model(),
         "episode_bars": args.episode_bars,
         "trade_units": args.trade_units,
         "drawdown_coef": args.drawdown_coef,
         "base_bonus": args.base_bonus,
     }
     vec_env = _vec_env(train_bars, env_kwargs, args.n_envs)
-    probe = vec_env.envs[0].unwrapped
     hyper = _hyperparameters(args)
-    model = RecurrentPPO(
-        "MlpLstmPolicy", vec_env, **hyper["ppo"], policy_kwargs=_policy_kwargs(args), seed=args.seed, device="cpu"
-    )
+    probe = vec_env.envs[0].unwrapped
     base_meta = _base_metadata(args, config, probe, data_path, symbol, bars, train_bars, eval_bars, hyper)
+    return Prepared(data_path, symbol, bars, train_bars, eval_bars, env_kwargs, vec_env, hyper, base_meta)
 
+
+def new_model(args: argparse.Namespace, prepared: Prepared) -> RecurrentPPO:
+    from sb3_contrib import RecurrentPPO
+
+    return RecurrentPPO(
+        "MlpLstmPolicy", prepared.vec_env, **prepared.hyper["ppo"], policy_kwargs=_policy_kwargs(args),
+        seed=args.seed, device="cpu",
+    )
+
+
+def held_out_metrics(model: RecurrentPPO, prepared: Prepared) -> dict[str, Any]:
+    """The greedy evaluation on the held-out tail and on as many of the last training bars, and the
+    last training episodes' figures: what the model's metadata records of how it did."""
+    train_bars, eval_bars, env_kwargs = prepared.train_bars, prepared.eval_bars, prepared.env_kwargs
+    return {
+        "timesteps": int(model.num_timesteps),
+        **_episode_stats(model),
+        "train": evaluate(model, train_bars[-(len(eval_bars) or 1) :], env_kwargs) if eval_bars else None,
+        "eval": evaluate(model, eval_bars, env_kwargs) if eval_bars else None,
+    }
+
+
+def train(
+    args: argparse.Namespace, config: TradectlConfig, *, source: tuple[Path, str, list[Bar]] | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train, evaluate on the held-out tail, save model + metadata to ``args.out``; (metadata, metrics)."""
+    from stable_baselines3.common.callbacks import CallbackList
+
+    from strategies.model_file import save_model
+
+    prepared = prepare(args, config, source=source)
+    model = new_model(args, prepared)
+    base_meta = prepared.base_meta
     callbacks = [_checkpoints(args.checkpoint_every, args.checkpoint_dir, args.out.stem, base_meta)]
     if not args.no_progress:
         callbacks.append(_progress(args.timesteps))
@@ -119,14 +161,14 @@ def run(args: argparse.Namespace, config: TradectlConfig) -> int:
     model.learn(total_timesteps=args.timesteps, callback=CallbackList(callbacks))
     seconds = time.monotonic() - started
 
-    metrics: dict[str, Any] = {
-        "timesteps": int(model.num_timesteps),
-        "train_seconds": round(seconds, 1),
-        **_episode_stats(model),
-        "train": evaluate(model, train_bars[-(len(eval_bars) or 1) :], env_kwargs) if eval_bars else None,
-        "eval": evaluate(model, eval_bars, env_kwargs) if eval_bars else None,
-    }
+    metrics: dict[str, Any] = {"train_seconds": round(seconds, 1), **held_out_metrics(model, prepared)}
     meta = save_model(model, args.out, {**base_meta, "training_metrics": metrics})
+    return meta, metrics
+
+
+def run(args: argparse.Namespace, config: TradectlConfig) -> int:
+    """Train, evaluate on the held-out tail, save model + metadata. Returns the exit code."""
+    meta, metrics = train(args, config)
     _print_report(args.out, meta, metrics)
     return 0
 

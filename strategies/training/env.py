@@ -25,7 +25,8 @@ The bonus comes from ``DualLaneController`` with
 ``error = target_hold_rate - observed_hold_rate``: the regime detector's
 target vs the share of HOLD over the last ``hold_window`` actions of the
 episode. ``market_multiplier = 1 + |score| / regime_clamp`` (in [1, 2]): the further the regime is
-from neutral, the faster the fast lane corrects.
+from neutral, the faster the fast lane corrects. Cyclic training moves the target's base per cycle
+(``set_hold_rate_target``); the regime's shift around it stays.
 
 Episodes are random windows that never cross a data gap (consecutive bar
 timestamps more than ``max_gap_seconds`` apart; weekends are not gaps under
@@ -52,6 +53,7 @@ from brokers.costs import CostModel
 from strategies.base import ACTION_MAP, FLAT, Action, PositionView
 from strategies.controller import DualLaneController
 from strategies.features import DEFAULT_FEATURE_CONFIG, FeatureConfig, FeatureProcessor
+from strategies.regime import NEUTRAL_REGIME
 
 DEFAULT_MAX_GAP_SECONDS = 3 * 86_400
 
@@ -164,6 +166,18 @@ class TradingEnv(gym.Env[np.ndarray, int]):
         self._drawdown = 0.0
         self._holds: deque[int] = deque(maxlen=hold_window)
         self._hold_count = 0
+        self._hold_shift = 0.0  # scheduled base hold rate minus the regime's (cyclic training)
+
+    def set_hold_rate_target(self, base: float | None) -> None:
+        """Move the controller's target hold rate: ``base`` replaces the regime's neutral base rate (0.55)
+        and the regime still shifts it by its score; None restores the regime's own target.
+
+        Cyclic training calls it between cycles (a schedule such as 0.75 -> 0.25) so early cycles learn
+        to wait and later ones to act, with the controller steering the hold bonus toward each target.
+        """
+        if base is not None and not 0.0 <= base <= 1.0:
+            raise ValueError(f"hold-rate target must be in [0, 1], got {base}")
+        self._hold_shift = 0.0 if base is None else base - NEUTRAL_REGIME.target_hold_rate
 
     # ------------------------------------------------------------------ metadata
     def describe(self) -> dict[str, Any]:
@@ -233,7 +247,7 @@ class TradingEnv(gym.Env[np.ndarray, int]):
         act = Action(int(action))
         book = self._book
         regime = self.features.regime(self.symbol)
-        target = regime.target_hold_rate
+        target = self._target_hold_rate(regime.target_hold_rate)
         observed = self._hold_count / len(self._holds) if self._holds else target
         bonus = self.controller.update(target - observed, 1.0 + abs(regime.score) / self._clamp)
         self._record(act is Action.HOLD)
@@ -270,6 +284,11 @@ class TradingEnv(gym.Env[np.ndarray, int]):
                 return first + k
             k -= count
         raise AssertionError("start index out of range")  # pragma: no cover
+
+    def _target_hold_rate(self, regime_target: float) -> float:
+        if not self._hold_shift:
+            return regime_target
+        return min(1.0, max(0.0, regime_target + self._hold_shift))
 
     def _record(self, held: bool) -> None:
         holds = self._holds
@@ -313,7 +332,7 @@ class TradingEnv(gym.Env[np.ndarray, int]):
             "fees": float(book.fees),
             "fill_price": None if fill_price is None else float(fill_price),
             "hold_rate": self._hold_count / len(holds) if holds else 0.0,
-            "target_hold_rate": regime.target_hold_rate,
+            "target_hold_rate": self._target_hold_rate(regime.target_hold_rate),
             "regime_score": regime.score,
             "bonus": bonus,
             "drawdown_pct": self._drawdown,
