@@ -50,7 +50,9 @@ if TYPE_CHECKING:  # numpy-backed modules load when a validation runs, not when 
     from strategies.evaluation.montecarlo import MonteCarloResult
     from strategies.evaluation.stats import CurveStats, TradeStats
 
-__all__ = ["EXIT_REJECTED", "StrategyRun", "Validation", "add_arguments", "held_out_range", "run", "validate"]
+__all__ = [
+    "EXIT_REJECTED", "StrategyRun", "Validation", "add_arguments", "held_out_range", "run", "trade_bars", "validate",
+]
 
 EXIT_REJECTED = 5
 
@@ -127,7 +129,7 @@ class StrategyRun:
         }
 
 
-async def _trade(
+async def trade_bars(
     config: TradectlConfig, strategy: Strategy, bars: Sequence[Bar], first: int, last: int, db: Path
 ) -> StrategyRun:
     """Replay ``bars[first - warm-up + 1 .. last]`` through ``BacktestRunner``; figures from ``bars[first]`` on."""
@@ -295,7 +297,7 @@ def validate(
             jobs.append((cfg, strategy, db))
 
         async def trade_all() -> list[StrategyRun]:
-            return [await _trade(cfg, strategy, series, first, last, db) for cfg, strategy, db in jobs]
+            return [await trade_bars(cfg, strategy, series, first, last, db) for cfg, strategy, db in jobs]
 
         runs = asyncio.run(trade_all())
     model_run, sma_run, bh_run = runs

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from daemon.store.repository import Store
 
-__all__ = ["RunTrade", "run_equity", "run_trades"]
+__all__ = ["TRADE_COLUMNS", "RunTrade", "run_equity", "run_trades", "trade_from_row"]
 
 
 @dataclass(frozen=True, slots=True)
 class RunTrade:
-    """A closed round trip of one run: when it ended and what it made net of fees."""
+    """A closed round trip of one run: when it ended and what it made net of fees (and, for reports,
+    its size, prices and why it opened and closed)."""
 
     symbol: str
     direction: int
@@ -27,6 +29,11 @@ class RunTrade:
     exit_ts: int
     fees: Decimal
     pnl: Decimal
+    quantity: Decimal = Decimal(0)
+    entry_price: Decimal = Decimal(0)
+    exit_price: Decimal = Decimal(0)
+    entry_reason: str = ""
+    exit_reason: str = ""
 
 
 async def run_equity(store: Store, run_id: int, *, since_ts: int | None = None) -> list[tuple[int, float]]:
@@ -40,8 +47,18 @@ async def run_equity(store: Store, run_id: int, *, since_ts: int | None = None) 
 
 async def run_trades(store: Store, run_id: int) -> list[RunTrade]:
     """The run's closed round trips in the order they closed (money stays ``Decimal``)."""
-    rows = await store.query(
-        "SELECT symbol, direction, entry_ts, exit_ts, fees, pnl FROM trades WHERE run_id = ? ORDER BY id",
-        (run_id,),
+    rows = await store.query(f"SELECT {TRADE_COLUMNS} FROM trades WHERE run_id = ? ORDER BY id", (run_id,))
+    return [trade_from_row(r) for r in rows]
+
+
+TRADE_COLUMNS = (
+    "symbol, direction, entry_ts, exit_ts, fees, pnl, quantity, entry_price, exit_price, entry_reason, exit_reason"
+)
+
+
+def trade_from_row(r: tuple[Any, ...]) -> RunTrade:
+    """A ``trades`` row selected as ``TRADE_COLUMNS``, money as ``Decimal``."""
+    return RunTrade(
+        r[0], int(r[1]), int(r[2]), int(r[3]), Decimal(r[4]), Decimal(r[5]), Decimal(r[6]), Decimal(r[7]),
+        Decimal(r[8]), r[9], r[10],
     )
-    return [RunTrade(r[0], int(r[1]), int(r[2]), int(r[3]), Decimal(r[4]), Decimal(r[5])) for r in rows]

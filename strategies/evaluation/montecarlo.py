@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["MIN_RUNS", "MonteCarloResult", "bootstrap_trades", "resample_indices"]
+__all__ = ["MIN_RUNS", "MonteCarloResult", "bootstrap_curves", "bootstrap_trades", "resample_indices"]
 
 MIN_RUNS = 1_000
 
@@ -53,6 +53,18 @@ def resample_indices(n_trades: int, runs: int, draws: int, seed: int) -> npt.NDA
     """The bootstrap's draws: ``runs`` rows of ``draws`` trade indices in [0, n_trades), with replacement."""
     rng = np.random.default_rng(seed)
     return rng.integers(0, n_trades, size=(runs, draws))
+
+
+def bootstrap_curves(
+    pnls: npt.NDArray[np.float64], *, starting_equity: float, runs: int, draws: int, seed: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    """The bootstrap's equity curves (``runs`` rows of ``draws + 1`` points, the start first) and, per
+    point, whether the run was ruined by then. ``bootstrap_trades`` takes its figures from these; a
+    report draws their distribution from the very same curves."""
+    paths = starting_equity + np.cumsum(pnls[resample_indices(len(pnls), runs, draws, seed)], axis=1)
+    ruined = np.minimum.accumulate(paths, axis=1) <= 0
+    paths = np.where(ruined, 0.0, paths)  # once at zero, a run stays there
+    return np.hstack([np.full((runs, 1), starting_equity), paths]), ruined
 
 
 def bootstrap_trades(
@@ -88,10 +100,7 @@ def bootstrap_trades(
     if draws < 1:
         raise ValueError("trades_per_run must be >= 1")
 
-    paths = starting_equity + np.cumsum(p[resample_indices(len(p), runs, draws, seed)], axis=1)
-    ruined = np.minimum.accumulate(paths, axis=1) <= 0
-    paths = np.where(ruined, 0.0, paths)  # once at zero, a run stays there
-    curves = np.hstack([np.full((runs, 1), starting_equity), paths])
+    curves, ruined = bootstrap_curves(p, starting_equity=starting_equity, runs=runs, draws=draws, seed=seed)
     peaks = np.maximum.accumulate(curves, axis=1)
     drawdowns = np.max((peaks - curves) / peaks, axis=1)
     final = curves[:, -1]
