@@ -41,6 +41,7 @@ __all__ = [
     "load_model",
     "meta_path",
     "read_metadata",
+    "read_verified",
     "save_model",
 ]
 
@@ -337,6 +338,24 @@ def load_model(
     diffs = _differences(meta, expected_obs_dim, tuple(expected_action_map), expected_feature_hash, expected_features)
     if diffs:
         raise ModelError(f"model {path} does not match the running configuration: " + "; ".join(diffs))
+    data = _verified_bytes(path, meta)
+    model = _load_verified(path, data, device)
+    _cross_check(path, model, meta)
+    return model, meta
+
+
+def read_verified(path: str | os.PathLike[str]) -> tuple[bytes, dict[str, Any]]:
+    """The model zip's bytes and its metadata, once the bytes match the recorded SHA-256.
+
+    For readers of the zip other than ``load_model`` (parameter drift): whatever they unpickle
+    comes from these very bytes, which were hashed.
+    """
+    path = Path(path)
+    meta = read_metadata(path)
+    return _verified_bytes(path, meta), meta
+
+
+def _verified_bytes(path: Path, meta: Mapping[str, Any]) -> bytes:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -345,9 +364,7 @@ def load_model(
         raise ModelError(f"model file {path} cannot be read: {e}") from e
     if _sha256(data) != meta["sha256"]:
         raise ModelError(f"SHA-256 of {path.name} does not match its metadata (file changed or corrupt)")
-    model = _load_verified(path, data, device)
-    _cross_check(path, model, meta)
-    return model, meta
+    return data
 
 
 def _load_verified(path: Path, data: bytes, device: str) -> RecurrentPPO:

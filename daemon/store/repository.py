@@ -32,7 +32,9 @@ from daemon.store.rows import (
     EquitySnapshot,
     JournaledOrder,
     ModelEntry,
+    ModelEvaluation,
     OutboxAlert,
+    Promotion,
     ReconciliationRecord,
     RiskEvent,
     StoredTrade,
@@ -373,6 +375,73 @@ class Store:
             f"SELECT {', '.join(CYCLE_COLUMNS)} FROM cycle_metrics WHERE run_id = ? ORDER BY cycle", (run_id,)
         )
         return [dict(zip(CYCLE_COLUMNS, r, strict=True)) for r in rows]
+
+    async def production_model(self) -> ModelEntry | None:
+        models = [m for m in await self.models() if m.production]
+        return models[0] if models else None
+
+    async def record_promotion(self, row: Promotion) -> None:
+        """Make ``row.sha256`` the only production model and record why, in one transaction."""
+        await self._writer.commit([
+            ("UPDATE model_registry SET is_production = 0 WHERE is_production = 1", (), False),
+            ("UPDATE model_registry SET is_production = 1 WHERE sha256 = ?", (row.sha256,), False),
+            (
+                "INSERT INTO model_promotions (ts, action, sha256, previous_sha256, forced, reason, who, evidence)"
+                " VALUES (?,?,?,?,?,?,?,?)",
+                (row.ts, row.action, row.sha256, row.previous_sha256, int(row.forced), row.reason, row.who,
+                 json.dumps(row.evidence, sort_keys=True, default=str)),
+                False,
+            ),
+        ])
+
+    async def promotions(self) -> list[Promotion]:
+        """Every change of the production model, oldest first."""
+        rows = await self._writer.fetch(
+            "SELECT id, ts, action, sha256, previous_sha256, forced, reason, who, evidence FROM model_promotions"
+            " ORDER BY id"
+        )
+        return [Promotion(int(r[0]), int(r[1]), r[2], r[3], r[4], bool(r[5]), r[6], r[7], json.loads(r[8]))
+                for r in rows]
+
+    async def record_evaluation(self, row: ModelEvaluation) -> None:
+        await self._writer.commit([(
+            "INSERT INTO model_evaluations (sha256, kind, ts, passed, reference_sha256, summary) VALUES (?,?,?,?,?,?)",
+            (row.sha256, row.kind, row.ts, int(row.passed), row.reference_sha256,
+             json.dumps(row.summary, sort_keys=True, default=str)),
+            False,
+        )])
+
+    async def latest_evaluation(self, sha256: str, kind: str) -> ModelEvaluation | None:
+        """The newest recorded judgement of one kind for a model, or None."""
+        rows = await self._writer.fetch(
+            "SELECT sha256, kind, ts, passed, reference_sha256, summary FROM model_evaluations"
+            " WHERE sha256 = ? AND kind = ? ORDER BY id DESC LIMIT 1",
+            (sha256, kind),
+        )
+        if not rows:
+            return None
+        r = rows[0]
+        return ModelEvaluation(r[0], r[1], int(r[2]), bool(r[3]), r[4], json.loads(r[5]))
+
+    async def record_drift(
+        self, ts: int, candidate: str, reference: str, relative_l2: float, limit: float, reason: str
+    ) -> None:
+        """A policy's parameter drift beyond its limit (``parameter_drift_log``)."""
+        await self._writer.commit([(
+            "INSERT INTO parameter_drift_log (ts, parameter, old_value, new_value, reason, relative_l2, drift_limit)"
+            " VALUES (?,?,?,?,?,?,?)",
+            (ts, "policy", reference, candidate, reason, relative_l2, limit),
+            False,
+        )])
+
+    async def drift_beyond(self, candidate: str, reference: str) -> float | None:
+        """The newest recorded drift of ``candidate`` from ``reference``, or None when none was logged."""
+        rows = await self._writer.fetch(
+            "SELECT relative_l2 FROM parameter_drift_log WHERE parameter = 'policy' AND new_value = ?"
+            " AND old_value = ? ORDER BY id DESC LIMIT 1",
+            (candidate, reference),
+        )
+        return None if not rows or rows[0][0] is None else float(rows[0][0])
 
     # ------------------------------------------------------------------ reconciliation audit
     async def record_reconciliation(self, record: ReconciliationRecord) -> None:

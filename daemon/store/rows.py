@@ -148,6 +148,33 @@ class ModelEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelEvaluation:
+    """One recorded judgement of a model: a validation or a shadow replay, passed or not, and its figures."""
+
+    sha256: str
+    kind: str  # "validation" | "shadow"
+    ts: int
+    passed: bool
+    reference_sha256: str | None
+    summary: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Promotion:
+    """A change of the production model: who made ``sha256`` production, instead of what, when and why."""
+
+    id: int
+    ts: int
+    action: str  # "promote" | "rollback" | "auto_rollback"
+    sha256: str
+    previous_sha256: str | None
+    forced: bool
+    reason: str
+    who: str
+    evidence: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class ReconciliationRecord:
     """The audit of one reconciliation run: what differed and what was done."""
 

@@ -250,6 +250,40 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
             UNIQUE (run_id, cycle)
         )
         """,
+    ),    (
+        7,
+        "promotion evidence, promotions and parameter drift",
+        # model_evaluations: every recorded judgement of a model by SHA-256 (kind 'validation' from
+        # `tradectl validate --record`, 'shadow' from `tradectl shadow`; reference_sha256 = the production
+        # model a shadow ran beside); promotion asks for the newest of each. model_promotions: who made
+        # which model production when and why (action promote, rollback or auto_rollback; forced = the
+        # gates were overridden with a reason). parameter_drift_log (migration 2) gains the figure and
+        # its limit: parameter 'policy', old_value the reference SHA-256, new_value the candidate's.
+        """
+        CREATE TABLE model_evaluations (
+            id INTEGER PRIMARY KEY,
+            sha256 TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            ts INTEGER NOT NULL,
+            passed INTEGER NOT NULL,
+            reference_sha256 TEXT,
+            summary TEXT NOT NULL DEFAULT '{}'
+        );
+        CREATE INDEX model_evaluations_sha ON model_evaluations(sha256, kind, id);
+        CREATE TABLE model_promotions (
+            id INTEGER PRIMARY KEY,
+            ts INTEGER NOT NULL,
+            action TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            previous_sha256 TEXT,
+            forced INTEGER NOT NULL DEFAULT 0,
+            reason TEXT NOT NULL DEFAULT '',
+            who TEXT NOT NULL DEFAULT '',
+            evidence TEXT NOT NULL DEFAULT '{}'
+        );
+        ALTER TABLE parameter_drift_log ADD COLUMN relative_l2 REAL;
+        ALTER TABLE parameter_drift_log ADD COLUMN drift_limit REAL
+        """,
     ),
 )
 
