@@ -255,6 +255,7 @@ class TradingPipeline:
             gross_exposure=portfolio.gross_exposure(),
             confidence=decision.confidence if decision is not None else None,
             extras={"bar_ts": bar.ts, **decision.extras} if decision is not None else {"bar_ts": bar.ts, FLATTEN: True},
+            feed_connected=self.broker.feed_status().get("connected"),  # read per order: the venue's current word
         )
 
     async def _send(

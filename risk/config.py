@@ -96,6 +96,16 @@ class StaleDataConfig(_Section):
     max_age_seconds: int = Field(300, gt=0, description="largest allowed age of the bar behind a decision")
 
 
+class BrokerConnectionConfig(_Section):
+    """No new exposure while the venue reports its market-data or order-update stream down."""
+
+    enabled: bool = Field(
+        True, description="block entries (reason broker_disconnected) while broker feed_status says "
+        "connected: false; exits and flatten still go out. A venue that reports no connection (the replay) "
+        "is never blocked",
+    )
+
+
 class ConfidenceConfig(_Section):
     """Skips entries the model itself is unsure about."""
 
@@ -226,6 +236,7 @@ class RiskConfig(_Section):
     window: TradingWindowConfig = Field(default_factory=TradingWindowConfig)
     drip: DripConfig = Field(default_factory=DripConfig)
     stale_data: StaleDataConfig = Field(default_factory=StaleDataConfig)
+    broker_connection: BrokerConnectionConfig = Field(default_factory=BrokerConnectionConfig)
     confidence: ConfidenceConfig = Field(default_factory=ConfidenceConfig)
     cooldown: CooldownConfig = Field(default_factory=CooldownConfig)
     trade_count: TradeCountConfig = Field(default_factory=TradeCountConfig)

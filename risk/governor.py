@@ -85,6 +85,9 @@ class RiskContext:
     gross_exposure: float = 0.0
     confidence: float | None = None
     extras: dict[str, object] = field(default_factory=dict)
+    # the venue's own word on its streams (``broker.feed_status()["connected"]``): False while its market-data
+    # or order-update stream is down or reconnecting; None when the venue reports no connection (a replay)
+    feed_connected: bool | None = None
 
     def reduces_exposure(self, request: OrderRequest) -> bool:
         """True when the order moves the position toward zero without flipping it."""

@@ -3,7 +3,7 @@
 * ``base``: ``Layer`` (scope, declared hooks, ``deny``/``scale``/``allow_at_most``,
   state requests and events), the context-extras keys, ``RiskEvent``.
 * ``state``: the kill switch. ``latches``: fill guard, reconciliation.
-* ``timing``: trading window, drip. ``staleness``: stale data.
+* ``timing``: trading window, drip. ``staleness``: stale data, broker connection.
 * ``activity``: confidence, cooldown, trade counts, submit rate.
 * ``exposure``: position limit, gross exposure, fat finger.
 * ``equity``: daily loss, drawdown tiers, volatility regime, loss streak.
@@ -23,7 +23,7 @@ from risk.layers.equity import (
 from risk.layers.exposure import FatFingerLayer, GrossExposureLayer, PositionLimitLayer
 from risk.layers.hooks import RiskHooks
 from risk.layers.latches import FillGuardLayer, ReconciliationLayer
-from risk.layers.staleness import StaleDataLayer
+from risk.layers.staleness import BrokerConnectionLayer, FeedLink, StaleDataLayer
 from risk.layers.state import KillSwitchLayer
 from risk.layers.timing import DripLayer, TradingWindowLayer
 
@@ -32,6 +32,7 @@ __all__ = [
     "FLATTEN",
     "SEVERITY",
     "VOLATILITY_Z",
+    "BrokerConnectionLayer",
     "ConfidenceLayer",
     "CooldownLayer",
     "DailyLossLimitLayer",
@@ -39,6 +40,7 @@ __all__ = [
     "DrawdownTier",
     "DripLayer",
     "FatFingerLayer",
+    "FeedLink",
     "FillGuardLayer",
     "GrossExposureLayer",
     "Hook",

@@ -3,7 +3,7 @@
 Principles every layer follows
 ------------------------------
 * A layer declares its ``scope`` and the governor enforces it: entries-only
-  layers (window, drip, stale data, confidence, cooldown, trade counts,
+  layers (window, drip, stale data, broker connection, confidence, cooldown, trade counts,
   position and gross limits, volatility, loss streak) never see an exit. A
   layer that refuses an order which *flips* the position cuts it to the
   closing part instead of blocking it (``deny``), so a strategy's exit is

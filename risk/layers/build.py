@@ -8,7 +8,7 @@ from risk.layers.base import Layer
 from risk.layers.equity import DailyLossLimitLayer, DrawdownLayer, LossStreakLayer, VolatilityRegimeLayer
 from risk.layers.exposure import FatFingerLayer, GrossExposureLayer, PositionLimitLayer
 from risk.layers.latches import FillGuardLayer, ReconciliationLayer
-from risk.layers.staleness import StaleDataLayer
+from risk.layers.staleness import BrokerConnectionLayer, StaleDataLayer
 from risk.layers.state import KillSwitchLayer
 from risk.layers.timing import DripLayer, TradingWindowLayer
 
@@ -33,6 +33,8 @@ def build_layers(cfg: RiskConfig, *, bar_seconds: int = 3600) -> list[Layer]:
         layers.append(DripLayer(int(cfg.drip.deployment_start.timestamp()), cfg.drip.schedule, lot))
     if cfg.stale_data.enabled:
         layers.append(StaleDataLayer(cfg.stale_data, lot))
+    if cfg.broker_connection.enabled:
+        layers.append(BrokerConnectionLayer(cfg.broker_connection, lot))
     if cfg.confidence.enabled:
         layers.append(ConfidenceLayer(cfg.confidence, lot))
     if cfg.cooldown.enabled:

@@ -784,8 +784,8 @@ class TestComposition:
 
     def test_build_layers_order_and_switches(self) -> None:
         assert [x.name for x in build_layers(RiskConfig())] == [
-            "kill_switch", "fill_guard", "reconciliation", "trading_window", "stale_data", "confidence",
-            "cooldown", "trade_count", "submit_rate", "position_limit", "gross_exposure", "fat_finger",
+            "kill_switch", "fill_guard", "reconciliation", "trading_window", "stale_data", "broker_connection",
+            "confidence", "cooldown", "trade_count", "submit_rate", "position_limit", "gross_exposure", "fat_finger",
             "daily_loss", "drawdown", "volatility_regime", "loss_streak",
         ]
         quiet = RiskConfig(
