@@ -80,6 +80,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-fraction", type=float, default=0.2, help="tail of the data held out for evaluation")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (part of what makes runs repeatable)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from strategies.training.cycles import add_arguments as cycle_arguments
+
+    cycle_arguments(parser)
 
 
 # ---------------------------------------------------------------------- run
@@ -137,7 +140,7 @@ def held_out_metrics(model: RecurrentPPO, prepared: Prepared) -> dict[str, Any]:
     train_bars, eval_bars, env_kwargs = prepared.train_bars, prepared.eval_bars, prepared.env_kwargs
     return {
         "timesteps": int(model.num_timesteps),
-        **_episode_stats(model),
+        **episode_stats(model),
         "train": evaluate(model, train_bars[-(len(eval_bars) or 1) :], env_kwargs) if eval_bars else None,
         "eval": evaluate(model, eval_bars, env_kwargs) if eval_bars else None,
     }
@@ -424,7 +427,7 @@ def _warmup_bars() -> int:
     return DEFAULT_FEATURE_CONFIG.warmup_bars
 
 
-def _episode_stats(model: RecurrentPPO) -> dict[str, Any]:
+def episode_stats(model: RecurrentPPO) -> dict[str, Any]:
     """Mean reward and length of the last training episodes (sb3 keeps the last 100)."""
     infos = list(model.ep_info_buffer or [])
     if not infos:
