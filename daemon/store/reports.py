@@ -27,6 +27,7 @@ __all__ = [
     "bar_rejections",
     "decision_counts",
     "equity",
+    "last_bar_ts",
     "latest_run_id",
     "latest_run_of_model",
     "net_positions",
@@ -220,3 +221,9 @@ async def trades(store: Store, scope: Scope) -> list[RunTrade]:
     where, params = scope.where("exit_ts")
     rows = await store.query(f"SELECT {TRADE_COLUMNS} FROM trades WHERE {where} ORDER BY id", params)
     return [trade_from_row(r) for r in rows]
+
+
+async def last_bar_ts(store: Store) -> int | None:
+    """The newest bar any run booked equity on (where a weekly page's week ends)."""
+    rows = await store.query("SELECT MAX(ts) FROM equity_snapshots")
+    return None if not rows or rows[0][0] is None else int(rows[0][0])
