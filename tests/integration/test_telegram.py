@@ -31,12 +31,8 @@ OPS, WATCHER, STRANGER = 111, 222, 333  # OPS may act; WATCHER may only read; ST
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeBotApi]:
-    api = FakeBotApi(TOKEN)
-    await api.start()
-    try:
+    async with FakeBotApi(TOKEN) as api:
         yield api
-    finally:
-        await api.close()
 
 
 def _config(tmp_path: Path, fake: FakeBotApi, *, pace: float, **telegram: Any) -> TradectlConfig:

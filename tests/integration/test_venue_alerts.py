@@ -25,12 +25,8 @@ OPS, WATCHER = 111, 222
 
 @pytest.fixture
 async def bot() -> AsyncIterator[FakeBotApi]:
-    api = FakeBotApi(TOKEN)
-    await api.start()
-    try:
+    async with FakeBotApi(TOKEN) as api:
         yield api
-    finally:
-        await api.close()
 
 
 async def test_a_venue_outage_is_one_disconnected_and_one_reconnected_alert(

@@ -71,6 +71,13 @@ class FakeBotApi:
             assert server is not None
             self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
+    async def __aenter__(self) -> FakeBotApi:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
     async def go_away(self) -> None:
         """Close every connection and stop listening: connections are refused until ``come_back``."""
         await self.close()
