@@ -88,7 +88,7 @@ async def _feed(broker: Any) -> dict[str, Any]:
                           f"{error}") from None
     finally:
         await supervisor.stop("check done")
-    return {"checked": True, "url": settings.bars_stream, "feed": settings.feed,
+    return {"checked": True, "url": settings.bars_stream, "feed": settings.data_feed,
             "subscribed_bars": broker.market_data_session.subscribed}
 
 

@@ -74,25 +74,28 @@ def alpaca_settings(config: TradectlConfig) -> AlpacaSettings:
     a, keys = config.broker.alpaca, config.alpaca
     if keys.key_id is None or keys.secret_key is None:
         raise ConfigError("alpaca: set TRADECTL_ALPACA__KEY_ID and TRADECTL_ALPACA__SECRET_KEY in the environment")
-    return AlpacaSettings(
-        key_id=keys.key_id.get_secret_value(),
-        secret_key=keys.secret_key.get_secret_value(),
-        symbols=tuple(a.symbols),
-        paper=a.paper,
-        feed=a.feed,
-        timeframe=a.timeframe,
-        trading_url=a.trading_url,
-        data_url=a.data_url,
-        data_stream_url=a.data_stream_url,
-        trading_stream_url=a.trading_stream_url,
-        requests_per_minute=a.requests_per_minute,
-        max_workers=a.max_worker_threads,
-        request_timeout_seconds=a.request_timeout_seconds,
-        backoff_floor_seconds=a.backoff_floor_seconds,
-        backoff_cap_seconds=a.backoff_cap_seconds,
-        in_flight_deadline_seconds=a.in_flight_deadline_seconds,
-        clock_poll_seconds=a.clock_poll_seconds,
-    )
+    try:
+        return AlpacaSettings(
+            key_id=keys.key_id.get_secret_value(),
+            secret_key=keys.secret_key.get_secret_value(),
+            symbols=tuple(a.symbols),
+            paper=a.paper,
+            feed=a.feed,
+            timeframe=a.timeframe,
+            trading_url=a.trading_url,
+            data_url=a.data_url,
+            data_stream_url=a.data_stream_url,
+            trading_stream_url=a.trading_stream_url,
+            requests_per_minute=a.requests_per_minute,
+            max_workers=a.max_worker_threads,
+            request_timeout_seconds=a.request_timeout_seconds,
+            backoff_floor_seconds=a.backoff_floor_seconds,
+            backoff_cap_seconds=a.backoff_cap_seconds,
+            in_flight_deadline_seconds=a.in_flight_deadline_seconds,
+            clock_poll_seconds=a.clock_poll_seconds,
+        )
+    except ValueError as exc:  # what the venue itself refuses, e.g. crypto pairs mixed with stocks
+        raise ConfigError(f"broker.alpaca: {exc}") from None
 
 
 def open_alpaca(config: TradectlConfig, environ: Mapping[str, str] = os.environ) -> AlpacaBroker:

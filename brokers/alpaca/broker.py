@@ -1,4 +1,5 @@
-"""``AlpacaBroker``: the ``Broker`` protocol over Alpaca (paper by default), stocks on the IEX or SIP feed.
+"""``AlpacaBroker``: the ``Broker`` protocol over Alpaca (paper by default), stocks on the IEX or SIP feed or
+crypto pairs (``BTC/USD``) on the crypto feed.
 
 * REST (orders, positions, account, clock, look-ups by client id, fill
   activities, historical bars) goes through ``AlpacaRest``: worker threads,
@@ -18,6 +19,12 @@
   forward (``ForwardOnly``) and each execution is delivered once.
 * Live trading (``paper=False``) refuses to connect unless ``live_confirm``
   equals the account's number.
+* Crypto (``settings.is_crypto``, from the symbols' spelling) takes the same
+  path with the crypto stream and historical endpoint (``settings``,
+  ``rest``); the market is always open, an order's time in force must be
+  ``gtc`` or ``ioc`` (anything else is rejected before it is sent), and
+  positions, which Alpaca names without the slash, are reported in our
+  spelling.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Context, Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -46,12 +53,12 @@ from brokers.base import (
     Side,
     UpdateInbox,
 )
-from brokers.errors import BrokerError
+from brokers.errors import BrokerError, OrderRejected
 from brokers.live import Backoff, ConnectionState, ConnectionSupervisor, ForwardOnly, Quarantine, SeenIds, submit_once
 
 from . import convert
 from .rest import AlpacaError, AlpacaRest, classify_submit
-from .settings import AlpacaSettings
+from .settings import CRYPTO_TIME_IN_FORCE, AlpacaSettings
 from .streams import MarketDataSession, TradeUpdatesSession
 
 __all__ = ["AlpacaBroker"]
@@ -60,6 +67,7 @@ log = structlog.get_logger(__name__)
 _RECENT_BARS = 512  # delivered bar times remembered per symbol (duplicates from a backfill overlap)
 _RECENT_ORDERS = 1024  # orders whose delivered fills are remembered for ``fills_for``
 _DIV = Context(prec=28, rounding=ROUND_HALF_EVEN)
+_Named = TypeVar("_Named", Position, Fill)
 
 
 class AlpacaBroker:
@@ -123,7 +131,7 @@ class AlpacaBroker:
                             for s in (self.trade_updates, self.market_data) if not s.connected)
             raise BrokerError(f"alpaca: streams not up within {self._connect_timeout:g} s ({why})") from exc
         self._clock_task = asyncio.get_running_loop().create_task(self._poll_clock(), name="alpaca clock")
-        log.info("alpaca connected", broker=self.name, account=self.account_number, feed=self.settings.feed,
+        log.info("alpaca connected", broker=self.name, account=self.account_number, feed=self.settings.data_feed,
                  symbols=list(self.settings.symbols))
 
     def _check_live(self, account_number: str) -> None:
@@ -230,7 +238,8 @@ class AlpacaBroker:
             "disconnected_seconds": round(max(md.disconnected_seconds, tu.disconnected_seconds), 3),
             "reconnects": md.reconnects + tu.reconnects,
             "market_open": self.market_open,
-            "feed": self.settings.feed,
+            "asset_class": self.settings.asset_class,
+            "feed": self.settings.data_feed,
             "symbols": list(self.settings.symbols),
             "subscribed": list(self.market_data_session.subscribed),
             "last_bar_ts": last.time.isoformat() if last is not None else None,
@@ -243,8 +252,8 @@ class AlpacaBroker:
         }
 
     async def _refresh_clock(self) -> None:
-        self.clock = await self.rest.clock()
-        self.market_open = bool(self.clock.get("is_open"))
+        self.clock = await self.rest.clock()  # the stock market's clock; crypto trades around it
+        self.market_open = True if self.settings.is_crypto else bool(self.clock.get("is_open"))
 
     async def _poll_clock(self) -> None:
         while True:
@@ -310,6 +319,11 @@ class AlpacaBroker:
 
     # ------------------------------------------------------------------ orders
     async def submit(self, client_order_id: str, request: OrderRequest) -> OrderUpdate:
+        tif = request.time_in_force.value
+        if self.settings.is_crypto and tif not in CRYPTO_TIME_IN_FORCE:
+            raise OrderRejected(f"{client_order_id}: Alpaca takes crypto orders with time in force "
+                                f"{' or '.join(sorted(CRYPTO_TIME_IN_FORCE))}, not {tif}; not sent")
+
         async def send() -> OrderUpdate:
             raw = await self.rest.submit_order(client_order_id, request)
             self._raw[client_order_id] = raw
@@ -385,7 +399,8 @@ class AlpacaBroker:
                 raise
             return [*known, self._remainder_fill(client_order_id, raw, known, filled)]
         by_id = {f.fill_id: f for f in known}
-        by_id.update((f.fill_id, f) for f in (convert.activity_fill(a, client_order_id) for a in activities))
+        by_id.update((f.fill_id, self._ours(f)) for f in (convert.activity_fill(a, client_order_id)
+                                                          for a in activities))
         return sorted(by_id.values(), key=lambda f: Decimal(f.fill_id.rpartition(":")[2]))
 
     @staticmethod
@@ -410,7 +425,12 @@ class AlpacaBroker:
 
     # ------------------------------------------------------------------ account
     async def positions(self) -> list[Position]:
-        return [convert.position(raw) for raw in await self.rest.positions()]
+        return [self._ours(convert.position(raw)) for raw in await self.rest.positions()]
+
+    def _ours(self, item: _Named) -> _Named:
+        """``item`` with its symbol in our spelling (Alpaca reports crypto positions as ``BTCUSD``)."""
+        symbol = self.settings.canonical_symbol(item.symbol)
+        return item if symbol == item.symbol else dataclasses.replace(item, symbol=symbol)
 
     async def account(self) -> AccountSnapshot:
         return convert.account_snapshot(await self.rest.account(), self.now())

@@ -26,6 +26,7 @@ from typing import Any
 import requests
 from alpaca.common.exceptions import APIError
 from alpaca.common.rest import RESTClient
+from alpaca.data.historical.crypto import CryptoHistoricalDataClient
 from alpaca.data.historical.stock import StockHistoricalDataClient
 from alpaca.trading.client import TradingClient
 
@@ -147,8 +148,10 @@ class AlpacaRest:
         timeout = settings.request_timeout_seconds
         self.trading = _tame(TradingClient(settings.key_id, settings.secret_key, paper=settings.paper, raw_data=True,
                                            url_override=settings.trading_url), timeout)
-        self.data = _tame(StockHistoricalDataClient(settings.key_id, settings.secret_key, raw_data=True,
-                                                    url_override=settings.data_url), timeout)
+        # stocks: /v2/stocks/bars; crypto: /v1beta3/crypto/{loc}/bars (the client carries the API version)
+        data_client = CryptoHistoricalDataClient if settings.is_crypto else StockHistoricalDataClient
+        self.data = _tame(data_client(settings.key_id, settings.secret_key, raw_data=True,
+                                      url_override=settings.data_url), timeout)
 
     async def _call(self, what: str, origin: str, fn: Any, *args: Any, resend_throttled: bool = True) -> Any:
         try:
@@ -222,13 +225,18 @@ class AlpacaRest:
 
     # ------------------------------------------------------------------ market data
     async def bars(self, symbol: str, start: str, end: str) -> list[dict[str, Any]]:
-        """Raw historical bars of one symbol opening in [start, end] (RFC 3339), every page, oldest first."""
+        """Raw historical bars of one symbol opening in [start, end] (RFC 3339), every page, oldest first.
+
+        Stocks and crypto share the answer's shape (``{"bars": {sym: [...]}, "next_page_token"}``).
+        """
         s = self.settings
         params: dict[str, Any] = {"symbols": symbol, "timeframe": s.timeframe, "start": start, "end": end,
-                                  "feed": s.feed, "limit": _MAX_PAGE, "sort": "asc", "adjustment": "raw"}
+                                  "limit": _MAX_PAGE, "sort": "asc"}
+        if not s.is_crypto:  # a stock feed and split adjustment; crypto has neither
+            params.update(feed=s.feed, adjustment="raw")
         found: list[dict[str, Any]] = []
         while True:
-            page = await self._call("historical bars", s.data_origin, self.data.get, "/stocks/bars", dict(params))
+            page = await self._call("historical bars", s.data_origin, self.data.get, s.bars_path, dict(params))
             bars = (page or {}).get("bars") or {}
             found += bars.get(symbol, []) if isinstance(bars, dict) else []
             token = (page or {}).get("next_page_token")

@@ -2,18 +2,45 @@
 
 ``daemon/venues.py`` builds it from ``broker.alpaca`` and the two secrets
 from the environment. ``repr`` never shows the secrets.
+
+The asset class follows from the symbols, by Alpaca's own spelling: a crypto
+pair is ``BASE/QUOTE`` (``BTC/USD``; the crypto data API refuses anything
+else), a stock has no slash. One adapter streams one class (the two have
+different market-data streams and historical endpoints), so a mixed list is
+refused. Crypto trades around the clock on the ``us`` location of Alpaca's
+crypto feed (alpaca-py's ``CryptoFeed.US``), with time in force ``gtc`` or
+``ioc`` only (alpaca-py's ``TimeInForce``: "Crypto trading: gtc, ioc").
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from alpaca.common.enums import BaseURL
 
-__all__ = ["TIMEFRAMES", "AlpacaSettings"]
+__all__ = ["CRYPTO_LOCATION", "CRYPTO_TIME_IN_FORCE", "TIMEFRAMES", "AlpacaSettings", "asset_class_of"]
 
 # timeframe name (Alpaca's spelling) → seconds; the stream delivers minute bars only
 TIMEFRAMES: dict[str, int] = {"1Min": 60}
+CRYPTO_LOCATION = "us"  # /v1beta3/crypto/{loc}: alpaca-py 0.44 knows this one (CryptoFeed.US)
+CRYPTO_TIME_IN_FORCE = frozenset({"gtc", "ioc"})
+_CRYPTO_PAIR = re.compile(r"^[A-Z0-9]+/[A-Z0-9]+$")
+
+
+def asset_class_of(symbols: tuple[str, ...]) -> str:
+    """``crypto`` when every symbol is a ``BASE/QUOTE`` pair, ``us_equity`` when none has a slash; else ValueError."""
+    pairs = [s for s in symbols if "/" in s]
+    if not pairs:
+        return "us_equity"
+    if len(pairs) != len(symbols):
+        stocks = sorted(set(symbols) - set(pairs))
+        raise ValueError(f"symbols mix crypto pairs {sorted(pairs)} and stocks {stocks}: one asset class per "
+                         "adapter (crypto pairs are spelled BASE/QUOTE, e.g. BTC/USD)")
+    bad = [s for s in pairs if not _CRYPTO_PAIR.match(s)]
+    if bad:
+        raise ValueError(f"crypto symbols {bad} are not BASE/QUOTE in capitals (e.g. BTC/USD)")
+    return "crypto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +71,30 @@ class AlpacaSettings:
             raise ValueError(f"feed must be 'iex' or 'sip', not {self.feed!r}")
         if not self.symbols:
             raise ValueError("at least one symbol is needed")
+        asset_class_of(self.symbols)
+
+    @property
+    def asset_class(self) -> str:
+        """``us_equity`` or ``crypto`` (from the symbols' spelling)."""
+        return asset_class_of(self.symbols)
+
+    @property
+    def is_crypto(self) -> bool:
+        return self.asset_class == "crypto"
+
+    @property
+    def data_feed(self) -> str:
+        """The market-data feed bars come from: the stock feed (iex/sip) or the crypto location."""
+        return f"crypto/{CRYPTO_LOCATION}" if self.is_crypto else self.feed
+
+    def canonical_symbol(self, symbol: str) -> str:
+        """A venue symbol in our spelling: Alpaca reports crypto *positions* without the slash (``BTCUSD``)."""
+        if "/" in symbol or not self.is_crypto:
+            return symbol
+        for ours in self.symbols:
+            if ours.replace("/", "") == symbol:
+                return ours
+        return symbol
 
     @property
     def bar_seconds(self) -> int:
@@ -59,7 +110,16 @@ class AlpacaSettings:
 
     @property
     def bars_stream(self) -> str:
-        return self.data_stream_url or f"{BaseURL.MARKET_DATA_STREAM.value}/v2/{self.feed}"
+        if self.data_stream_url:
+            return self.data_stream_url
+        if self.is_crypto:
+            return f"{BaseURL.MARKET_DATA_STREAM.value}/v1beta3/crypto/{CRYPTO_LOCATION}"
+        return f"{BaseURL.MARKET_DATA_STREAM.value}/v2/{self.feed}"
+
+    @property
+    def bars_path(self) -> str:
+        """The historical bars endpoint under the data client's API version (v2 stocks, v1beta3 crypto)."""
+        return f"/crypto/{CRYPTO_LOCATION}/bars" if self.is_crypto else "/stocks/bars"
 
     @property
     def updates_stream(self) -> str:

@@ -10,6 +10,7 @@ until the updates it streams have arrived.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ SYMBOL = "EURUSD"
 T0 = 1483344000  # 2017-01-02T08:00:00Z, a Monday
 HOUR = 3600
 ALPACA_SYMBOL = "SPY"
+ALPACA_CRYPTO_SYMBOL = "BTC/USD"
 # (open, high, low, close): a small hand-made series, so the suite's expectations are exact
 _OHLC = [
     (1.1000, 1.1050, 1.0950, 1.1010),
@@ -134,18 +136,24 @@ def alpaca_settings(fake: FakeAlpaca, **overrides: object) -> AlpacaSettings:
     return AlpacaSettings(**values)  # type: ignore[arg-type]
 
 
-async def alpaca_harness(*, max_fill_quantity: Decimal | None = None) -> AlpacaHarness:
+async def alpaca_harness(*, max_fill_quantity: Decimal | None = None, symbol: str = ALPACA_SYMBOL) -> AlpacaHarness:
+    """The adapter on a fresh fake; a ``BASE/QUOTE`` symbol trades crypto over the crypto stream and endpoints."""
     t0 = int(time.time()) // 60 * 60 - 3600  # an hour ago: every bar is history once published, none ahead
     fake = FakeAlpaca(start_time=datetime.fromtimestamp(t0, UTC), max_fill_qty_per_bar=max_fill_quantity)
     await fake.start()
     try:
-        broker = AlpacaBroker(alpaca_settings(fake), connect_timeout=10)
+        stream = fake.crypto_stream_url if "/" in symbol else fake.stock_stream_url("iex")
+        broker = AlpacaBroker(alpaca_settings(fake, symbols=(symbol,), data_stream_url=stream), connect_timeout=10)
         await broker.connect()
     except BaseException:
         await fake.close()
         raise
-    return AlpacaHarness(broker, fake, t0)
+    return AlpacaHarness(broker, fake, t0, symbol=symbol)
 
 
 HarnessFactory = Callable[..., Awaitable[VenueHarness]]
-HARNESSES: dict[str, HarnessFactory] = {"sim": sim_harness, "alpaca": alpaca_harness}
+HARNESSES: dict[str, HarnessFactory] = {
+    "sim": sim_harness,
+    "alpaca": alpaca_harness,
+    "alpaca-crypto": functools.partial(alpaca_harness, symbol=ALPACA_CRYPTO_SYMBOL),
+}

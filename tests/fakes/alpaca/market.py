@@ -296,6 +296,8 @@ class Market:
             raise OrderError(422, 40010000, f"order type {type!r} is not supported by the fake")
         if time_in_force not in ("day", "gtc", "ioc", "fok", "opg", "cls"):
             raise OrderError(422, 40010000, f"invalid time_in_force: {time_in_force}")
+        if is_crypto(symbol) and time_in_force not in ("gtc", "ioc"):
+            raise OrderError(422, 40010000, "invalid crypto time_in_force")  # crypto: gtc or ioc only
         try:
             qty_d = to_decimal(qty)
         except (decimal.InvalidOperation, TypeError):

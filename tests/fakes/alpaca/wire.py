@@ -75,7 +75,8 @@ def position_json(pos: Position, last_price: Decimal | None) -> dict[str, Any]:
     unrealized = market_value - pos.cost_basis
     plpc = unrealized / abs(pos.cost_basis) if pos.cost_basis else Decimal(0)
     return {
-        "asset_id": asset_id(pos.symbol), "symbol": pos.symbol,
+        # Alpaca names crypto positions without the slash (BTCUSD) although orders and data use BTC/USD
+        "asset_id": asset_id(pos.symbol), "symbol": pos.symbol.replace("/", ""),
         "exchange": "CRYPTO" if is_crypto(pos.symbol) else "NASDAQ",
         "asset_class": "crypto" if is_crypto(pos.symbol) else "us_equity", "asset_marginable": True,
         "qty": dec(pos.qty), "qty_available": dec(pos.qty), "avg_entry_price": dec(pos.avg_entry_price),
