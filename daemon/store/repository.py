@@ -52,6 +52,13 @@ CYCLE_COLUMNS: tuple[str, ...] = (
 )  # fmt: skip
 """The columns of a ``cycle_metrics`` row (schema migration 6) besides its id and run."""
 
+TUNE_COLUMNS: tuple[str, ...] = (
+    "trial", "ts", "params", "status", "error", "train_run_id", "cycles", "timesteps", "sharpe", "return_pct",
+    "max_drawdown_pct", "trades_per_day", "hold_rate", "gates_passed", "gates_total", "gates_failed", "model_sha256",
+    "model_path", "best",
+)  # fmt: skip
+"""The columns of a ``tune_trials`` row (schema migration 8) besides its id and search run."""
+
 _TERMINAL = tuple(status.value for status in OrderStatus if status.is_terminal)
 
 
@@ -375,6 +382,23 @@ class Store:
             f"SELECT {', '.join(CYCLE_COLUMNS)} FROM cycle_metrics WHERE run_id = ? ORDER BY cycle", (run_id,)
         )
         return [dict(zip(CYCLE_COLUMNS, r, strict=True)) for r in rows]
+
+    async def record_tune_trials(self, run_id: int, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Every trial of one hyperparameter search (``TUNE_COLUMNS``), in one transaction."""
+        for row in rows:
+            missing = [c for c in TUNE_COLUMNS if c not in row]
+            if missing:
+                raise StoreError(f"tune trial row lacks {', '.join(missing)}")
+        marks = ",".join("?" * (len(TUNE_COLUMNS) + 1))
+        sql = f"INSERT INTO tune_trials (run_id, {', '.join(TUNE_COLUMNS)}) VALUES ({marks})"
+        await self._writer.commit([(sql, [(run_id, *(r[c] for c in TUNE_COLUMNS)) for r in rows], True)])
+
+    async def tune_trials(self, run_id: int) -> list[dict[str, Any]]:
+        """One search's trial rows, in trial order."""
+        rows = await self._writer.fetch(
+            f"SELECT {', '.join(TUNE_COLUMNS)} FROM tune_trials WHERE run_id = ? ORDER BY trial", (run_id,)
+        )
+        return [dict(zip(TUNE_COLUMNS, r, strict=True)) for r in rows]
 
     async def production_model(self) -> ModelEntry | None:
         models = [m for m in await self.models() if m.production]

@@ -285,6 +285,41 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         ALTER TABLE parameter_drift_log ADD COLUMN drift_limit REAL
         """,
     ),
+    (
+        8,
+        "hyperparameter search trials",
+        # One row per trial of `tradectl tune` (run_id: the search's runs row, mode 'tune'), written by the
+        # driver once the trial has ended: params is the grid point as JSON, status 'ok' or 'error' (error
+        # says why), train_run_id the trial's own training run whose cycle_metrics rows hold every cycle.
+        # The figures are those of the trial's selected checkpoint on held-out bars, as `tradectl validate`
+        # judged it; best marks the trial whose model was registered (never promoted).
+        """
+        CREATE TABLE tune_trials (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL,
+            trial INTEGER NOT NULL,
+            ts INTEGER NOT NULL,
+            params TEXT NOT NULL,
+            status TEXT NOT NULL,
+            error TEXT NOT NULL DEFAULT '',
+            train_run_id INTEGER,
+            cycles INTEGER,
+            timesteps INTEGER,
+            sharpe REAL,
+            return_pct REAL,
+            max_drawdown_pct REAL,
+            trades_per_day REAL,
+            hold_rate REAL,
+            gates_passed INTEGER,
+            gates_total INTEGER,
+            gates_failed TEXT NOT NULL DEFAULT '',
+            model_sha256 TEXT,
+            model_path TEXT,
+            best INTEGER NOT NULL DEFAULT 0,
+            UNIQUE (run_id, trial)
+        )
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1][0]
