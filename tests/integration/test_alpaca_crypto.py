@@ -9,23 +9,29 @@ and a time in force Alpaca refuses for crypto stopped before it is sent.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
+import yaml
 
 from brokers.alpaca import AlpacaBroker
 from brokers.base import Bar, OrderRequest, OrderStatus, Side, TimeInForce
 from brokers.errors import ConfigError, OrderRejected
-from daemon.config import TradectlConfig
+from daemon.config import TradectlConfig, load_config
+from daemon.runners import LiveRunner
 from daemon.venues import alpaca_settings as settings_from_config
 from tests.brokers.harness import alpaca_settings
 from tests.fakes.alpaca import KEY_ID, SECRET_KEY, FakeAlpaca
+from tests.waiting import until
 
 D = Decimal
 PAIR = "BTC/USD"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class _Venue:
@@ -149,3 +155,41 @@ def test_crypto_pairs_and_stocks_in_one_adapter_are_a_one_line_config_error(monk
     config = TradectlConfig(broker={"kind": "alpaca", "alpaca": {"symbols": ["ETH/USD"]}},
                             data={"symbol": "ETH/USD", "bar_seconds": 60})
     assert settings_from_config(config).bars_stream == "wss://stream.data.alpaca.markets/v1beta3/crypto/us"
+
+
+async def test_the_example_crypto_config_trades_btc_through_the_daemon(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``config/alpaca-crypto-paper.yaml`` pointed at the fake: a LiveRunner trades BTC/USD bars from the crypto
+    stream with the SMA cross (long only), fractional gtc orders, fills booked equal to the venue's."""
+    monkeypatch.setenv("TRADECTL_ALPACA__KEY_ID", KEY_ID)
+    monkeypatch.setenv("TRADECTL_ALPACA__SECRET_KEY", SECRET_KEY)
+    t0 = int(time.time()) // 60 * 60 - 50 * 60
+    closes = [60000 + 10 * i for i in range(25)] + [60240 - 15 * i for i in range(1, 21)]  # up, then down
+    async with FakeAlpaca(start_time=datetime.fromtimestamp(t0, UTC), market_open=False) as fake:
+        doc = yaml.safe_load((ROOT / "config" / "alpaca-crypto-paper.yaml").read_text())
+        doc["broker"]["alpaca"].update(
+            trading_url=fake.base_url, data_url=fake.base_url, data_stream_url=fake.crypto_stream_url,
+            trading_stream_url=fake.trading_stream_url, backoff_floor_seconds=0.05, backoff_cap_seconds=0.3)
+        doc["strategy"]["sma_cross"].update(fast=3, slow=8)
+        doc.update(api={"enabled": False}, store={"path": str(tmp_path / "live.db"), "synchronous": "normal"})
+        doc["risk"]["stale_data"] = {"max_age_seconds": 7200}
+        (tmp_path / "crypto.yaml").write_text(yaml.safe_dump(doc))
+        runner = await LiveRunner.open(load_config(tmp_path / "crypto.yaml"), bars=[])
+        trading = asyncio.create_task(runner.run(install_signals=False))
+        try:
+            await fake.wait_subscribed(PAIR, seconds=30)
+            await fake.wait_listening(seconds=30)
+            for i, c in enumerate(closes):
+                await fake.publish_bar(PAIR, datetime.fromtimestamp(t0 + i * 60, UTC), c, c + 5, c - 20, c, "0.5")
+                await until(lambda n=i + 1: runner.daemon.pipeline.counts.bars == n, 10, f"bar {i} traded")
+            await until(lambda: runner.daemon.pipeline.counts.fills == len(fake.executions) == 2, 10, "two fills")
+        finally:
+            runner.daemon.request_stop()
+            await asyncio.wait_for(trading, 30)
+    orders = sorted(fake.orders, key=lambda o: o.created_at)
+    assert [(o.side, o.qty, o.time_in_force) for o in orders] == [("buy", D("0.01"), "gtc"), ("sell", D("0.01"), "gtc")]
+    assert fake.positions() == {}, "long, then flat: never short"
+    with sqlite3.connect(tmp_path / "live.db") as db:
+        fills = sorted((cid, D(q), D(p)) for cid, q, p in db.execute(
+            "SELECT client_order_id, quantity, price FROM fills"))
+    assert fills == sorted((e.client_order_id, e.qty, e.price) for e in fake.executions)
