@@ -157,7 +157,7 @@ class ControlApi:
         for name, provider in self._documents.items():
             app.router.add_get(f"/{name}", self._document(provider))
         app.router.add_routes(self._routes)
-        app.router.add_post("/{action}", self._action)
+        app.router.add_post("/{action:[a-z_]+(?:/[a-z_]+)?}", self._action)  # /pause, /models/promote
         return app
 
     async def start(self) -> None:

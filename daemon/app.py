@@ -14,6 +14,7 @@ import asyncio
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -75,6 +76,9 @@ class Daemon:
     startup: StartupOutcome | None = None
     monitor: HealthMonitor | None = None  # the live runner's health rules; None (backtests): healthy unless stopping
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
+    # held while a bar or a streamed order update is handled (LiveRunner) and while the strategy is swapped:
+    # a model switch falls between two bars, never inside one
+    books: asyncio.Lock = field(default_factory=asyncio.Lock)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     # ------------------------------------------------------------------ assembly
@@ -233,10 +237,9 @@ class Daemon:
         """Switch the policy to the registered gold model (the drawdown halt tier asks for it).
 
         Trading is HALTED at that tier; the gold model decides once an operator resumes.
-        Returns True when the strategy was switched.
+        Returns True when the strategy was switched. Called inside the bar (the bar path is held).
         """
         from daemon.models import gold_model
-        from strategies.recurrent import RecurrentStrategy
 
         gold = await gold_model(self.store)
         if gold is None:
@@ -250,23 +253,40 @@ class Daemon:
             log.info("already trading the gold model", sha256=sha)
             return False
         try:
-            rcfg = self.config.strategy.recurrent.model_copy(update={"model": path})
-            # loading a model reads and unpickles a file: keep it off the event loop
-            strategy = await asyncio.to_thread(RecurrentStrategy.from_config, rcfg, self.config)
+            strategy = await self.load_model(path)
         except TradectlError as exc:
             self.store.record_risk_event(RiskEvent(ts, None, "drawdown", "alert", "gold_model_refused", str(exc)))
             log.error("gold model refused; keeping the current strategy", error=str(exc))
             return False
-        symbol = self.config.data.symbol
-        span = strategy.warmup_bars * 4 * self.config.data.bar_seconds
-        strategy.warm_up(symbol, await self.broker.historical_bars(symbol, ts - span, ts))
-        self.strategy = self.pipeline.strategy = strategy
+        await self.install_strategy(strategy, ts)
         self.store.record_risk_event(
             RiskEvent(ts, None, "drawdown", "alert", "rolled_back_to_gold", f"gold model {sha[:12]}")
         )
         log.warning("switched to the gold model", sha256=sha, path=str(path))
         self.events.publish("model_rollback", f"switched to the gold model {sha[:12]}", {"sha256": sha})
         return True
+
+    async def load_model(self, path: Path) -> Strategy:
+        """A recurrent strategy for the model file at ``path``, with this configuration (a ``ModelError`` when
+        refused). Loading reads and unpickles a file: it runs off the event loop."""
+        from strategies.recurrent import RecurrentStrategy
+
+        rcfg = self.config.strategy.recurrent.model_copy(update={"model": path})
+        return await asyncio.to_thread(RecurrentStrategy.from_config, rcfg, self.config)
+
+    async def install_strategy(self, strategy: Strategy, ts: int) -> None:
+        """Make ``strategy`` decide from the next bar on, its memory re-warmed from the bars up to ``ts``.
+
+        The caller holds the bar path (inside a bar, or ``books``), so no bar and no order falls between
+        the old strategy's last decision and the new one's first.
+        """
+        warm_up = getattr(strategy, "warm_up", None)
+        if warm_up is not None:
+            symbol = self.config.data.symbol
+            span = strategy.warmup_bars * 4 * self.config.data.bar_seconds
+            history = await self.broker.historical_bars(symbol, ts - span, ts)
+            await asyncio.to_thread(warm_up, symbol, history)  # the new strategy is not shared yet
+        self.strategy = self.pipeline.strategy = strategy
 
     # ------------------------------------------------------------------ shutdown
     async def finish(self) -> Summary:

@@ -293,6 +293,38 @@ class TelegramConfig(_Section):
     timezone: str = Field("UTC", description="zone of daily_summary_time (IANA name)")
 
 
+SHADOW_GATES: tuple[str, ...] = ("hold_rate", "trades_per_day", "max_drawdown", "action_share", "invalid_actions")
+"""Validation gates that mean something for one day of decisions (a shadow replay judges each day by them)."""
+
+
+class PromotionConfig(_Section):
+    """What a model needs to become production, and how a running daemon follows the registry."""
+
+    shadow_days: int = Field(10, ge=1, description="trading days (UTC dates with bars) a shadow replay covers")
+    shadow_gates: list[str] = Field(
+        default_factory=lambda: list(SHADOW_GATES), description="validation gates judged on each shadow day"
+    )
+    shadow_min_pass_share: float = Field(
+        0.5, ge=0, le=1, description="a shadow replay passes when each required gate passed on this share of its days"
+    )
+    shadow_not_worse: bool = Field(
+        True, description="a shadow replay also needs the candidate's net P&L at least the production model's"
+    )
+    drift_limit: float = Field(
+        0.15, gt=0, description="relative L2 parameter drift from the production model that is logged and alerted"
+    )
+    poll_seconds: float = Field(
+        5.0, gt=0, description="how often a running daemon checks the registry for a promotion or a rollback"
+    )
+
+    @model_validator(mode="after")
+    def _day_gates(self) -> PromotionConfig:
+        unknown = sorted(set(self.shadow_gates) - set(SHADOW_GATES))
+        if unknown:
+            raise ValueError(f"shadow_gates {unknown} cannot be judged per day; choose from {list(SHADOW_GATES)}")
+        return self
+
+
 class TradectlConfig(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -313,6 +345,7 @@ class TradectlConfig(BaseSettings):
     telegram: TelegramConfig = Field(default_factory=TelegramConfig)
     alpaca: AlpacaSecrets = Field(default_factory=AlpacaSecrets)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -37,6 +37,7 @@ from daemon.feedwatch import ConnectionWatch
 from daemon.health import HealthMonitor, expected_bar_interval
 from daemon.looplag import LoopLagMonitor
 from daemon.metrics import DaemonMetrics
+from daemon.model_switch import ModelFollower
 from daemon.orders import supervise
 from daemon.report import Summary
 from daemon.sdnotify import SystemdNotifier
@@ -155,9 +156,10 @@ class LiveRunner:
         self.dashboard: Dashboard | None = None  # the page at /, with the API
         self.telegram: TelegramService | None = None  # alerts and commands, when telegram.enabled
         self.metrics: DaemonMetrics | None = None  # GET /metrics, with the API
+        self.models = ModelFollower(daemon)  # the registry's production model, switched to without a restart
         self.notifier = SystemdNotifier()
-        # a bar and a streamed order update are never handled at the same time
-        self._books = asyncio.Lock()
+        # a bar and a streamed order update (and a model switch) are never handled at the same time
+        self._books = daemon.books
         self._restored = False
 
     @classmethod
@@ -193,6 +195,7 @@ class LiveRunner:
             with _stop_on_signals(daemon, install_signals):
                 daemon.lag.start()
                 await self._restore_strategy_state()
+                await self.models.apply()  # a model promoted while no daemon ran trades from the first bar
                 await self._start_api()
                 await self._start_telegram()
                 background.append(asyncio.create_task(self._flush_periodically()))
@@ -203,6 +206,7 @@ class LiveRunner:
                     timeouts_every=config.orders.check_every_seconds, stop=daemon.stop_event,
                 )))
                 background.append(asyncio.create_task(self._book_updates()))
+                background.append(asyncio.create_task(self.models.run(daemon.stop_event)))
                 watch = ConnectionWatch(daemon.events.publish, daemon.broker.name)
                 background.append(asyncio.create_task(watch.run(daemon.broker.feed_status)))
                 self._watch_health()
@@ -265,7 +269,8 @@ class LiveRunner:
         self.api = ControlApi(
             status=daemon.status,
             health=daemon.health,
-            actions={"pause": daemon.pause, "resume": daemon.resume, "flatten": daemon.flatten},
+            actions={"pause": daemon.pause, "resume": daemon.resume, "flatten": daemon.flatten,
+                     "models/promote": self.models.apply},
             documents={"risk": daemon.risk_report},
             routes=[self.metrics.route(), *self.dashboard.routes()],
             token=api.token.get_secret_value() if api.token else None,

@@ -51,7 +51,8 @@ if TYPE_CHECKING:  # numpy-backed modules load when a validation runs, not when 
     from strategies.evaluation.stats import CurveStats, TradeStats
 
 __all__ = [
-    "EXIT_REJECTED", "StrategyRun", "Validation", "add_arguments", "held_out_range", "run", "trade_bars", "validate",
+    "EXIT_REJECTED", "StrategyRun", "Validation", "add_arguments", "fresh_db", "held_out_range", "model_config", "run",
+    "trade_bars", "validate",
 ]
 
 EXIT_REJECTED = 5
@@ -64,6 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--data", type=Path, default=None, help="CSV/Parquet bars (default: config data.path, else the bundled data)"
     )
     parser.add_argument("--json", action="store_true", help="print the whole validation as JSON")
+    parser.add_argument(
+        "--record", action="store_true",
+        help="record the result for the model's SHA-256 in the registry database (`tradectl models promote` needs it)",
+    )
+    parser.add_argument("--db", type=Path, default=None, help="registry database for --record (default: store.path)")
 
 
 # ---------------------------------------------------------------------- held-out bars
@@ -112,6 +118,7 @@ class StrategyRun:
     decisions_by_action: dict[str, int]
     rejected_bars: int
     orders: int
+    run_id: int = 0  # the run's id in its store (a shadow replay reads its decisions and fills back)
 
     @property
     def decisions(self) -> int:
@@ -157,7 +164,23 @@ async def trade_bars(
         decisions_by_action=dict(counts.decisions_by_action),
         rejected_bars=counts.rejected_bars,
         orders=counts.orders,
+        run_id=run_id,
     )
+
+
+def model_config(config: TradectlConfig, model: Path) -> TradectlConfig:
+    """``config`` trading ``model`` with the recurrent strategy (validation and shadow replays)."""
+    strategy_cfg = config.strategy
+    return config.model_copy(update={"strategy": strategy_cfg.model_copy(update={
+        "kind": "recurrent", "recurrent": strategy_cfg.recurrent.model_copy(update={"model": model}),
+    })})
+
+
+def fresh_db(db: Path) -> Path:
+    """``db`` with any earlier database at that path (and its WAL files) removed: every run starts afresh."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    return db
 
 
 # ---------------------------------------------------------------------- the validation
@@ -277,9 +300,7 @@ def validate(
         raise ModelError(f"model file {model} not found")
     meta = read_metadata(model)  # corrupt or missing metadata: a ModelError naming the file
     strategy_cfg = config.strategy
-    model_cfg = config.model_copy(update={"strategy": strategy_cfg.model_copy(update={
-        "kind": "recurrent", "recurrent": strategy_cfg.recurrent.model_copy(update={"model": model}),
-    })})
+    model_cfg = model_config(config, model)
     sma_cfg = config.model_copy(update={"strategy": strategy_cfg.model_copy(update={"kind": "sma_cross"})})
     strategies = (build_strategy(model_cfg), build_strategy(sma_cfg), BuyAndHoldStrategy())
     series = list(bars) if bars is not None else load_data(config, data)
@@ -291,10 +312,7 @@ def validate(
         root = workdir or Path(tmp)
         jobs = []
         for strategy, cfg in zip(strategies, (model_cfg, sma_cfg, config), strict=True):
-            db = root / f"{strategy.name}.db"
-            for suffix in ("", "-wal", "-shm"):  # every run starts from a fresh store
-                Path(f"{db}{suffix}").unlink(missing_ok=True)
-            jobs.append((cfg, strategy, db))
+            jobs.append((cfg, strategy, fresh_db(root / f"{strategy.name}.db")))
 
         async def trade_all() -> list[StrategyRun]:
             return [await trade_bars(cfg, strategy, series, first, last, db) for cfg, strategy, db in jobs]
@@ -342,6 +360,10 @@ def validate(
 def run(args: argparse.Namespace, config: TradectlConfig) -> int:
     """Print the validation (table or JSON); 0 when every required gate passed, ``EXIT_REJECTED`` otherwise."""
     result = validate(config, args.model, data=args.data)
+    if args.record:
+        from daemon.promotion import record_validation
+
+        asyncio.run(record_validation(args.db or config.store.path, result))
     if args.json:
         print(json.dumps(_strict_json(result.as_dict()), indent=2, default=str))
     else:

@@ -15,7 +15,10 @@ from typing import Any
 
 from daemon.store.repository import Store
 
-__all__ = ["TRADE_COLUMNS", "RunTrade", "run_equity", "run_trades", "trade_from_row"]
+__all__ = [
+    "TRADE_COLUMNS", "FillTotals", "RunTrade", "run_day", "run_equity", "run_fill_totals", "run_trades",
+    "trade_from_row",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,53 @@ async def run_equity(store: Store, run_id: int, *, since_ts: int | None = None) 
         (run_id, -(2**62) if since_ts is None else since_ts),
     )
     return [(int(ts), float(equity)) for ts, equity in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class FillTotals:
+    """What a run's fills add up to: gross realized P&L and fees, exact (``Decimal``)."""
+
+    fills: int
+    realized: Decimal
+    fees: Decimal
+
+    @property
+    def net(self) -> Decimal:
+        """Realized P&L after every fee paid (fees of a position still open included)."""
+        return self.realized - self.fees
+
+
+async def run_fill_totals(store: Store, run_id: int) -> FillTotals:
+    """The run's fills summed in ``Decimal`` from their stored text (SQLite's SUM would go through floats)."""
+    rows = await store.query("SELECT realized_pnl, fee FROM fills WHERE run_id = ?", (run_id,))
+    return FillTotals(len(rows), sum((Decimal(r) for r, _ in rows), Decimal(0)),
+                      sum((Decimal(f) for _, f in rows), Decimal(0)))
+
+
+async def run_day(
+    store: Store, run_id: int, start_ts: int, end_ts: int
+) -> tuple[list[str], list[RunTrade], list[tuple[int, float]]]:
+    """One span of a run (a trading day): every decision's action (a folded row once per bar it stands
+    for), the round trips closed in it, and its equity points preceded by the last one before it."""
+    rows = await store.query(
+        "SELECT action, bars FROM decisions WHERE run_id = ? AND ts >= ? AND ts < ? ORDER BY id",
+        (run_id, start_ts, end_ts),
+    )
+    actions = [action for action, bars in rows for _ in range(int(bars))]
+    trades = await store.query(
+        f"SELECT {TRADE_COLUMNS} FROM trades WHERE run_id = ? AND exit_ts >= ? AND exit_ts < ? ORDER BY id",
+        (run_id, start_ts, end_ts),
+    )
+    before = await store.query(
+        "SELECT ts, equity FROM equity_snapshots WHERE run_id = ? AND ts < ? ORDER BY rowid DESC LIMIT 1",
+        (run_id, start_ts),
+    )
+    points = await store.query(
+        "SELECT ts, equity FROM equity_snapshots WHERE run_id = ? AND ts >= ? AND ts < ? ORDER BY rowid",
+        (run_id, start_ts, end_ts),
+    )
+    equity = [(int(ts), float(e)) for ts, e in [*before, *points]]
+    return actions, [trade_from_row(r) for r in trades], equity
 
 
 async def run_trades(store: Store, run_id: int) -> list[RunTrade]:
