@@ -446,14 +446,10 @@ class OandaBroker:
             answer = await self.rest.create_order(client_order_id, instrument, request)
             return self._created(client_order_id, request, answer)
 
-        try:
-            update = await submit_once(
-                client_order_id, request, send, lambda: self.get_order(client_order_id), classify_submit,
-                deadline=self.settings.in_flight_deadline_seconds, same_order=self._same_order,
-            )
-        except OrderRejected:
-            self._refused.add(client_order_id)
-            raise
+        update = await submit_once(
+            client_order_id, request, send, lambda: self.get_order(client_order_id), classify_submit,
+            deadline=self.settings.in_flight_deadline_seconds, same_order=self._same_order,
+        )
         if not update.status.is_terminal:
             self._open.add(client_order_id)
         return update
@@ -470,7 +466,9 @@ class OandaBroker:
         self._transactions.add(order_id)
         cancel = answer.get("orderCancelTransaction")
         if isinstance(cancel, dict) and not answer.get("orderFillTransaction"):
-            # refused by the venue in the same breath (a market order without margin or price): nothing works
+            # refused by the venue in the same breath (a market order without margin or price): nothing works,
+            # and its cancel is not news for the poller (the order manager books the order as rejected)
+            self._refused.add(client_order_id)
             self._transactions.add(str(cancel.get("id") or ""))
             reason = str(cancel.get("reason") or "")
             raise OandaError(f"submit {client_order_id}: cancelled at once: {reason}", status=201, code=reason,

@@ -21,8 +21,12 @@ from typing import Protocol
 from brokers.alpaca import AlpacaBroker, AlpacaSettings
 from brokers.base import Bar, Broker, OrderUpdate
 from brokers.costs import CostModel
+from brokers.oanda import OandaBroker, OandaSettings
 from brokers.sim import ReplayFeed, SimBroker
 from tests.fakes.alpaca import KEY_ID, SECRET_KEY, FakeAlpaca
+from tests.fakes.oanda import ACCOUNT_ID as OANDA_ACCOUNT
+from tests.fakes.oanda import TOKEN as OANDA_TOKEN
+from tests.fakes.oanda import FakeOanda
 
 D = Decimal
 SYMBOL = "EURUSD"
@@ -151,9 +155,84 @@ async def alpaca_harness(*, max_fill_quantity: Decimal | None = None, symbol: st
     return AlpacaHarness(broker, fake, t0, symbol=symbol)
 
 
+# ---------------------------------------------------------------------- OANDA
+OANDA_INSTRUMENT = "EUR_USD"
+
+
+@dataclass
+class OandaHarness:
+    """The OANDA adapter against the wire-level fake (tests/fakes/oanda): one M1 bar per ``next_bar``.
+
+    A bar is four ticks (open, high, low, close as mids, 0.0001 either side) and a heartbeat at its close;
+    market orders fill at the next tick. ``updates`` polls the transactions once, then drains.
+    """
+
+    broker: OandaBroker
+    fake: FakeOanda
+    t0: int
+    symbol: str = SYMBOL
+    unreachable_bid: Decimal = Decimal("0.5000")
+    published: int = 0
+
+    def __post_init__(self) -> None:
+        self._bars = self.broker.bars()
+
+    async def next_bar(self) -> Bar:
+        o, h, lo, c = _OHLC[self.published % len(_OHLC)]
+        start = self.t0 + self.published * 60
+        self.published += 1
+        publish_oanda_bar(self.fake, start, (o, h, lo, c))
+        async with asyncio.timeout(5):
+            return await anext(self._bars)
+
+    async def updates(self) -> list[OrderUpdate]:
+        await self.broker.poll_transactions()
+        return self.broker.drain_updates()
+
+    async def close(self) -> None:
+        try:
+            await self.broker.close()
+        finally:
+            await self.fake.close()
+
+
+def publish_oanda_bar(fake: FakeOanda, start: int, ohlc: tuple[float, float, float, float],
+                      instrument: str = OANDA_INSTRUMENT, step: int = 60) -> None:
+    """Ticks at the bar's open, high, low and close (mids, a 2-pip spread), then a heartbeat at its close."""
+    for offset, mid in zip((1, step // 3, 2 * step // 3, step - 1), ohlc, strict=True):
+        m = Decimal(str(mid))
+        fake.price(instrument, start + offset, m - Decimal("0.0001"), m + Decimal("0.0001"))
+    fake.heartbeat(start + step)
+
+
+def oanda_settings(fake: FakeOanda, **overrides: object) -> OandaSettings:
+    """Settings that point the adapter at ``fake``, with short backoff, deadlines and heartbeat limit."""
+    values: dict[str, object] = dict(
+        token=OANDA_TOKEN, account_id=OANDA_ACCOUNT, instruments=(OANDA_INSTRUMENT,), api_url=fake.base_url,
+        stream_url=fake.base_url, backoff_floor_seconds=0.05, backoff_cap_seconds=0.5,
+        in_flight_deadline_seconds=2.0, request_timeout_seconds=2.0, heartbeat_limit_seconds=2.0,
+        transactions_poll_seconds=0.2, seed=7,
+    )
+    values.update(overrides)
+    return OandaSettings(**values)  # type: ignore[arg-type]
+
+
+async def oanda_harness(*, max_fill_quantity: Decimal | None = None) -> OandaHarness:
+    fake = FakeOanda(start_time=T0, max_fill_units=max_fill_quantity)
+    await fake.start()
+    try:
+        broker = OandaBroker(oanda_settings(fake), connect_timeout=10)
+        await broker.connect()
+    except BaseException:
+        await fake.close()
+        raise
+    return OandaHarness(broker, fake, T0)
+
+
 HarnessFactory = Callable[..., Awaitable[VenueHarness]]
 HARNESSES: dict[str, HarnessFactory] = {
     "sim": sim_harness,
     "alpaca": alpaca_harness,
     "alpaca-crypto": functools.partial(alpaca_harness, symbol=ALPACA_CRYPTO_SYMBOL),
 }
+HARNESSES["oanda"] = oanda_harness
