@@ -27,7 +27,9 @@ from strategies.evaluation.gates import ValidationConfig
 ENV_PREFIX = "TRADECTL_"
 
 # Dotted paths of fields that may only come from the environment.
-SECRET_FIELDS: tuple[str, ...] = ("api.token", "telegram.token", "alpaca.key_id", "alpaca.secret_key")
+SECRET_FIELDS: tuple[str, ...] = (
+    "api.token", "telegram.token", "alpaca.key_id", "alpaca.secret_key", "oanda.token",
+)
 
 
 def _secret_exclusions() -> dict[str, set[str]]:
@@ -147,12 +149,55 @@ class AlpacaSecrets(_Section):
     )
 
 
+class OandaBrokerConfig(_Section):
+    """OANDA (oandapyV20): the practice (fxTrade Practice) hosts unless practice is switched off."""
+
+    practice: bool = Field(True, description="fxTrade Practice hosts and token; false = the live fxTrade hosts")
+    account_id: str = Field("", description="v20 account id, e.g. 101-004-1234567-001 (`broker check` lists it)")
+    instruments: list[str] = Field(
+        default_factory=lambda: ["EUR_USD"], min_length=1,
+        description="OANDA instruments streamed and traded; our symbol drops the underscore (EUR_USD = EURUSD)",
+    )
+    price: Literal["mid", "bid", "ask"] = Field("mid", description="price bars are built from (ticks and candles)")
+    granularity: Literal["S5", "S10", "S15", "S30", "M1", "M2", "M4", "M5", "M10", "M15", "M30", "H1", "H2", "H3",
+                         "H4"] = Field("H1", description="bar length (data.bar_seconds must match: H1 = 3600)")
+    heartbeat_limit_seconds: float = Field(
+        10.0, gt=0, description="no pricing message (OANDA heartbeats every 5 s) this long = dead stream: reconnect"
+        " and backfill from candles")
+    api_url: str | None = Field(None, description="REST origin override (tests); None = OANDA's practice/live host")
+    stream_url: str | None = Field(None, description="streaming origin override; None = OANDA's practice/live host")
+    requests_per_second: float = Field(50.0, gt=0, description="REST rate limit (OANDA allows 100/s per account)")
+    request_timeout_seconds: float = Field(10.0, gt=0, description="a REST call unanswered this long has failed")
+    max_worker_threads: int = Field(4, ge=1, le=64, description="threads running blocking REST calls")
+    backoff_floor_seconds: float = Field(1.0, gt=0, description="first reconnect delay (full jitter above half)")
+    backoff_cap_seconds: float = Field(60.0, gt=0, description="longest reconnect delay")
+    in_flight_deadline_seconds: float = Field(
+        8.0, gt=0, description="a submit with no clear answer is looked up by client id this long, then UNKNOWN"
+        " (below orders.submit_timeout_seconds)")
+    transactions_poll_seconds: float = Field(1.0, gt=0, description="how often fills and cancels are read")
+    connect_timeout_seconds: float = Field(30.0, gt=0, description="start-up: the pricing stream must be up by then")
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> OandaBrokerConfig:
+        if self.backoff_floor_seconds > self.backoff_cap_seconds:
+            raise ValueError("backoff_floor_seconds must not exceed backoff_cap_seconds")
+        return self
+
+
+class OandaSecrets(_Section):
+    """OANDA personal access token: environment only (TRADECTL_OANDA__TOKEN)."""
+
+    token: SecretStr | None = Field(None, description="v20 access token; environment only: TRADECTL_OANDA__TOKEN")
+
+
 class BrokerConfig(_Section):
-    kind: Literal["sim", "alpaca"] = Field(
-        "sim", description="broker adapter: the simulated broker replays `data`; alpaca trades broker.alpaca"
+    kind: Literal["sim", "alpaca", "oanda"] = Field(
+        "sim", description="broker adapter: the simulated broker replays `data`; alpaca trades broker.alpaca;"
+        " oanda trades broker.oanda"
     )
     sim: SimBrokerConfig = Field(default_factory=SimBrokerConfig)
     alpaca: AlpacaBrokerConfig = Field(default_factory=AlpacaBrokerConfig)
+    oanda: OandaBrokerConfig = Field(default_factory=OandaBrokerConfig)
 
 
 class DataConfig(_Section):
@@ -344,6 +389,7 @@ class TradectlConfig(BaseSettings):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     telegram: TelegramConfig = Field(default_factory=TelegramConfig)
     alpaca: AlpacaSecrets = Field(default_factory=AlpacaSecrets)
+    oanda: OandaSecrets = Field(default_factory=OandaSecrets)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
 
@@ -363,6 +409,8 @@ class TradectlConfig(BaseSettings):
     def _venue_fits(self) -> TradectlConfig:
         if self.broker.kind == "alpaca":
             _check_alpaca(self)
+        if self.broker.kind == "oanda":
+            _check_oanda(self)
         return self
 
     def fingerprint(self) -> str:
@@ -389,6 +437,28 @@ def _check_alpaca(config: TradectlConfig) -> None:
                         f"broker.alpaca.symbols {alpaca.symbols}")
     if alpaca.in_flight_deadline_seconds >= config.orders.submit_timeout_seconds:
         problems.append("broker.alpaca.in_flight_deadline_seconds must be below orders.submit_timeout_seconds")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def _check_oanda(config: TradectlConfig) -> None:
+    """What must agree across sections when trading on OANDA; each problem names the setting to change."""
+    from brokers.oanda.settings import GRANULARITIES
+
+    oanda = config.broker.oanda
+    problems = []
+    if config.oanda.token is None:
+        problems.append("broker.kind oanda needs TRADECTL_OANDA__TOKEN in the environment")
+    if not oanda.account_id:
+        problems.append("broker.oanda.account_id is empty: set the v20 account id (`tradectl broker check` lists it)")
+    if config.data.bar_seconds != GRANULARITIES[oanda.granularity]:
+        problems.append(f"data.bar_seconds is {config.data.bar_seconds}; broker.oanda.granularity "
+                        f"{oanda.granularity} bars are {GRANULARITIES[oanda.granularity]} s")
+    if config.data.symbol not in [i.replace("_", "") for i in oanda.instruments]:
+        problems.append(f"data.symbol {config.data.symbol!r} (the symbol the strategy trades) is not among "
+                        f"broker.oanda.instruments {oanda.instruments} (EUR_USD trades as EURUSD)")
+    if oanda.in_flight_deadline_seconds >= config.orders.submit_timeout_seconds:
+        problems.append("broker.oanda.in_flight_deadline_seconds must be below orders.submit_timeout_seconds")
     if problems:
         raise ValueError("; ".join(problems))
 

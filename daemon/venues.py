@@ -21,6 +21,7 @@ from daemon.config import LIVE_CONFIRM_ENV, TradectlConfig
 
 if TYPE_CHECKING:
     from brokers.alpaca import AlpacaBroker, AlpacaSettings
+    from brokers.oanda import OandaBroker, OandaSettings
 
 
 def load_data(config: TradectlConfig, override: Path | None = None) -> list[Bar]:
@@ -52,7 +53,7 @@ class Venue:
 
 
 def open_broker(config: TradectlConfig, bars: Sequence[Bar], *, pace: float | None) -> Venue:
-    """The venue `tradectl run` trades on, as configured: Alpaca, or the simulator over ``bars``.
+    """The venue `tradectl run` trades on, as configured: Alpaca, OANDA, or the simulator over ``bars``.
 
     The simulated account is an external party: with ``broker.sim.state_file``
     it survives restarts; without one it is a new account every run. Each new
@@ -62,6 +63,8 @@ def open_broker(config: TradectlConfig, bars: Sequence[Bar], *, pace: float | No
     """
     if config.broker.kind == "alpaca":
         return Venue(open_alpaca(config), fresh_account=False)
+    if config.broker.kind == "oanda":
+        return Venue(open_oanda(config), fresh_account=False)
     state_file = config.broker.sim.state_file
     broker = _simulator(config, bars, pace=pace, state_file=state_file, account_id=secrets.token_hex(3))
     return Venue(broker, fresh_account=state_file is None)
@@ -109,6 +112,46 @@ def open_alpaca(config: TradectlConfig, environ: Mapping[str, str] = os.environ)
                           "Alpaca account number; refusing to start")
     return AlpacaBroker(alpaca_settings(config), live_confirm=confirm if a.live else None,
                         connect_timeout=a.connect_timeout_seconds)
+
+
+def oanda_settings(config: TradectlConfig) -> OandaSettings:
+    """``broker.oanda``, the token from the environment and the trading window's FX week as the adapter's settings.
+
+    The session rule is the risk layer's (``risk.window``: the FX week unless a calendar is set), so
+    "no bars" and "no new entries" over the weekend are one rule.
+    """
+    from brokers.oanda import OandaSettings
+    from risk.calendar import CalendarRangeError, sessions_for
+
+    o, token = config.broker.oanda, config.oanda.token
+    if token is None:
+        raise ConfigError("oanda: set TRADECTL_OANDA__TOKEN in the environment")
+    window = config.risk.window
+    sessions = sessions_for(window.calendar, start=window.calendar_start, close_hour=window.weekend_close_hour_utc,
+                            open_hour=window.weekend_open_hour_utc)
+
+    def session_open(ts: int) -> bool:
+        try:
+            return sessions.seconds_to_close(ts) is not None
+        except CalendarRangeError:  # outside the calendar's span: the risk layer refuses entries; bars still flow
+            return True
+
+    return OandaSettings(
+        token=token.get_secret_value(), account_id=o.account_id, instruments=tuple(o.instruments),
+        practice=o.practice, price=o.price, granularity=o.granularity,
+        heartbeat_limit_seconds=o.heartbeat_limit_seconds, api_url=o.api_url, stream_url=o.stream_url,
+        requests_per_second=o.requests_per_second, max_workers=o.max_worker_threads,
+        request_timeout_seconds=o.request_timeout_seconds, backoff_floor_seconds=o.backoff_floor_seconds,
+        backoff_cap_seconds=o.backoff_cap_seconds, in_flight_deadline_seconds=o.in_flight_deadline_seconds,
+        transactions_poll_seconds=o.transactions_poll_seconds, session_open=session_open,
+    )
+
+
+def open_oanda(config: TradectlConfig) -> OandaBroker:
+    """The OANDA adapter (practice hosts unless ``broker.oanda.practice`` is false)."""
+    from brokers.oanda import OandaBroker
+
+    return OandaBroker(oanda_settings(config), connect_timeout=config.broker.oanda.connect_timeout_seconds)
 
 
 def open_backtest_broker(config: TradectlConfig, bars: Sequence[Bar]) -> Venue:

@@ -32,7 +32,7 @@ class OandaSettings:
     instruments: tuple[str, ...]  # OANDA names, e.g. ("EUR_USD",); our symbol drops the underscore
     practice: bool = True
     price: str = "mid"  # mid | bid | ask: the price bars are built from
-    granularity: str = "M1"
+    granularity: str = "H1"
     heartbeat_limit_seconds: float = 10.0  # no message this long: the pricing stream is dead
     api_url: str | None = None  # REST origin override (tests), e.g. http://127.0.0.1:PORT
     stream_url: str | None = None  # streaming origin override
