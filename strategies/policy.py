@@ -7,7 +7,8 @@ the actor's weights once and replays exactly the computation of
 ``RecurrentActorCriticPolicy.get_distribution`` in numpy:
 
     obs -> float32 cast (and /255 for image spaces, as sb3 does)
-        -> flatten -> zero state rows where an episode starts
+        -> flatten [-> regime gate over the price features, regime-gated models]
+        -> zero state rows where an episode starts
         -> stacked LSTM -> mlp_extractor.policy_net -> action_net -> softmax
 
 The weights are read once by ``strategies.policy_network.read_actor``, which
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from brokers.errors import ModelError
-from strategies.policy_network import Dense, LstmLayer, read_actor
+from strategies.policy_network import Dense, Gate, LstmLayer, read_actor
 
 if TYPE_CHECKING:
     from sb3_contrib import RecurrentPPO
@@ -74,6 +75,9 @@ class LstmPolicyRunner:
         self._cast_on_copy = self.dtype == np.dtype(np.float32) and not self._scale_image
         self._layers = [LstmLayer(lay.in_size, lay.weight.astype(self.dtype)) for lay in actor.layers]
         self._head = [Dense(d.weight.astype(self.dtype), d.activation) for d in actor.head]
+        g = actor.gate
+        self._gate = None if g is None else Gate(g.price, g.regime, Dense(g.dense.weight.astype(self.dtype),
+                                                                          g.dense.activation))
         self._plans: dict[int, _StepPlan] = {}  # batch size -> its plan
 
     def initial_state(self, n_streams: int) -> LstmState:
@@ -184,7 +188,7 @@ class _StepPlan:
     Not thread-safe, like the runner.
     """
 
-    __slots__ = ("_dot", "_head", "_layers", "_state", "_x", "logits", "obs_shape", "pack")
+    __slots__ = ("_dot", "_gate", "_head", "_layers", "_state", "_x", "logits", "obs_shape", "pack")
 
     def __init__(self, runner: LstmPolicyRunner, n: int | None) -> None:
         dtype = runner.dtype
@@ -221,6 +225,17 @@ class _StepPlan:
         self._layers = tuple(layers)
         self._state = tuple((layer[11], layer[10]) for layer in layers)  # (h, c) per layer
         self._x = layers[0][-1]
+        self._gate = None
+        gate = runner._gate
+        if gate is not None:  # regime-gated: x[price] *= sigmoid([x[regime], 1] @ W), in the input row itself
+            (p0, p1), (r0, r1) = gate.price, gate.regime
+            gate_row = np.zeros((*rows, r1 - r0 + 1), dtype=dtype)
+            gate_row[..., -1] = 1.0
+            gate_out = np.empty((*rows, p1 - p0), dtype=dtype)
+            self._gate = (
+                self._x[..., r0:r1], gate_row[..., :-1], gate_row, gate.dense.weight, gate_out,
+                gate.dense.activation, self._x[..., p0:p1],
+            )  # fmt: skip
         head = []
         buf = layers[-1][0][..., runner._layers[-1].in_size :]  # [h, 1]
         for dense in runner._head:
@@ -250,6 +265,12 @@ class _StepPlan:
         (0.0: a single stream's start; a 0/1 column (n, 1): a batch's)."""
         dot, tanh, multiply, add = self._dot, np.tanh, np.multiply, np.add
         self._x[...] = obs
+        if self._gate is not None:
+            regime, regime_in, gate_row, gate_weight, gate, sigmoid, price = self._gate
+            regime_in[...] = regime
+            dot(gate_row, gate_weight, gate)
+            sigmoid(gate, gate)
+            multiply(price, gate, price)
         if keep is not None:
             for h, c in self._state:
                 h *= keep

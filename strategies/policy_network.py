@@ -8,6 +8,11 @@ layers with supported activations) and refuses anything else with a
 different. The weights come out in float64, laid out for the runner's step
 (see ``LstmLayer`` and ``Dense``).
 
+A regime-gated model (``strategies.regime_gate.RegimeGatedExtractor``) has one
+thing more before the LSTM: its gate, read as a ``Gate`` (a sigmoid Dense from
+the regime slice of the observation, multiplying the price slice). Any other
+features extractor is refused.
+
 Only the actor path is read: the critic (separate LSTM, shared LSTM or plain
 Linear) never influences the action distribution, so all three critic options
 are supported without reading the critic at all.
@@ -28,7 +33,7 @@ from brokers.errors import ModelError
 if TYPE_CHECKING:
     from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
 
-__all__ = ["Activation", "Actor", "Dense", "LstmLayer", "read_actor"]
+__all__ = ["Activation", "Actor", "Dense", "Gate", "LstmLayer", "read_actor"]
 
 Activation = Callable[[np.ndarray, np.ndarray], object]
 """An activation applied in place as ``f(x, x)`` (a ufunc's ``(x, out)``); the identity is None."""
@@ -124,6 +129,15 @@ class Dense:
         return int(self.weight.shape[1])
 
 
+@dataclass(frozen=True, slots=True)
+class Gate:
+    """The regime gate: ``obs[price] *= sigmoid([obs[regime], 1] @ dense.weight)``, before the LSTM."""
+
+    price: tuple[int, int]  # start, stop in the observation
+    regime: tuple[int, int]
+    dense: Dense  # (n_regime + 1, n_price), sigmoid activation
+
+
 def _fuse_lstm_layer(w_ih: np.ndarray, w_hh: np.ndarray, bias: np.ndarray, hidden: int) -> LstmLayer:
     h = hidden
     # torch gate order is (i, f, g, o); we want (i, f, o, g).
@@ -147,8 +161,8 @@ def _policy_of(model: Any) -> RecurrentActorCriticPolicy:
     return policy
 
 
-def _check_spaces(policy: RecurrentActorCriticPolicy) -> tuple[int, bool]:
-    """Return (flat observation size, divide-by-255) or refuse unsupported spaces."""
+def _check_spaces(policy: RecurrentActorCriticPolicy) -> tuple[int, bool, Gate | None]:
+    """Return (flat observation size, divide-by-255, the regime gate if any) or refuse unsupported spaces."""
     from gymnasium import spaces
     from stable_baselines3.common.preprocessing import is_image_space
     from stable_baselines3.common.torch_layers import FlattenExtractor
@@ -163,13 +177,31 @@ def _check_spaces(policy: RecurrentActorCriticPolicy) -> tuple[int, bool]:
     obs_space = policy.observation_space
     if not isinstance(obs_space, spaces.Box):
         raise ModelError(f"unsupported observation space {obs_space}: only Box observations are supported")
-    if not isinstance(policy.pi_features_extractor, FlattenExtractor):
-        raise ModelError(
-            f"unsupported features extractor {type(policy.pi_features_extractor).__name__}: "
-            "only FlattenExtractor (MlpLstmPolicy) is supported"
-        )
+    extractor = policy.pi_features_extractor
+    gate = None
+    if not isinstance(extractor, FlattenExtractor):
+        gate = _read_gate(extractor)
     scale_image = bool(policy.normalize_images) and is_image_space(obs_space)
-    return int(np.prod(obs_space.shape)), scale_image
+    return int(np.prod(obs_space.shape)), scale_image, gate
+
+
+def _read_gate(extractor: Any) -> Gate:
+    """The regime gate of a ``RegimeGatedExtractor``; any other extractor is refused."""
+    if type(extractor).__name__ != "RegimeGatedExtractor":  # checked by name first: no torch import to refuse
+        raise ModelError(
+            f"unsupported features extractor {type(extractor).__name__}: "
+            "only FlattenExtractor (MlpLstmPolicy) and RegimeGatedExtractor (regime-gated) are supported"
+        )
+    from strategies.regime_gate import RegimeGatedExtractor
+
+    if not isinstance(extractor, RegimeGatedExtractor):
+        raise ModelError(f"features extractor {type(extractor).__module__}.RegimeGatedExtractor is not tradectl's")
+    (p0, p1), (r0, r1) = extractor.price, extractor.regime
+    dense = _dense_from_linear(extractor.gate, _sigmoid)
+    if dense.weight.shape != (r1 - r0 + 1, p1 - p0):
+        raise ModelError(f"regime gate weights {dense.weight.shape} do not fit price {extractor.price}, "
+                         f"regime {extractor.regime}")
+    return Gate((p0, p1), (r0, r1), dense)
 
 
 def _read_lstm(policy: RecurrentActorCriticPolicy) -> tuple[list[LstmLayer], int]:
@@ -229,6 +261,7 @@ class Actor:
     n_actions: int
     layers: tuple[LstmLayer, ...]
     head: tuple[Dense, ...]  # policy_net's layers, then action_net
+    gate: Gate | None = None  # the regime gate before the LSTM (regime-gated models)
 
     def fingerprint(self) -> str:
         """Identify the weights (in float64, whatever the runner's dtype) so a saved LSTM
@@ -240,13 +273,16 @@ class Actor:
             digest.update(layer.weight.tobytes())
         for dense in self.head:
             digest.update(dense.weight.tobytes())
+        if self.gate is not None:  # plain models keep the fingerprint they always had
+            digest.update(struct.pack("<4q", *self.gate.price, *self.gate.regime))
+            digest.update(self.gate.dense.weight.tobytes())
         return digest.hexdigest()[:16]
 
 
 def read_actor(model: Any) -> Actor:
     """The actor of a RecurrentPPO model (or a RecurrentActorCriticPolicy), or a ModelError."""
     policy = _policy_of(model)
-    obs_dim, scale_image = _check_spaces(policy)
+    obs_dim, scale_image, gate = _check_spaces(policy)
     layers, hidden = _read_lstm(policy)
     if layers[0].in_size != obs_dim:
         raise ModelError(f"LSTM input size {layers[0].in_size} differs from observation size {obs_dim}")
@@ -254,4 +290,4 @@ def read_actor(model: Any) -> Actor:
     n_actions = int(policy.action_space.n)
     if head[-1].out_size != n_actions:
         raise ModelError(f"action_net has {head[-1].out_size} outputs for {n_actions} actions")
-    return Actor(obs_dim, scale_image, hidden, n_actions, tuple(layers), tuple(head))
+    return Actor(obs_dim, scale_image, hidden, n_actions, tuple(layers), tuple(head), gate)

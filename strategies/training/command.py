@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 DEFAULT_OUT = Path("var/models/model.zip")
 DEFAULT_CHECKPOINT_DIR = Path("var/models/checkpoints")
+POLICIES = ("mlp-lstm", "regime-gated")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,6 +63,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-dir", type=Path, default=DEFAULT_CHECKPOINT_DIR)
     parser.add_argument("--lstm-size", type=int, default=64, help="LSTM hidden units")
     parser.add_argument("--critic-lstm", action="store_true", help="give the critic its own LSTM (larger file)")
+    parser.add_argument(
+        "--policy", choices=POLICIES, default="mlp-lstm",
+        help="mlp-lstm (MlpLstmPolicy) or regime-gated (a sigmoid gate of the regime features over the price features)",
+    )  # fmt: skip
     parser.add_argument("--n-envs", type=int, default=4, help="environments stepped together")
     parser.add_argument("--n-steps", type=int, default=512, help="steps per environment per rollout")
     parser.add_argument("--batch-size", type=int, default=256)
@@ -77,6 +82,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--base-bonus", type=float, default=0.0, help="hold bonus the controller steers around (env default 0.005)"
     )
+    parser.add_argument("--fast-kp", type=float, default=0.25, help="hold-bonus controller's fast-lane gain")
+    parser.add_argument("--slow-kp", type=float, default=0.05, help="hold-bonus controller's slow-lane gain")
     parser.add_argument("--eval-fraction", type=float, default=0.2, help="tail of the data held out for evaluation")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (part of what makes runs repeatable)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -109,7 +116,7 @@ def prepare(
     import torch
 
     torch.set_num_threads(args.threads)
-    data_path, symbol, bars = source if source is not None else _load_data(args, config)
+    data_path, symbol, bars = source if source is not None else load_data(args, config)
     train_bars, eval_bars = _split(bars, args.eval_fraction, args.episode_bars)
     env_kwargs: dict[str, Any] = {
         "cost_model": config.broker.sim.costs.model(),
@@ -117,6 +124,8 @@ def prepare(
         "trade_units": args.trade_units,
         "drawdown_coef": args.drawdown_coef,
         "base_bonus": args.base_bonus,
+        "fast_kp": args.fast_kp,
+        "slow_kp": args.slow_kp,
     }
     vec_env = _vec_env(train_bars, env_kwargs, args.n_envs)
     hyper = _hyperparameters(args)
@@ -192,7 +201,7 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"train: out of range: {', '.join(bad)}")
 
 
-def _load_data(args: argparse.Namespace, config: TradectlConfig) -> tuple[Path, str, list[Bar]]:
+def load_data(args: argparse.Namespace, config: TradectlConfig) -> tuple[Path, str, list[Bar]]:
     """Bars the way the daemon loads them, so training sees what a backtest replays."""
     from brokers.history import BUNDLED_SYMBOL, bundled_dataset_path, load_bars
 
@@ -266,7 +275,8 @@ def _hyperparameters(args: argparse.Namespace) -> dict[str, Any]:
     }
     return {
         "ppo": ppo,
-        "policy": {"lstm_hidden_size": args.lstm_size, "critic_lstm": args.critic_lstm, "net_arch": [64]},
+        "policy": {"lstm_hidden_size": args.lstm_size, "critic_lstm": args.critic_lstm, "net_arch": [64],
+                   "architecture": args.policy},
         "n_envs": args.n_envs,
         "episode_bars": args.episode_bars,
         "timesteps": args.timesteps,
@@ -276,11 +286,19 @@ def _hyperparameters(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _policy_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    return {
+    kwargs: dict[str, Any] = {
         "lstm_hidden_size": args.lstm_size,
         "enable_critic_lstm": args.critic_lstm,
         "net_arch": {"pi": [64], "vf": [64]},
     }
+    if args.policy == "regime-gated":
+        from strategies.features import FEATURE_NAMES
+        from strategies.regime_gate import RegimeGatedExtractor, gate_slices
+
+        price, regime = gate_slices(FEATURE_NAMES)  # the env's observation is the default feature schema
+        kwargs["features_extractor_class"] = RegimeGatedExtractor
+        kwargs["features_extractor_kwargs"] = {"price": price, "regime": regime}
+    return kwargs
 
 
 def _iso(ts: int) -> str:
@@ -332,12 +350,15 @@ def _reproducible_argv(args: argparse.Namespace) -> list[str]:
     """The options that change the weights, spelled out (paths and progress output do not)."""
     keep = (
         "timesteps", "seed", "lstm_size", "n_envs", "n_steps", "batch_size", "n_epochs",
-        "learning_rate", "gamma", "ent_coef", "episode_bars", "trade_units", "drawdown_coef", "base_bonus",
+        "learning_rate", "gamma", "ent_coef", "episode_bars", "trade_units", "drawdown_coef", "base_bonus", "fast_kp",
+        "slow_kp",
         "eval_fraction", "threads",
     )  # fmt: skip
     out = [f"--{name.replace('_', '-')} {getattr(args, name)}" for name in keep]
     if args.critic_lstm:
         out.append("--critic-lstm")
+    if args.policy != "mlp-lstm":
+        out.append(f"--policy {args.policy}")
     if args.data is not None:
         out.append(f"--data {args.data}")
     return out
