@@ -26,17 +26,24 @@ _FEED_TIMEOUT = 10.0
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--no-stream", action="store_true", help="skip the market-data subscription check")
+    parser.add_argument("--broker", choices=("alpaca", "oanda"), default=None,
+                        help="check this venue's section instead of broker.kind's")
 
 
 def run(args: argparse.Namespace, config: TradectlConfig) -> int:
-    report = asyncio.run(check(config, stream=not args.no_stream))
+    report = asyncio.run(check(config, stream=not args.no_stream, venue=args.broker))
     print(json.dumps(report, indent=2) if args.json else render(report))
     return 0
 
 
-async def check(config: TradectlConfig, *, stream: bool = True) -> dict[str, Any]:
+async def check(config: TradectlConfig, *, stream: bool = True, venue: str | None = None) -> dict[str, Any]:
     """The broker's own account of itself, as plain JSON values; ``BrokerError`` with one line if it fails."""
-    if config.broker.kind != "alpaca":
+    kind = venue or config.broker.kind
+    if kind == "oanda":
+        from daemon.oanda_check import check_oanda
+
+        return await check_oanda(config, stream=stream)
+    if kind != "alpaca":
         return {"broker": config.broker.kind, "note": "the simulated broker runs inside tradectl: nothing to check"}
     from brokers.alpaca import AlpacaBroker, convert
     from daemon.venues import alpaca_settings

@@ -225,6 +225,10 @@ class OandaRest:
         return await self._call(f"cancel {order_id}", orders.OrderCancel(self._account, orderID=order_id))
 
     # ------------------------------------------------------------------ account
+    async def accounts(self) -> list[dict[str, Any]]:
+        """The accounts this token may use (``GET /v3/accounts``; no account id needed)."""
+        return (await self._call("accounts", accounts.AccountList())).get("accounts") or []
+
     async def account_summary(self) -> dict[str, Any]:
         return (await self._call("account", accounts.AccountSummary(self._account))).get("account") or {}
 

@@ -21,12 +21,14 @@ from typing import Protocol
 from brokers.alpaca import AlpacaBroker, AlpacaSettings
 from brokers.base import Bar, Broker, OrderUpdate
 from brokers.costs import CostModel
+from brokers.ib import ContractSpec, IbBroker, IbSettings
 from brokers.oanda import OandaBroker, OandaSettings
 from brokers.sim import ReplayFeed, SimBroker
 from tests.fakes.alpaca import KEY_ID, SECRET_KEY, FakeAlpaca
 from tests.fakes.oanda import ACCOUNT_ID as OANDA_ACCOUNT
 from tests.fakes.oanda import TOKEN as OANDA_TOKEN
 from tests.fakes.oanda import FakeOanda
+from tests.fakes.tws import FakeTws
 
 D = Decimal
 SYMBOL = "EURUSD"
@@ -211,7 +213,7 @@ def oanda_settings(fake: FakeOanda, **overrides: object) -> OandaSettings:
         token=OANDA_TOKEN, account_id=OANDA_ACCOUNT, instruments=(OANDA_INSTRUMENT,), api_url=fake.base_url,
         stream_url=fake.base_url, backoff_floor_seconds=0.05, backoff_cap_seconds=0.5,
         in_flight_deadline_seconds=2.0, request_timeout_seconds=2.0, heartbeat_limit_seconds=2.0,
-        transactions_poll_seconds=0.2, seed=7,
+        transactions_poll_seconds=0.2, granularity="M1", seed=7,
     )
     values.update(overrides)
     return OandaSettings(**values)  # type: ignore[arg-type]
@@ -236,3 +238,68 @@ HARNESSES: dict[str, HarnessFactory] = {
     "alpaca-crypto": functools.partial(alpaca_harness, symbol=ALPACA_CRYPTO_SYMBOL),
 }
 HARNESSES["oanda"] = oanda_harness
+
+
+# ---------------------------------------------------------------------- Interactive Brokers (fake TWS)
+IB_SYMBOL = "SPY"
+
+
+@dataclass
+class IbHarness:
+    """The IB adapter (ib_async) against the fake TWS (tests/fakes/tws): one 5-second bar per ``next_bar``."""
+
+    broker: IbBroker
+    fake: FakeTws
+    t0: int
+    symbol: str = IB_SYMBOL
+    unreachable_bid: Decimal = Decimal("0.5000")
+    published: int = 0
+
+    def __post_init__(self) -> None:
+        self._bars = self.broker.bars()
+
+    async def next_bar(self) -> Bar:
+        o, h, lo, c = _OHLC[self.published % len(_OHLC)]
+        ts_open = self.t0 + self.published * 5
+        self.published += 1
+        await self.fake.publish_bar(self.symbol, ts_open, o, h, lo, c, 100)
+        async with asyncio.timeout(5):
+            return await anext(self._bars)
+
+    async def updates(self) -> list[OrderUpdate]:
+        await self.fake.wait_until(lambda: self.broker.ib.client.isReady(), what="the adapter's socket is up")
+        await asyncio.sleep(0.05)  # the fake wrote its reports before returning; the loop reads them meanwhile
+        return self.broker.drain_updates()
+
+    async def close(self) -> None:
+        try:
+            await self.broker.close()
+        finally:
+            await self.fake.close()
+
+
+def ib_settings(fake: FakeTws, **overrides: object) -> IbSettings:
+    """Settings that point the adapter at ``fake``: SPY in 5-second bars, short backoff and deadlines."""
+    values: dict[str, object] = dict(
+        contracts=(ContractSpec(IB_SYMBOL, "STK", IB_SYMBOL),), port=fake.port, client_id=11, bar_seconds=5,
+        backoff_floor_seconds=0.05, backoff_cap_seconds=0.5, ack_timeout_seconds=2.0, request_timeout_seconds=3.0,
+        connect_timeout_seconds=5.0, seed=7,
+    )
+    values.update(overrides)
+    return IbSettings(**values)  # type: ignore[arg-type]
+
+
+async def ib_harness(*, max_fill_quantity: Decimal | None = None) -> IbHarness:
+    t0 = int(time.time()) // 60 * 60 - 3600  # an hour ago: every bar is history once published, none ahead
+    fake = FakeTws(max_fill_qty_per_bar=max_fill_quantity)
+    await fake.start()
+    try:
+        broker = IbBroker(ib_settings(fake))
+        await broker.connect()
+    except BaseException:
+        await fake.close()
+        raise
+    return IbHarness(broker, fake, t0)
+
+
+HARNESSES["ib"] = ib_harness

@@ -17,6 +17,7 @@ REST: ``/v3/accounts``, ``/v3/accounts/{id}`` and ``/summary``, ``/orders``
 
 The test is the market: ``price`` publishes a tick (working orders fill
 against it, then the line goes out), ``heartbeat`` moves the venue clock.
+``heartbeat_every`` sends a HEARTBEAT at the venue clock that often (wall seconds).
 Faults: ``go_silent`` (connections stay open and say nothing), ``drop_stream``
 (connections closed; ``stay_down`` refuses new ones until ``restore_stream``),
 ``rate_limit_next`` (429), ``fail_next`` (5xx), ``lose_next_submit_response``
@@ -66,8 +67,9 @@ class FakeOanda:
 
     def __init__(self, *, token: str = TOKEN, account_id: str = ACCOUNT_ID, balance: object = 100_000,
                  start_time: int = 0, instruments: tuple[str, ...] = ("EUR_USD",), commission: object = 0,
-                 max_fill_units: object | None = None) -> None:
+                 max_fill_units: object | None = None, heartbeat_every: float | None = None) -> None:
         self.token = token
+        self.heartbeat_every = heartbeat_every  # wall seconds between HEARTBEATs (at the venue clock), as OANDA's 5 s
         self.market = Market(account_id=account_id, balance=Decimal(str(balance)), start_time=start_time,
                              commission=Decimal(str(commission)), instruments=instruments)
         if max_fill_units is not None:
@@ -80,6 +82,7 @@ class FakeOanda:
         self._lose_submits = 0
         self._rejects: deque[tuple[str, bool]] = deque()
         self._runner: web.AppRunner | None = None
+        self._beat: asyncio.Task[None] | None = None
         self.port = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -105,8 +108,17 @@ class FakeOanda:
         server = site._server
         assert server is not None
         self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        if self.heartbeat_every:
+            self._beat = asyncio.get_running_loop().create_task(self._beat_forever(self.heartbeat_every))
+
+    async def _beat_forever(self, every: float) -> None:
+        while True:
+            await asyncio.sleep(every)
+            self.heartbeat()
 
     async def close(self) -> None:
+        if self._beat is not None:
+            self._beat.cancel()
         for queue in self._streams + self._silent:
             queue.put_nowait(None)
         if self._runner is not None:
