@@ -79,6 +79,12 @@ def _build_parser() -> argparse.ArgumentParser:
 
     _validate_arguments(validate)
 
+    walkforward = sub.add_parser("walkforward", help="train per fold, trade each next window unseen, stitch them")
+    _config_arg(walkforward)
+    from daemon.walkforward import add_arguments as _walkforward_arguments
+
+    _walkforward_arguments(walkforward)
+
     models = sub.add_parser("models", help="the model registry (gold model for drawdown rollbacks)")
     models_sub = models.add_subparsers(dest="models_command", required=True, metavar="SUBCOMMAND")
     listing = models_sub.add_parser("list", help="registered models")
@@ -127,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "broker": _cmd_broker,
         "train": _cmd_train,
         "validate": _cmd_validate,
+        "walkforward": _cmd_walkforward,
     }
     try:
         code = handlers[args.command](args)
@@ -298,6 +305,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     configure_logging(config.logging.level, config.logging.json_output)
+    if args.cycles is not None:
+        from daemon.cycles import run as run_cycles
+
+        configure_logging("error", config.logging.json_output)  # the cycle table, not each evaluation's risk log
+        return run_cycles(args, config)
     return run_training(args, config)
 
 
@@ -307,6 +319,14 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     configure_logging("error", config.logging.json_output)  # the gate table, not the runs' risk warnings
     return run_validation(args, config)
+
+
+def _cmd_walkforward(args: argparse.Namespace) -> int:
+    from daemon.walkforward import run as run_walkforward
+
+    config = load_config(args.config)
+    configure_logging("error", config.logging.json_output)  # the fold table, not each run's risk warnings
+    return run_walkforward(args, config)
 
 
 # ---------------------------------------------------------------------- broker
