@@ -458,15 +458,6 @@ class Store:
             False,
         )])
 
-    async def drift_beyond(self, candidate: str, reference: str) -> float | None:
-        """The newest recorded drift of ``candidate`` from ``reference``, or None when none was logged."""
-        rows = await self._writer.fetch(
-            "SELECT relative_l2 FROM parameter_drift_log WHERE parameter = 'policy' AND new_value = ?"
-            " AND old_value = ? ORDER BY id DESC LIMIT 1",
-            (candidate, reference),
-        )
-        return None if not rows or rows[0][0] is None else float(rows[0][0])
-
     # ------------------------------------------------------------------ reconciliation audit
     async def record_reconciliation(self, record: ReconciliationRecord) -> None:
         await self._writer.commit([(tables.RECONCILIATION_SQL, tables.reconciliation_params(record), False)])

@@ -25,6 +25,8 @@ _PREFIX = {
     "broker_disconnected": "🔌 broker disconnected",
     "broker_reconnected": "🔌 broker reconnected",
     "model_rollback": "↩️ model rollback",
+    "model_switch": "🔁 model switched",
+    "model_drift": "📐 parameter drift",
     "error": "❗ error",
     "overfill": "❗ overfill",
     "unknown_order": "❓ unknown order",
