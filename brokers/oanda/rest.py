@@ -17,6 +17,7 @@ problem (a refused token, a wrong account, a refused connection).
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -44,6 +45,10 @@ __all__ = ["DUPLICATE_CLIENT_ID", "OandaError", "OandaRest", "classify_submit", 
 DUPLICATE_CLIENT_ID = "CLIENT_ORDER_ID_ALREADY_EXISTS"
 _MAX_CANDLES = 5000  # OANDA's cap on ``count``
 _TIF = {TimeInForce.GTC: "GTC", TimeInForce.DAY: "GFD", TimeInForce.IOC: "IOC"}
+# oandapyV20 logs every request at INFO and every 4xx (a routine 404 look-up, a 429) at ERROR with the response
+# body; the daemon turns any ERROR record into an operator alert. Each failure is ours to report, once, as an
+# ``OandaError`` line, so the library's own records are dropped below CRITICAL.
+logging.getLogger("oandapyV20").setLevel(logging.CRITICAL)
 
 
 class OandaError(BrokerError):
