@@ -85,6 +85,12 @@ def _build_parser() -> argparse.ArgumentParser:
 
     _walkforward_arguments(walkforward)
 
+    shadow = sub.add_parser("shadow", help="replay a candidate model beside the production model over recent days")
+    _config_arg(shadow)
+    from daemon.shadow import add_arguments as _shadow_arguments
+
+    _shadow_arguments(shadow)
+
     models = sub.add_parser("models", help="the model registry (gold model for drawdown rollbacks)")
     models_sub = models.add_subparsers(dest="models_command", required=True, metavar="SUBCOMMAND")
     listing = models_sub.add_parser("list", help="registered models")
@@ -94,6 +100,15 @@ def _build_parser() -> argparse.ArgumentParser:
     for cmd in (listing, register):
         _config_arg(cmd)
         cmd.add_argument("--db", type=Path, default=None, help="SQLite database (default from config)")
+        cmd.add_argument("--json", action="store_true")
+    promote = models_sub.add_parser("promote", help="make a model production (needs passed gates and shadow replay)")
+    rollback = models_sub.add_parser("rollback", help="make the previous (or the gold) model production again")
+    from daemon.models import add_change_arguments
+
+    add_change_arguments(promote, rollback)
+    for cmd in (promote, rollback):
+        _api_args(cmd)
+        cmd.add_argument("--db", type=Path, default=None, help="registry database (default from config)")
         cmd.add_argument("--json", action="store_true")
 
     broker = sub.add_parser("broker", help="the configured broker")
@@ -133,6 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "broker": _cmd_broker,
         "train": _cmd_train,
         "validate": _cmd_validate,
+        "shadow": _cmd_shadow,
         "walkforward": _cmd_walkforward,
     }
     try:
@@ -271,10 +287,12 @@ def _cmd_action(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- models
 def _cmd_models(args: argparse.Namespace) -> int:
-    from daemon.models import list_models, register_model
+    from daemon.models import list_models, register_model, run_change
     from daemon.store import Store
 
     config = load_config(args.config)
+    if args.models_command in ("promote", "rollback"):
+        return run_change(args, config, lambda: _request(args, "/models/promote", method="POST"))
 
     async def _main() -> object:
         store = await Store.open(args.db or config.store.path)
@@ -295,7 +313,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
         if not rows:
             print("no models registered")
         for row in rows:
-            print(f"{'gold ' if row['gold'] else '     '} {row['sha256'][:16]}  {row['path']}")
+            role = "gold " if row["gold"] else "     "
+            print(f"{role}{'prod ' if row['production'] else '     '} {row['sha256'][:16]}  {row['path']}")
     return EXIT_OK
 
 
@@ -327,6 +346,14 @@ def _cmd_walkforward(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     configure_logging("error", config.logging.json_output)  # the fold table, not each run's risk warnings
     return run_walkforward(args, config)
+
+
+def _cmd_shadow(args: argparse.Namespace) -> int:
+    from daemon.shadow import run as run_shadow
+
+    config = load_config(args.config)
+    configure_logging("error", config.logging.json_output)  # the report, not the runs' risk warnings
+    return run_shadow(args, config)
 
 
 # ---------------------------------------------------------------------- broker
