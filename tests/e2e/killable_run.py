@@ -1,0 +1,35 @@
+"""`tradectl run` (the real CLI, ``daemon.cli.main``) with a test-only kill switch around the broker's submit.
+
+Run as ``python -m tests.e2e.killable_run run --config FILE``. ``TRADECTL_KILL_AT=point:n`` SIGKILLs the
+process the n-th time it reaches ``point`` (the crash test's switch, ``tests.integration.fakes.crash_runner``):
+
+* ``after_journal`` — the order is committed in the store; the venue has not been asked;
+* ``after_send`` — the venue has the order (and may fill it); the daemon has not recorded its answer.
+
+Tests only: the daemon itself has no kill points. The hook wraps ``AlpacaBroker.submit``, which the order
+manager calls after the journal commit, so nothing else about the run differs.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from brokers.alpaca import AlpacaBroker
+from brokers.base import OrderRequest, OrderUpdate
+from daemon.cli import main
+from tests.integration.fakes.crash_runner import KILL
+
+_submit = AlpacaBroker.submit
+
+
+async def _killable_submit(self: AlpacaBroker, client_order_id: str, request: OrderRequest) -> OrderUpdate:
+    KILL.reached("after_journal")
+    update = await _submit(self, client_order_id, request)
+    KILL.reached("after_send")
+    return update
+
+
+AlpacaBroker.submit = _killable_submit  # type: ignore[method-assign]
+
+if __name__ == "__main__":
+    sys.exit(main())
