@@ -79,6 +79,18 @@ def _build_parser() -> argparse.ArgumentParser:
 
     _validate_arguments(validate)
 
+    walkforward = sub.add_parser("walkforward", help="train per fold, trade each next window unseen, stitch them")
+    _config_arg(walkforward)
+    from daemon.walkforward import add_arguments as _walkforward_arguments
+
+    _walkforward_arguments(walkforward)
+
+    shadow = sub.add_parser("shadow", help="replay a candidate model beside the production model over recent days")
+    _config_arg(shadow)
+    from daemon.shadow import add_arguments as _shadow_arguments
+
+    _shadow_arguments(shadow)
+
     models = sub.add_parser("models", help="the model registry (gold model for drawdown rollbacks)")
     models_sub = models.add_subparsers(dest="models_command", required=True, metavar="SUBCOMMAND")
     listing = models_sub.add_parser("list", help="registered models")
@@ -89,6 +101,15 @@ def _build_parser() -> argparse.ArgumentParser:
         _config_arg(cmd)
         cmd.add_argument("--db", type=Path, default=None, help="SQLite database (default from config)")
         cmd.add_argument("--json", action="store_true")
+    promote = models_sub.add_parser("promote", help="make a model production (needs passed gates and shadow replay)")
+    rollback = models_sub.add_parser("rollback", help="make the previous (or the gold) model production again")
+    from daemon.models import add_change_arguments
+
+    add_change_arguments(promote, rollback)
+    for cmd in (promote, rollback):
+        _api_args(cmd)
+        cmd.add_argument("--db", type=Path, default=None, help="registry database (default from config)")
+        cmd.add_argument("--json", action="store_true")
 
     broker = sub.add_parser("broker", help="the configured broker")
     broker_sub = broker.add_subparsers(dest="broker_command", required=True, metavar="SUBCOMMAND")
@@ -98,15 +119,6 @@ def _build_parser() -> argparse.ArgumentParser:
     from daemon.broker_check import add_arguments as _broker_check_arguments
 
     _broker_check_arguments(broker_check)
-
-    data = sub.add_parser("data", help="bar data from a broker")
-    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
-    data_fetch = data_sub.add_parser("fetch", help="fetch historical bars into a file backtest/train read (resumable)"
-                                     ", with a quality report")
-    _config_arg(data_fetch)
-    from daemon.data_fetch import add_arguments as _data_fetch_arguments
-
-    _data_fetch_arguments(data_fetch)
 
     risk = sub.add_parser("risk", help="trading state and each risk layer's figures against its limit")
     _api_args(risk)
@@ -134,9 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "models": _cmd_models,
         "config": _cmd_config,
         "broker": _cmd_broker,
-        "data": _cmd_data,
         "train": _cmd_train,
         "validate": _cmd_validate,
+        "shadow": _cmd_shadow,
+        "walkforward": _cmd_walkforward,
     }
     try:
         code = handlers[args.command](args)
@@ -274,10 +287,12 @@ def _cmd_action(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- models
 def _cmd_models(args: argparse.Namespace) -> int:
-    from daemon.models import list_models, register_model
+    from daemon.models import list_models, register_model, run_change
     from daemon.store import Store
 
     config = load_config(args.config)
+    if args.models_command in ("promote", "rollback"):
+        return run_change(args, config, lambda: _request(args, "/models/promote", method="POST"))
 
     async def _main() -> object:
         store = await Store.open(args.db or config.store.path)
@@ -298,7 +313,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
         if not rows:
             print("no models registered")
         for row in rows:
-            print(f"{'gold ' if row['gold'] else '     '} {row['sha256'][:16]}  {row['path']}")
+            role = "gold " if row["gold"] else "     "
+            print(f"{role}{'prod ' if row['production'] else '     '} {row['sha256'][:16]}  {row['path']}")
     return EXIT_OK
 
 
@@ -308,6 +324,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     configure_logging(config.logging.level, config.logging.json_output)
+    if args.cycles is not None:
+        from daemon.cycles import run as run_cycles
+
+        configure_logging("error", config.logging.json_output)  # the cycle table, not each evaluation's risk log
+        return run_cycles(args, config)
     return run_training(args, config)
 
 
@@ -319,6 +340,22 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return run_validation(args, config)
 
 
+def _cmd_walkforward(args: argparse.Namespace) -> int:
+    from daemon.walkforward import run as run_walkforward
+
+    config = load_config(args.config)
+    configure_logging("error", config.logging.json_output)  # the fold table, not each run's risk warnings
+    return run_walkforward(args, config)
+
+
+def _cmd_shadow(args: argparse.Namespace) -> int:
+    from daemon.shadow import run as run_shadow
+
+    config = load_config(args.config)
+    configure_logging("error", config.logging.json_output)  # the report, not the runs' risk warnings
+    return run_shadow(args, config)
+
+
 # ---------------------------------------------------------------------- broker
 def _cmd_broker(args: argparse.Namespace) -> int:
     from daemon.broker_check import run as run_check
@@ -326,14 +363,6 @@ def _cmd_broker(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     configure_logging("error", config.logging.json_output)  # the report, not the connection's own chatter
     return run_check(args, config)
-
-
-def _cmd_data(args: argparse.Namespace) -> int:
-    from daemon.data_fetch import run as run_fetch
-
-    config = load_config(args.config)
-    configure_logging("warning", config.logging.json_output)  # the progress bar and the report, not chatter
-    return run_fetch(args, config)
 
 
 # ---------------------------------------------------------------------- config
