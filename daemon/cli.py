@@ -79,17 +79,29 @@ def _build_parser() -> argparse.ArgumentParser:
 
     _validate_arguments(validate)
 
-    walkforward = sub.add_parser("walkforward", help="train per fold, trade each next window unseen, stitch them")
-    _config_arg(walkforward)
-    from daemon.walkforward import add_arguments as _walkforward_arguments
+    report = sub.add_parser("report", help="a run, a model's latest run or the week as one HTML file with charts")
+    _config_arg(report)
+    from daemon.reporting.command import add_arguments as _report_arguments
 
-    _walkforward_arguments(walkforward)
+    _report_arguments(report)
 
     shadow = sub.add_parser("shadow", help="replay a candidate model beside the production model over recent days")
     _config_arg(shadow)
     from daemon.shadow import add_arguments as _shadow_arguments
 
     _shadow_arguments(shadow)
+
+    walkforward = sub.add_parser("walkforward", help="train per fold, trade each next window unseen, stitch them")
+    _config_arg(walkforward)
+    from daemon.walkforward import add_arguments as _walkforward_arguments
+
+    _walkforward_arguments(walkforward)
+
+    tune = sub.add_parser("tune", help="a hyperparameter grid of cyclic trainings on Ray Tune (the tune extra)")
+    _config_arg(tune)
+    from daemon.tune import add_arguments as _tune_arguments
+
+    _tune_arguments(tune)
 
     models = sub.add_parser("models", help="the model registry (gold model for drawdown rollbacks)")
     models_sub = models.add_subparsers(dest="models_command", required=True, metavar="SUBCOMMAND")
@@ -120,6 +132,15 @@ def _build_parser() -> argparse.ArgumentParser:
 
     _broker_check_arguments(broker_check)
 
+    data = sub.add_parser("data", help="bar data from a broker")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    data_fetch = data_sub.add_parser("fetch", help="fetch historical bars into a file backtest/train read (resumable)"
+                                     ", with a quality report")
+    _config_arg(data_fetch)
+    from daemon.data_fetch import add_arguments as _data_fetch_arguments
+
+    _data_fetch_arguments(data_fetch)
+
     risk = sub.add_parser("risk", help="trading state and each risk layer's figures against its limit")
     _api_args(risk)
     risk.add_argument("--json", action="store_true")
@@ -146,10 +167,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "models": _cmd_models,
         "config": _cmd_config,
         "broker": _cmd_broker,
+        "data": _cmd_data,
         "train": _cmd_train,
         "validate": _cmd_validate,
-        "shadow": _cmd_shadow,
         "walkforward": _cmd_walkforward,
+        "shadow": _cmd_shadow,
+        "report": _cmd_report,
+        "tune": _cmd_tune,
     }
     try:
         code = handlers[args.command](args)
@@ -340,12 +364,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return run_validation(args, config)
 
 
-def _cmd_walkforward(args: argparse.Namespace) -> int:
-    from daemon.walkforward import run as run_walkforward
+def _cmd_report(args: argparse.Namespace) -> int:
+    from daemon.reporting.command import run as run_report
 
     config = load_config(args.config)
-    configure_logging("error", config.logging.json_output)  # the fold table, not each run's risk warnings
-    return run_walkforward(args, config)
+    configure_logging("error", config.logging.json_output)  # the baselines' replays log every risk denial
+    return run_report(args, config)
 
 
 def _cmd_shadow(args: argparse.Namespace) -> int:
@@ -356,6 +380,22 @@ def _cmd_shadow(args: argparse.Namespace) -> int:
     return run_shadow(args, config)
 
 
+def _cmd_walkforward(args: argparse.Namespace) -> int:
+    from daemon.walkforward import run as run_walkforward
+
+    config = load_config(args.config)
+    configure_logging("error", config.logging.json_output)  # the fold table, not each run's risk warnings
+    return run_walkforward(args, config)
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from daemon.tune import run as run_tune
+
+    config = load_config(args.config)
+    configure_logging("error", config.logging.json_output)  # the trial table, not the evaluations' risk log
+    return run_tune(args, config)
+
+
 # ---------------------------------------------------------------------- broker
 def _cmd_broker(args: argparse.Namespace) -> int:
     from daemon.broker_check import run as run_check
@@ -363,6 +403,14 @@ def _cmd_broker(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     configure_logging("error", config.logging.json_output)  # the report, not the connection's own chatter
     return run_check(args, config)
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from daemon.data_fetch import run as run_fetch
+
+    config = load_config(args.config)
+    configure_logging("warning", config.logging.json_output)  # the progress bar and the report, not chatter
+    return run_fetch(args, config)
 
 
 # ---------------------------------------------------------------------- config
