@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from brokers.history import bundled_dataset_path
 from daemon.cli import main
 from daemon.store.repository import CYCLE_COLUMNS
 from strategies.model_file import file_sha256, read_metadata
+from tests.bundled import bundled_slice
 
 SLICE_BARS = 900
 TINY = (
@@ -35,10 +35,7 @@ TINY = (
 
 @pytest.fixture(scope="module")
 def bars_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    lines = bundled_dataset_path().read_text().splitlines(keepends=True)
-    path = tmp_path_factory.mktemp("data") / "eurusd_slice.csv"
-    path.write_text("".join(lines[: SLICE_BARS + 1]))
-    return path
+    return bundled_slice(tmp_path_factory.mktemp("data") / "eurusd_slice.csv", SLICE_BARS)
 
 
 def _argv(tmp: Path, data: Path, *extra: str) -> list[str]:

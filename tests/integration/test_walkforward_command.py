@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from brokers.history import bundled_dataset_path, load_bars
+from brokers.history import load_bars
 from daemon.cli import main
 from strategies.evaluation.stats import YEAR_SECONDS
 from strategies.model_file import read_metadata
+from tests.bundled import bundled_slice
 
 BUDGET = (
     "--timesteps", "256", "--n-envs", "2", "--n-steps", "64", "--batch-size", "64", "--n-epochs", "1",
@@ -30,9 +31,7 @@ BUDGET = (
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("wf")
-    lines = bundled_dataset_path().read_text().splitlines(keepends=True)
-    csv = root / "eurusd.csv"
-    csv.write_text("".join(lines[:1801]))
+    csv = bundled_slice(root / "eurusd.csv", 1800)
     config = root / "noconf.yaml"
     config.write_text("risk:\n  confidence:\n    enabled: false\n")
     return csv, config

@@ -22,7 +22,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from brokers.errors import ModelError
-from brokers.history import bundled_dataset_path, load_bundled
+from brokers.history import load_bundled
 from daemon.cli import main
 from strategies.features import FEATURE_NAMES
 from strategies.model_file import read_metadata
@@ -31,6 +31,8 @@ from strategies.policy_network import read_actor
 from strategies.recurrent import RecurrentStrategy
 from strategies.regime_gate import RegimeGatedExtractor, gate_slices
 from strategies.training.env import TradingEnv
+from tests.bundled import bundled_slice
+from tests.unit.test_policy import _model as perturbed_model
 
 TOL = 1e-5
 STEPS = 300
@@ -53,18 +55,11 @@ def observations(bars: list[Any]) -> np.ndarray:
 
 
 def _gated_model(bars: list[Any], seed: int = 0) -> RecurrentPPO:
+    """A regime-gated model with every weight perturbed (``test_policy``'s recipe) on the env's spaces."""
     price, regime = gate_slices(FEATURE_NAMES)
-    env = DummyVecEnv([lambda: TradingEnv(bars, episode_bars=96)])
-    kwargs = {"lstm_hidden_size": 16, "features_extractor_class": RegimeGatedExtractor,
-              "features_extractor_kwargs": {"price": price, "regime": regime}}  # fmt: skip
-    model = RecurrentPPO("MlpLstmPolicy", env, n_steps=16, batch_size=16, policy_kwargs=kwargs, seed=seed,
-                         device="cpu")  # fmt: skip
-    th.manual_seed(1000 + seed)
-    with th.no_grad():
-        for p in model.policy.parameters():
-            p.add_(th.randn_like(p) * 0.25)
-    model.policy.set_training_mode(False)
-    return model
+    space = TradingEnv(bars, episode_bars=96).observation_space
+    return perturbed_model(space, seed=seed, lstm_hidden_size=16, features_extractor_class=RegimeGatedExtractor,
+                           features_extractor_kwargs={"price": price, "regime": regime})
 
 
 def _sb3_probabilities(model: RecurrentPPO, observations: np.ndarray) -> np.ndarray:
@@ -117,9 +112,7 @@ def test_the_gate_step_is_applied(bars: list[Any], observations: np.ndarray) -> 
 
 
 def test_trained_regime_gated_model_runs_live_and_matches_sb3(tmp_path: Path, observations: np.ndarray) -> None:
-    lines = bundled_dataset_path().read_text().splitlines(keepends=True)
-    data = tmp_path / "slice.csv"
-    data.write_text("".join(lines[:901]))
+    data = bundled_slice(tmp_path / "slice.csv", 900)
     out = tmp_path / "gated.zip"
     argv = ["train", "--data", str(data), "--out", str(out), "--policy", "regime-gated", "--timesteps", "256",
             "--n-envs", "2", "--n-steps", "64", "--batch-size", "64", "--n-epochs", "1", "--episode-bars", "96",

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from brokers.history import bundled_dataset_path
 from daemon.cli import main
 from strategies.base import ACTION_MAP
 from strategies.features import FEATURE_NAMES, feature_hash
 from strategies.model_file import METADATA_KEYS, meta_path, read_metadata
 from strategies.recurrent import RecurrentStrategy
+from tests.bundled import bundled_slice
 
 SLICE_BARS = 900
 
@@ -26,10 +26,7 @@ SLICE_BARS = 900
 @pytest.fixture(scope="module")
 def bars_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The first bars of the real dataset, byte for byte."""
-    lines = bundled_dataset_path().read_text().splitlines(keepends=True)
-    path = tmp_path_factory.mktemp("data") / "eurusd_slice.csv"
-    path.write_text("".join(lines[: SLICE_BARS + 1]))
-    return path
+    return bundled_slice(tmp_path_factory.mktemp("data") / "eurusd_slice.csv", SLICE_BARS)
 
 
 def _train(tmp: Path, data: Path, name: str, *extra: str) -> Path:
@@ -106,8 +103,6 @@ def test_bad_arguments_are_a_clear_error(tmp_path: Path, bars_csv: Path, capsys:
 
 
 def test_too_little_data_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    lines = bundled_dataset_path().read_text().splitlines(keepends=True)
-    short = tmp_path / "short.csv"
-    short.write_text("".join(lines[:300]))
+    short = bundled_slice(tmp_path / "short.csv", 299)
     assert main(["train", "--data", str(short), "--out", str(tmp_path / "m.zip"), "--no-progress"]) == 1
     assert "training bars" in capsys.readouterr().err
