@@ -124,3 +124,15 @@ def test_the_token_is_a_secret_and_the_sections_must_agree(tmp_path: object, mon
     monkeypatch.delenv("TRADECTL_OANDA__TOKEN")
     with pytest.raises(ValueError, match="TRADECTL_OANDA__TOKEN"):
         TradectlConfig(broker={"kind": "oanda", "oanda": {"account_id": "1-2"}})
+
+
+def test_the_practice_example_config_loads_once_the_account_id_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "config" / "oanda-practice.yaml"
+    monkeypatch.setenv("TRADECTL_OANDA__TOKEN", "t")
+    with pytest.raises(ConfigError, match="account_id is empty"):
+        load_config(path)
+    monkeypatch.setenv("TRADECTL_BROKER__OANDA__ACCOUNT_ID", "101-004-1234567-001")
+    config = load_config(path)
+    assert (config.broker.kind, config.broker.oanda.practice, config.data.symbol) == ("oanda", True, "EURUSD")
