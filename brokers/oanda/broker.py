@@ -52,10 +52,10 @@ from brokers.base import (
     OrderType,
     OrderUpdate,
     Position,
-    UpdateInbox,
 )
 from brokers.errors import BrokerError, OrderRejected
-from brokers.live import Backoff, ConnectionState, ConnectionSupervisor, ForwardOnly, Quarantine, SeenIds, submit_once
+from brokers.live import Backoff, ConnectionState, ConnectionSupervisor, Quarantine, SeenIds, submit_once
+from brokers.live.outlets import BarOutlet, UpdateOutlet
 from brokers.live.threadstream import ThreadedStream
 from brokers.live.wire import WireError, decimal, epoch_seconds
 
@@ -110,21 +110,16 @@ class OandaBroker:
         self.rest = OandaRest(settings)
         self._connect_timeout = connect_timeout
         self._component_key = PRICE_COMPONENTS[settings.price][1]
-        self._inbox = UpdateInbox()
-        self._bars: asyncio.Queue[Bar | None] = asyncio.Queue()
-        self._bars_stopped = False
+        self._updates = UpdateOutlet()
+        self._bars = BarOutlet()
         self._builders = {i: BarBuilder(settings.symbol(i), settings.bar_seconds, self._on_bar, settings.session_open)
                           for i in settings.instruments}
-        self._last_ts: dict[str, int] = {}
-        self._last_bar: Bar | None = None
         self._now = 0
         self._venue_now = 0
         self._last_message = 0.0  # monotonic time of the pricing stream's last message
         self._orders = _Orders()
         self._refused: set[str] = set()  # refused at create: their transactions are not news
-        self._open: set[str] = set()
         self._transactions = SeenIds()
-        self._forward = ForwardOnly()
         self._cursor: str | None = None
         self._poll_lock = asyncio.Lock()
         self._poll_task: asyncio.Task[None] | None = None
@@ -183,17 +178,11 @@ class OandaBroker:
         return self._now
 
     # ------------------------------------------------------------------ market data
-    async def bars(self) -> AsyncIterator[Bar]:
-        while True:
-            bar = await self._bars.get()
-            if bar is None:
-                return
-            yield bar
+    def bars(self) -> AsyncIterator[Bar]:
+        return self._bars.bars()
 
     def stop_bars(self) -> None:
-        if not self._bars_stopped:
-            self._bars_stopped = True
-            self._bars.put_nowait(None)
+        self._bars.stop()
 
     def _open_stream(self, stop: threading.Event) -> Iterator[dict[str, Any]]:
         """In the reader thread: its own client, a socket timeout past the heartbeat limit."""
@@ -238,22 +227,18 @@ class OandaBroker:
 
     def _on_bar(self, bar: Bar) -> None:
         """Hand a bar on unless its time was already handed on (a backfill and the live stream overlap)."""
-        if bar.ts <= self._last_ts.get(bar.symbol, 0):
+        if self._bars.put(bar):
+            self._now = max(self._now, bar.ts)
+            self.counts["bars"] += 1
+        else:
             self.counts["duplicate_bars"] += 1
-            return
-        self._last_ts[bar.symbol] = bar.ts
-        self._now = max(self._now, bar.ts)
-        self._last_bar = bar
-        self.counts["bars"] += 1
-        if not self._bars_stopped:
-            self._bars.put_nowait(bar)
 
     async def _pricing_ready(self, reconnect: bool) -> None:
         """Before live ticks count: the complete candles missed since the last bar, then the interval in progress."""
         step = self.settings.bar_seconds
         for instrument, builder in self._builders.items():
             builder.discard()
-            since = self._last_ts.get(builder.symbol)
+            since = self._bars.last_ts.get(builder.symbol)
             if since is None:
                 since = self.now() - self.now() % step  # first connect: only the interval in progress
             candles = await self.rest.candles(instrument, since)
@@ -303,7 +288,7 @@ class OandaBroker:
 
     def feed_status(self) -> dict[str, Any]:
         p = self.pricing
-        last = self._last_bar
+        last = self._bars.last_bar
         since = time.monotonic() - self._last_message if self._last_message else None
         return {
             "kind": "oanda",
@@ -332,19 +317,14 @@ class OandaBroker:
 
     # ------------------------------------------------------------------ order updates
     async def next_update(self) -> OrderUpdate:
-        return await self._inbox.get()
+        return await self._updates.next()
 
     def drain_updates(self) -> list[OrderUpdate]:
-        return self._inbox.drain()
+        return self._updates.drain()
 
     def _deliver(self, update: OrderUpdate) -> None:
-        update = self._forward(update)
-        if update.status.is_terminal:
-            self._open.discard(update.client_order_id)
-        else:
-            self._open.add(update.client_order_id)
         self.counts["updates"] += 1
-        self._inbox.put(update)
+        self._updates.put(update)
 
     async def _poll_forever(self) -> None:
         while True:
@@ -450,8 +430,6 @@ class OandaBroker:
             client_order_id, request, send, lambda: self.get_order(client_order_id), classify_submit,
             deadline=self.settings.in_flight_deadline_seconds, same_order=self._same_order,
         )
-        if not update.status.is_terminal:
-            self._open.add(client_order_id)
         return update
 
     def _created(self, client_order_id: str, request: OrderRequest, answer: dict[str, Any]) -> OrderUpdate:
