@@ -326,13 +326,14 @@ _STAGES = (
 
 
 async def _order_latency(
-    model: Path, db: Path, bars: list[Any], *, live: bool, synchronous: str = "full"
+    model: Path, db: Path, bars: list[Any], *, live: bool, synchronous: str = "full", config: Any = None
 ) -> dict[str, np.ndarray]:
     """Time every bar through on_bar and, for bars that send an order, when each stage on the way to the
-    broker adapter's ``submit`` is reached (µs since on_bar was entered)."""
+    broker adapter's ``submit`` is reached (µs since on_bar was entered). ``config`` replaces the recurrent
+    default (bench/broker_latency.py runs the simulator with its Alpaca run's settings)."""
     from daemon.runners import BacktestRunner, LiveRunner
 
-    config = _recurrent_config(model, synchronous)
+    config = config or _recurrent_config(model, synchronous)
     runner: Any
     if live:
         runner = await LiveRunner.open(config, db_path=db, bars=bars, pace=0)

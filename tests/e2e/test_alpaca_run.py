@@ -120,7 +120,10 @@ store: {{path: {self.db}}}
     def held(self) -> dict[str, Decimal]:
         return {s: p.qty for s, p in self.fake.positions().items()}
 
-    async def killed(self) -> None:
+    async def until_killed(self, kill_at: str) -> None:
+        """A daemon that SIGKILLs itself at ``kill_at``, fed bars until it has."""
+        await self.start(kill_at=kill_at)
+        await self.publish(BARS // 2, while_alive=True)
         assert self.proc is not None
         assert await asyncio.wait_for(self.proc.wait(), 30) == -signal.SIGKILL, self.tail()
 
@@ -185,9 +188,7 @@ async def test_killed_between_journal_and_send_the_order_is_never_sent(tmp_path:
     t0 = _t0()
     async with FakeAlpaca(start_time=datetime.fromtimestamp(t0, UTC)) as fake:
         run = _Run(tmp_path, fake, t0)
-        await run.start(kill_at="after_journal:2")
-        await run.publish(BARS // 2, while_alive=True)
-        await run.killed()
+        await run.until_killed("after_journal:2")
         assert len(fake.received_client_order_ids) == 1, "the second order died before it was sent"
         (lost,) = [cid for (cid,) in run.store("SELECT client_order_id FROM orders WHERE status = 'new'")]
         await run.start()
@@ -208,9 +209,7 @@ async def test_killed_between_send_and_fill_the_fill_is_booked_after_restart(tmp
     t0 = _t0()
     async with FakeAlpaca(start_time=datetime.fromtimestamp(t0, UTC)) as fake:
         run = _Run(tmp_path, fake, t0)
-        await run.start(kill_at="after_send:1")
-        await run.publish(BARS // 2, while_alive=True)
-        await run.killed()
+        await run.until_killed("after_send:1")
         (sent,) = fake.received_client_order_ids
         await run.publish(1)  # the venue fills the order while the daemon is down
         assert fake.order(sent) is not None and fake.order(sent).status == "filled"
