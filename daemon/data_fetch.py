@@ -34,13 +34,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import structlog
 
 from brokers.errors import BrokerError, ConfigError, DataError
 from daemon.config import TradectlConfig
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # pandas is imported where it is used: every `tradectl` command builds this parser
+    import pandas as pd
+
     from brokers.alpaca.rest import AlpacaRest
 
 __all__ = ["FetchPlan", "FetchResult", "add_arguments", "fetch", "run"]
@@ -180,6 +181,8 @@ class _Parts:
                                 if identity.get(k) != v)
             raise ConfigError(f"{self.dir} holds an interrupted fetch of another request ({differs}); run that "
                               "command again, or delete the folder to start over")
+        import pandas as pd
+
         files = self._files()
         self._next = len(files) + 1
         last = self.plan.start
@@ -202,6 +205,8 @@ class _Parts:
 
     def finish(self) -> int:
         """Every part, in order, into ``out`` (one rename); the folder removed. The number of bars."""
+        import pandas as pd
+
         files = self._files()
         frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True) if files else _frame([])
         if frame.empty:
@@ -239,6 +244,8 @@ class _Parts:
 
 
 def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    import pandas as pd
+
     frame = pd.DataFrame(rows, columns=_COLUMNS)
     frame["ts"] = pd.to_datetime(frame["ts"].astype("int64"), unit="s", utc=True)
     for name in ("open", "high", "low", "close", "volume", "vwap"):
@@ -291,6 +298,8 @@ def plan_from_args(args: argparse.Namespace, feed: str) -> FetchPlan:
 
 
 def _when(text: str, flag: str) -> int:
+    import pandas as pd
+
     try:
         stamp = pd.Timestamp(text)
     except ValueError as exc:
