@@ -330,7 +330,7 @@ def train_cycles(
             outcome.rows.append(row)
             previous = current
             if bar is not None:
-                bar.write(_row_line(row))
+                bar.write(_row_line(row), file=sys.stderr)  # stdout gets the whole table at the end
             if stop.stopped:
                 break
     finally:
