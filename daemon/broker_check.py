@@ -26,7 +26,7 @@ _FEED_TIMEOUT = 10.0
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--no-stream", action="store_true", help="skip the market-data subscription check")
-    parser.add_argument("--broker", choices=("alpaca", "oanda"), default=None,
+    parser.add_argument("--broker", choices=("alpaca", "oanda", "ib"), default=None,
                         help="check this venue's section instead of broker.kind's")
 
 
@@ -43,6 +43,10 @@ async def check(config: TradectlConfig, *, stream: bool = True, venue: str | Non
         from daemon.oanda_check import check_oanda
 
         return await check_oanda(config, stream=stream)
+    if kind == "ib":
+        from daemon.ib_check import check_ib
+
+        return await check_ib(config, stream=stream)
     if kind != "alpaca":
         return {"broker": config.broker.kind, "note": "the simulated broker runs inside tradectl: nothing to check"}
     from brokers.alpaca import AlpacaBroker, convert
@@ -114,10 +118,11 @@ def render(report: dict[str, Any]) -> str:
         f"open orders   {len(report['open_orders']) or 'none'}",
         *(f"  {o['client_order_id']} {o['symbol']} {o['status']} filled {o['filled']}" for o in report["open_orders"]),
         f"market        {'open' if clock['is_open'] else 'closed'} at {clock['timestamp']}"
-        f" (next open {clock['next_open']}, next close {clock['next_close']})",
+        f" (next open {clock['next_open']}, next close {clock['next_close']})" if clock["is_open"] is not None else
+        f"venue time    {clock['timestamp']} (this venue reports no market clock)",
     ]
     if feed.get("checked"):
         lines.append(f"market data   {feed['feed']} feed, subscribed to bars of {', '.join(feed['subscribed_bars'])}")
-    if not clock["is_open"]:
+    if clock["is_open"] is False:
         lines.append(f"note: the market is closed; no bars until {clock['next_open']}")
     return "\n".join(lines)

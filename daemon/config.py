@@ -190,14 +190,73 @@ class OandaSecrets(_Section):
     token: SecretStr | None = Field(None, description="v20 access token; environment only: TRADECTL_OANDA__TOKEN")
 
 
+class IbContractConfig(_Section):
+    """One IB instrument, as TWS's contract search wants it; ``symbol`` is the name tradectl trades it under."""
+
+    symbol: str = Field(..., min_length=1, description="our name for it (data.symbol, bars, orders, positions)")
+    sec_type: Literal["STK", "CASH", "FUT"] = Field("STK", description="stock, FX pair (IDEALPRO) or future")
+    ib_symbol: str = Field("", description="IB's symbol when it differs: EUR for EUR.USD, ES for an ES future")
+    currency: str = Field("USD", description="the contract's currency (an FX pair's quote currency)")
+    exchange: str = Field("", description="'' = SMART for stocks, IDEALPRO for FX; a future's exchange (CME)")
+    primary_exchange: str = Field("", description="a stock's listing exchange when SMART is ambiguous (NASDAQ)")
+    expiry: str = Field("", pattern=r"^(\d{6}|\d{8})?$", description="futures: YYYYMM or YYYYMMDD")
+    what_to_show: Literal["", "TRADES", "MIDPOINT", "BID", "ASK"] = Field(
+        "", description="bar source; '' = TRADES (MIDPOINT for FX, which has no trades)")
+
+    @model_validator(mode="after")
+    def _complete(self) -> IbContractConfig:
+        if self.sec_type == "FUT" and (not self.expiry or not self.exchange):
+            raise ValueError(f"{self.symbol}: a future needs expiry (YYYYMM) and exchange (e.g. CME)")
+        return self
+
+
+class IbBrokerConfig(_Section):
+    """Interactive Brokers through TWS or IB Gateway (ib_async): the API socket of a logged-in session."""
+
+    host: str = Field("127.0.0.1", description="where TWS/Gateway listens (its API settings must trust us)")
+    port: int = Field(7497, ge=1, le=65535, description="API port: TWS paper 7497, live 7496; Gateway 4002/4001")
+    client_id: int = Field(1, ge=0, description="API client id; unique per connection to the same TWS")
+    account: str = Field("", description="account to trade; '' = the login's only account")
+    contracts: list[IbContractConfig] = Field(
+        default_factory=lambda: [IbContractConfig(symbol="SPY")], min_length=1,
+        description="instruments qualified at start (one that does not qualify stops start-up)")
+    bar_seconds: int = Field(60, description="bar length: 5-second real-time bars are summed to it (data.bar_seconds)")
+    use_rth: bool = Field(False, description="bars from regular trading hours only")
+    allow_read_only: bool = Field(
+        False, description="connect to a read-only API session (no orders); false = refuse to start on one")
+    messages_per_second: float = Field(50.0, gt=0, le=50, description="API message rate (IB allows 50/s)")
+    historical_per_10_minutes: int = Field(60, ge=1, le=60, description="historical requests per 10 min (IB: 60)")
+    connect_timeout_seconds: float = Field(10.0, gt=0, description="start-up: handshake and subscriptions by then")
+    request_timeout_seconds: float = Field(15.0, gt=0, description="a request unanswered this long has failed")
+    ack_timeout_seconds: float = Field(
+        3.0, gt=0, description="a placed order unacknowledged this long is looked up by its orderRef (twice this"
+        " must stay below orders.submit_timeout_seconds)")
+    backoff_floor_seconds: float = Field(1.0, gt=0, description="first reconnect delay (full jitter above half)")
+    backoff_cap_seconds: float = Field(60.0, gt=0, description="longest reconnect delay")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> IbBrokerConfig:
+        from brokers.ib.settings import BAR_SIZES
+
+        if self.bar_seconds not in BAR_SIZES:
+            raise ValueError(f"bar_seconds {self.bar_seconds} is not an IB bar size: one of {sorted(BAR_SIZES)}")
+        if self.backoff_floor_seconds > self.backoff_cap_seconds:
+            raise ValueError("backoff_floor_seconds must not exceed backoff_cap_seconds")
+        names = [c.symbol for c in self.contracts]
+        if len(set(names)) != len(names):
+            raise ValueError(f"contract symbols must be unique: {names}")
+        return self
+
+
 class BrokerConfig(_Section):
-    kind: Literal["sim", "alpaca", "oanda"] = Field(
+    kind: Literal["sim", "alpaca", "oanda", "ib"] = Field(
         "sim", description="broker adapter: the simulated broker replays `data`; alpaca trades broker.alpaca;"
-        " oanda trades broker.oanda"
+        " oanda trades broker.oanda; ib trades broker.ib through TWS/Gateway"
     )
     sim: SimBrokerConfig = Field(default_factory=SimBrokerConfig)
     alpaca: AlpacaBrokerConfig = Field(default_factory=AlpacaBrokerConfig)
     oanda: OandaBrokerConfig = Field(default_factory=OandaBrokerConfig)
+    ib: IbBrokerConfig = Field(default_factory=IbBrokerConfig)
 
 
 class DataConfig(_Section):
@@ -411,6 +470,8 @@ class TradectlConfig(BaseSettings):
             _check_alpaca(self)
         if self.broker.kind == "oanda":
             _check_oanda(self)
+        if self.broker.kind == "ib":
+            _check_ib(self)
         return self
 
     def fingerprint(self) -> str:
@@ -437,6 +498,21 @@ def _check_alpaca(config: TradectlConfig) -> None:
                         f"broker.alpaca.symbols {alpaca.symbols}")
     if alpaca.in_flight_deadline_seconds >= config.orders.submit_timeout_seconds:
         problems.append("broker.alpaca.in_flight_deadline_seconds must be below orders.submit_timeout_seconds")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def _check_ib(config: TradectlConfig) -> None:
+    """What must agree across sections when trading through TWS; each problem names the setting to change."""
+    ib, problems = config.broker.ib, []
+    if config.data.bar_seconds != ib.bar_seconds:
+        problems.append(f"data.bar_seconds is {config.data.bar_seconds}; broker.ib.bar_seconds is {ib.bar_seconds}:"
+                        " make them equal")
+    if config.data.symbol not in [c.symbol for c in ib.contracts]:
+        problems.append(f"data.symbol {config.data.symbol!r} (the symbol the strategy trades) is not among "
+                        f"broker.ib.contracts {[c.symbol for c in ib.contracts]}")
+    if 2 * ib.ack_timeout_seconds >= config.orders.submit_timeout_seconds:
+        problems.append("twice broker.ib.ack_timeout_seconds must be below orders.submit_timeout_seconds")
     if problems:
         raise ValueError("; ".join(problems))
 
@@ -583,4 +659,6 @@ def _plain(value: Any) -> Any:
         return [_plain(v) for v in value]
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, BaseModel):  # a list of sections (broker.ib.contracts)
+        return value.model_dump(mode="json")
     return value

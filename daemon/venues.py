@@ -21,6 +21,7 @@ from daemon.config import LIVE_CONFIRM_ENV, TradectlConfig
 
 if TYPE_CHECKING:
     from brokers.alpaca import AlpacaBroker, AlpacaSettings
+    from brokers.ib import IbBroker, IbSettings
     from brokers.oanda import OandaBroker, OandaSettings
 
 
@@ -65,6 +66,8 @@ def open_broker(config: TradectlConfig, bars: Sequence[Bar], *, pace: float | No
         return Venue(open_alpaca(config), fresh_account=False)
     if config.broker.kind == "oanda":
         return Venue(open_oanda(config), fresh_account=False)
+    if config.broker.kind == "ib":
+        return Venue(open_ib(config), fresh_account=False)
     state_file = config.broker.sim.state_file
     broker = _simulator(config, bars, pace=pace, state_file=state_file, account_id=secrets.token_hex(3))
     return Venue(broker, fresh_account=state_file is None)
@@ -152,6 +155,35 @@ def open_oanda(config: TradectlConfig) -> OandaBroker:
     from brokers.oanda import OandaBroker
 
     return OandaBroker(oanda_settings(config), connect_timeout=config.broker.oanda.connect_timeout_seconds)
+
+
+def ib_settings(config: TradectlConfig) -> IbSettings:
+    """``broker.ib`` as the IB adapter's settings."""
+    from brokers.ib import ContractSpec, IbSettings
+
+    ib = config.broker.ib
+    defaults = {"STK": "SMART", "CASH": "IDEALPRO", "FUT": ""}
+    contracts = tuple(
+        ContractSpec(c.symbol, c.sec_type, c.ib_symbol or c.symbol, currency=c.currency,
+                     exchange=c.exchange or defaults[c.sec_type], primary_exchange=c.primary_exchange,
+                     expiry=c.expiry, what_to_show=c.what_to_show)
+        for c in ib.contracts
+    )
+    return IbSettings(
+        contracts=contracts, host=ib.host, port=ib.port, client_id=ib.client_id, account=ib.account,
+        bar_seconds=ib.bar_seconds, use_rth=ib.use_rth, allow_read_only=ib.allow_read_only,
+        messages_per_second=ib.messages_per_second, historical_per_10_minutes=ib.historical_per_10_minutes,
+        connect_timeout_seconds=ib.connect_timeout_seconds, request_timeout_seconds=ib.request_timeout_seconds,
+        ack_timeout_seconds=ib.ack_timeout_seconds, backoff_floor_seconds=ib.backoff_floor_seconds,
+        backoff_cap_seconds=ib.backoff_cap_seconds,
+    )
+
+
+def open_ib(config: TradectlConfig) -> IbBroker:
+    """The IB adapter (TWS or IB Gateway at ``broker.ib.host``/``port``)."""
+    from brokers.ib import IbBroker
+
+    return IbBroker(ib_settings(config))
 
 
 def open_backtest_broker(config: TradectlConfig, bars: Sequence[Bar]) -> Venue:
