@@ -128,7 +128,7 @@ class Daemon:
         )
         oc = config.orders
         orders = await OrderManager.create(
-            store, broker, on_fill=pipeline.on_fill, on_anomaly=pipeline.on_anomaly,
+            store, broker, on_fill=pipeline.on_fill, on_anomaly=pipeline.on_anomaly, on_fee=pipeline.on_fee,
             submit_timeout=oc.submit_timeout_seconds, ack_timeout=oc.ack_timeout_seconds,
             not_found_limit=oc.not_found_limit,
         )

@@ -369,6 +369,13 @@ class TradingPipeline:
         for trade in effect.closed:
             await self._trade_closed(trade)
 
+    async def on_fee(self, fill: Fill, delta: Decimal, order: ManagedOrder) -> None:
+        """Called by the order manager when the venue completes a booked fill's fee (never a second fill)."""
+        self.portfolio.correct_fee(fill.symbol, delta)
+        await self.store.correct_fill_fee(fill.fill_id, fill.fee)
+        log.info("fill fee completed", fill_id=fill.fill_id, client_order_id=order.client_order_id,
+                 fee=str(fill.fee), change=str(delta))
+
     async def _trade_closed(self, trade: ClosedTrade) -> None:
         self.counts.trades += 1
         self.stats.add_trade(trade.pnl)

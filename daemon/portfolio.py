@@ -148,6 +148,22 @@ class Portfolio:
         self.realized_net_text = str(self.realized - self.fees)
         return FillEffect(booked.realized, closed)
 
+    def correct_fee(self, symbol: str, delta: Decimal) -> None:
+        """A booked fill's fee changed by ``delta`` (completed by the venue): cash, fees and the open trip's fees.
+
+        A trip that closed before the correction keeps the fees it closed with
+        (its row is written); cash and the fee total carry the whole fee.
+        """
+        self.cash -= delta
+        self._cash_float = float(self.cash)
+        self._equity = self._unrealized = None
+        self.fees += delta
+        holding = self._holdings.get(symbol)
+        if holding is not None and holding.quantity:
+            holding.trip_fees += delta
+        self.cash_text = str(self.cash)
+        self.realized_net_text = str(self.realized - self.fees)
+
     @staticmethod
     def _close_trip(holding: _Holding, ts: int, direction: int, reason: str) -> ClosedTrade:
         trade = ClosedTrade(

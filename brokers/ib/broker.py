@@ -144,7 +144,8 @@ class IbBroker:
         self._unpriced: dict[str, tuple[_Order, Fill]] = {}  # executions waiting one loop turn for their fee
         self._flush_scheduled = False
         self._fees_due: dict[str, tuple[_Order, Fill]] = {}  # delivered without a commission report yet
-        self._order_lookup = asyncio.Lock()  # ib_async keys open/completed-order requests by name: one at a time
+        # ib_async keys open-order, completed-order and position requests by name: one of each kind at a time
+        self._named_request = asyncio.Lock()
         self._history_lock = asyncio.Lock()
         self._closed: asyncio.Future[None] | None = None
         self._refusal: asyncio.Future[str] | None = None
@@ -800,7 +801,7 @@ class IbBroker:
 
     async def _open_trades(self) -> list[Any]:
         self._require_socket()
-        async with self._order_lookup:
+        async with self._named_request:
             await self.limiter.acquire()
             try:
                 async with asyncio.timeout(self.settings.request_timeout_seconds):
@@ -810,7 +811,7 @@ class IbBroker:
 
     async def _completed_trades(self) -> list[Any]:
         self._require_socket()
-        async with self._order_lookup:
+        async with self._named_request:
             await self.limiter.acquire()
             try:
                 async with asyncio.timeout(self.settings.request_timeout_seconds):
@@ -856,12 +857,13 @@ class IbBroker:
     # ------------------------------------------------------------------ account
     async def positions(self) -> list[Position]:
         self._require_socket()
-        await self.limiter.acquire()
-        try:
-            async with asyncio.timeout(self.settings.request_timeout_seconds):
-                rows = await self.ib.reqPositionsAsync()
-        except TimeoutError:
-            raise BrokerError("ib: positions not listed in time") from None
+        async with self._named_request:
+            await self.limiter.acquire()
+            try:
+                async with asyncio.timeout(self.settings.request_timeout_seconds):
+                    rows = await self.ib.reqPositionsAsync()
+            except TimeoutError:
+                raise BrokerError("ib: positions not listed in time") from None
         out = []
         for row in rows:
             if self.account_id and row.account != self.account_id:

@@ -124,6 +124,8 @@ class RecoveryReport:
 
 
 FillHandler = Callable[[Fill, ManagedOrder], Awaitable[None]]
+# (the fill with its corrected fee, the fee's change, the order): a venue whose fee arrives after the fill
+FeeHandler = Callable[[Fill, Decimal, ManagedOrder], Awaitable[None]]
 AnomalyHandler = Callable[[str, str, ManagedOrder | None], Awaitable[None]]
 
 
@@ -148,10 +150,12 @@ class OrderManager:
         submit_timeout: float = 10.0,
         ack_timeout: float = 30.0,
         not_found_limit: int = 3,
+        on_fee: FeeHandler | None = None,
     ) -> None:
         self._store = store
         self._broker = broker
         self._on_fill = on_fill
+        self._on_fee = on_fee
         self._on_anomaly = on_anomaly
         self._sequence = sequence
         self._prefix = f"tc{store.instance_id}"
@@ -169,6 +173,7 @@ class OrderManager:
             "lookups": 0,
             "recovered_fills": 0,
             "malformed_updates": 0,
+            "fee_corrections": 0,
         }
         self.rejections: Counter[str] = Counter()  # refused broker updates by reason code
         self.status_counts: Counter[OrderStatus] = Counter()  # orders that entered each status (metrics)
@@ -425,16 +430,24 @@ class OrderManager:
         await self._move(order, target, update.ts, message=update.message)
 
     async def _book(self, order: ManagedOrder, fill: Fill) -> bool:
-        """Book one fill unless its id was booked before (in this process or any earlier one)."""
+        """Book one fill unless its id was booked before (in this process or any earlier one).
+
+        A fill reported again with a different fee is the venue completing or
+        correcting its fee (IB's commission report can follow its execution):
+        the difference is booked through ``on_fee``, the fill is not booked again.
+        """
         fill_id = fill.fill_id
         if fill_id in order.fill_ids:
-            self.counts["duplicate_fills"] += 1
-            self.rejections["duplicate_fill"] += 1
+            if not await self._correct_fee(order, fill):
+                self.counts["duplicate_fills"] += 1
+                self.rejections["duplicate_fill"] += 1
             return False
         # Claimed before the first await, so a concurrent report of the same fill cannot book it too.
         order.fill_ids.add(fill_id)
         try:
             if await self._store.has_fill(fill_id):
+                if await self._correct_fee(order, fill):
+                    return False
                 self.counts["duplicate_fills"] += 1
                 self.rejections["duplicate_fill"] += 1
                 log.info("duplicate fill ignored", fill_id=fill_id)
@@ -454,6 +467,18 @@ class OrderManager:
                 f"{order.client_order_id}: filled {order.filled_quantity} of {order.request.quantity}",
                 order,
             )
+        return True
+
+    async def _correct_fee(self, order: ManagedOrder, fill: Fill) -> bool:
+        """True when ``fill`` is a booked fill whose fee changed: the store's fee becomes the venue's."""
+        if self._on_fee is None:
+            return False
+        booked = await self._store.fill_fee(fill.fill_id)
+        if booked is None or booked == fill.fee:
+            return False
+        self.counts["fee_corrections"] += 1
+        log.info("fee completed by the venue", fill_id=fill.fill_id, booked=str(booked), fee=str(fill.fee))
+        await self._on_fee(fill, fill.fee - booked, order)
         return True
 
     async def _lookup(self, order: ManagedOrder, ts: int, *, recovering: bool = False) -> bool:

@@ -254,6 +254,15 @@ class Store:
     async def has_fill(self, fill_id: str) -> bool:
         return await self._writer.has_fill(fill_id)
 
+    async def fill_fee(self, fill_id: str) -> Decimal | None:
+        """The fee stored with a fill (None when no such fill is stored)."""
+        rows = await self._writer.fetch("SELECT fee FROM fills WHERE fill_id = ?", (fill_id,))
+        return Decimal(rows[0][0]) if rows else None
+
+    async def correct_fill_fee(self, fill_id: str, fee: Decimal) -> None:
+        """The venue's final fee for a stored fill (its commission report came after the fill)."""
+        await self._writer.commit([("UPDATE fills SET fee = ? WHERE fill_id = ?", (str(fee), fill_id), False)])
+
     async def filled_for_order(self, client_order_id: str) -> tuple[Decimal, Decimal | None]:
         """The quantity stored fills gave one order, and their average price (None when nothing filled)."""
         rows = await self._writer.fetch(

@@ -138,7 +138,7 @@ async def build_rig(
 
     on_fill = pipeline.on_fill if wrap_fill is None else wrap_fill(pipeline.on_fill)
     orders = await OrderManager.create(store, broker, on_fill=on_fill, on_anomaly=on_anomaly, ack_timeout=ack_timeout,
-                                      submit_timeout=submit_timeout)
+                                      submit_timeout=submit_timeout, on_fee=pipeline.on_fee)
     pipeline.attach(orders)
     rig = Rig(store, broker, portfolio, governor, pipeline, orders, None, alerts, anomalies)  # type: ignore[arg-type]
     rig.reconciler = Reconciler(
