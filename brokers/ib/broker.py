@@ -48,24 +48,12 @@ from ib_async import IB, Contract, Forex, Future, LimitOrder, MarketOrder, Stock
 from ib_async.ib import StartupFetchNONE
 from ib_async.wrapper import RequestError
 
-from brokers.base import (
-    ZERO,
-    AccountSnapshot,
-    Bar,
-    Fill,
-    OrderRequest,
-    OrderStatus,
-    OrderType,
-    OrderUpdate,
-    Position,
-    UpdateInbox,
-)
+from brokers.base import ZERO, AccountSnapshot, Bar, Fill, OrderRequest, OrderStatus, OrderType, OrderUpdate, Position
 from brokers.errors import BrokerError, OrderRejected, UnknownOrderOutcome
 from brokers.live import (
     Backoff,
     ConnectionState,
     ConnectionSupervisor,
-    ForwardOnly,
     Quarantine,
     RateLimiter,
     SeenIds,
@@ -73,6 +61,7 @@ from brokers.live import (
     submit_once,
 )
 from brokers.live.linkstate import LinkState
+from brokers.live.outlets import BarOutlet, UpdateOutlet
 
 from . import convert
 from .bars import Aggregator, Finished, history_bar
@@ -129,15 +118,12 @@ class IbBroker:
         self._by_con_id: dict[int, str] = {}
         self._aggregators = {c.symbol: Aggregator(c.symbol, s.bar_seconds) for c in s.contracts}
         self._rt_requests: dict[int, str] = {}  # real-time bar request id -> symbol
-        self._bars: asyncio.Queue[Bar | None] = asyncio.Queue()
-        self._bars_stopped = False
-        self._last_ts: dict[str, int] = {}
-        self._last_bar: Bar | None = None
+        self.outlet = BarOutlet()  # each bar time once, forward only
+        self._last_ts = self.outlet.last_ts
         self._held: dict[str, list[Bar]] = {}  # live bars waiting for a catch-up from history
         self._catching_up: dict[str, asyncio.Task[None]] = {}
         self._now = 0
-        self._inbox = UpdateInbox()
-        self._forward = ForwardOnly()
+        self.updates = UpdateOutlet()  # updates only move forward
         self._executions = SeenIds()
         self._orders: dict[str, _Order] = {}
         self._by_order_id: dict[int, str] = {}
@@ -354,17 +340,11 @@ class IbBroker:
             self._schedule_catch_up(symbol, self._last_ts[symbol] + 1)
 
     # ------------------------------------------------------------------ market data
-    async def bars(self) -> AsyncIterator[Bar]:
-        while True:
-            bar = await self._bars.get()
-            if bar is None:
-                return
-            yield bar
+    def bars(self) -> AsyncIterator[Bar]:
+        return self.outlet.bars()
 
     def stop_bars(self) -> None:
-        if not self._bars_stopped:
-            self._bars_stopped = True
-            self._bars.put_nowait(None)
+        self.outlet.stop()
 
     def now(self) -> int:
         self._now = max(self._now, int(time.time()))
@@ -401,15 +381,11 @@ class IbBroker:
         self._deliver_bar(bar)
 
     def _deliver_bar(self, bar: Bar) -> bool:
-        if bar.ts <= self._last_ts.get(bar.symbol, 0):
+        if not self.outlet.put(bar):
             self.counts["duplicate_bars"] += 1
             return False
-        self._last_ts[bar.symbol] = bar.ts
         self._now = max(self._now, bar.ts)
-        self._last_bar = bar
         self.counts["bars"] += 1
-        if not self._bars_stopped:
-            self._bars.put_nowait(bar)
         return True
 
     def _schedule_catch_up(self, symbol: str, since: int) -> asyncio.Task[None]:
@@ -492,7 +468,7 @@ class IbBroker:
             state = "venue_link_lost"
         else:
             state = sup.state.value
-        last = self._last_bar
+        last = self.outlet.last_bar
         return {
             "kind": "ib",
             "state": state,
@@ -517,14 +493,14 @@ class IbBroker:
 
     # ------------------------------------------------------------------ order updates
     async def next_update(self) -> OrderUpdate:
-        return await self._inbox.get()
+        return await self.updates.next()
 
     def drain_updates(self) -> list[OrderUpdate]:
-        return self._inbox.drain()
+        return self.updates.drain()
 
     def _deliver(self, update: OrderUpdate) -> None:
         self.counts["updates"] += 1
-        self._inbox.put(self._forward(update))
+        self.updates.put(update)
 
     def _track(self, trade: Any) -> _Order | None:
         """Our record of the order behind an ib_async ``Trade`` (None for an order without our orderRef)."""
