@@ -37,7 +37,7 @@ import dataclasses
 import math
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Context, Decimal
@@ -775,34 +775,29 @@ class IbBroker:
         assert info is not None
         return info, trade
 
-    async def _open_trades(self) -> list[Any]:
+    async def _ask(self, what: str, request: Callable[[], Awaitable[Any]], *, named: bool = True) -> list[Any]:
+        """One list request to TWS: socket up, within the message rate and the request timeout.
+
+        ``named``: ib_async files the answer under the request's name (open orders, completed orders,
+        positions), so two at once would mix: they go one at a time.
+        """
         self._require_socket()
-        async with self._named_request:
+        async with self._named_request if named else contextlib.nullcontext():
             await self.limiter.acquire()
             try:
                 async with asyncio.timeout(self.settings.request_timeout_seconds):
-                    return list(await self.ib.reqOpenOrdersAsync())
+                    return list(await request())
             except TimeoutError:
-                raise BrokerError("ib: open orders not listed in time") from None
+                raise BrokerError(f"ib: {what} not listed in time") from None
+
+    async def _open_trades(self) -> list[Any]:
+        return await self._ask("open orders", self.ib.reqOpenOrdersAsync)
 
     async def _completed_trades(self) -> list[Any]:
-        self._require_socket()
-        async with self._named_request:
-            await self.limiter.acquire()
-            try:
-                async with asyncio.timeout(self.settings.request_timeout_seconds):
-                    return list(await self.ib.reqCompletedOrdersAsync(False))
-            except TimeoutError:
-                raise BrokerError("ib: completed orders not listed in time") from None
+        return await self._ask("completed orders", lambda: self.ib.reqCompletedOrdersAsync(False))
 
     async def _executions_report(self) -> list[Any]:
-        self._require_socket()
-        await self.limiter.acquire()
-        try:
-            async with asyncio.timeout(self.settings.request_timeout_seconds):
-                fills = list(await self.ib.reqExecutionsAsync())
-        except TimeoutError:
-            raise BrokerError("ib: executions not listed in time") from None
+        fills = await self._ask("executions", self.ib.reqExecutionsAsync, named=False)
         # the session's own copy of an execution carries its commission report
         session = {f.execution.execId: f for f in self.ib.fills()}
         return [session.get(f.execution.execId, f) for f in fills]
@@ -832,14 +827,7 @@ class IbBroker:
 
     # ------------------------------------------------------------------ account
     async def positions(self) -> list[Position]:
-        self._require_socket()
-        async with self._named_request:
-            await self.limiter.acquire()
-            try:
-                async with asyncio.timeout(self.settings.request_timeout_seconds):
-                    rows = await self.ib.reqPositionsAsync()
-            except TimeoutError:
-                raise BrokerError("ib: positions not listed in time") from None
+        rows = await self._ask("positions", self.ib.reqPositionsAsync)
         out = []
         for row in rows:
             if self.account_id and row.account != self.account_id:
