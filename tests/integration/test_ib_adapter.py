@@ -231,3 +231,22 @@ def test_the_aggregator_marks_a_bucket_joined_mid_way_and_skips_late_bars() -> N
     (second,) = agg.add(30, 3, 3, 3, 3, 1)  # the bucket's last bar (25) never came
     assert not second.partial and second.bar == Bar("X", 30, 2.0, 4.0, 2.0, 3.0, 2.0)
     assert agg.add(25, 9, 9, 9, 9, 1) == [], "a late bar of a bucket already handed on is dropped"
+
+
+async def test_broker_check_reports_the_account_through_the_adapters_own_start_up(tws: FakeTws) -> None:
+    from daemon.broker_check import check, render
+    from daemon.config import TradectlConfig
+
+    config = TradectlConfig(broker={"kind": "ib", "ib": {"port": tws.port, "client_id": 5, "bar_seconds": 5}},
+                            data={"symbol": "SPY", "bar_seconds": 5})
+    report = await check(config)
+    assert report["account"]["number"] == "DU1234567" and report["account"]["cash"] == "1000000"
+    assert report["positions"] == [] and report["open_orders"] == []
+    text = render(report)
+    assert "ib (client id 5) at 127.0.0.1:" in text and "SPY (conId 756733)" in text
+    await tws.wait_until(lambda: all(s.client_id != 5 for s in tws.sessions), what="the check disconnected")
+    bad = TradectlConfig(broker={"kind": "ib", "ib": {"port": tws.port, "bar_seconds": 5,
+                                                      "contracts": [{"symbol": "QQQQ"}]}},
+                         data={"symbol": "QQQQ", "bar_seconds": 5})
+    with pytest.raises(BrokerError, match=r"QQQQ .* does not qualify"):
+        await check(bad)
