@@ -2,6 +2,12 @@
 
     tradectl data fetch --broker alpaca --symbol SPY --timeframe 1Min \\
         --start 2026-10-01 --end 2026-11-01 --out spy.parquet
+    tradectl data fetch --broker oanda --symbol EUR_USD --timeframe H1 \\
+        --start 2024-01-01 --end 2024-07-01 --out eurusd.parquet
+
+One path for every venue: chunks, resume, progress and the quality report are this module's; what differs
+(bar lengths, the REST client, reading one chunk, the session rule of the report) is a ``VenueFetch``
+(``_venue``): Alpaca's is below, OANDA's in ``daemon.fetch_oanda``.
 
 The range is bars *opening* in ``[start, end)`` (dates are UTC midnight). It is fetched in chunks of
 ``--chunk-days`` through the adapter's own REST client (``brokers.alpaca.rest.AlpacaRest.bars``: its
@@ -28,11 +34,11 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import structlog
 
@@ -42,9 +48,9 @@ from daemon.config import TradectlConfig
 if TYPE_CHECKING:  # pandas is imported where it is used: every `tradectl` command builds this parser
     import pandas as pd
 
-    from brokers.alpaca.rest import AlpacaRest
+    from risk.calendar import Sessions
 
-__all__ = ["FetchPlan", "FetchResult", "add_arguments", "fetch", "run"]
+__all__ = ["Chunk", "FetchPlan", "FetchResult", "VenueFetch", "add_arguments", "fetch", "run"]
 
 log = structlog.get_logger(__name__)
 
@@ -60,9 +66,9 @@ class FetchPlan:
     """What to fetch: bars of ``symbol`` opening in ``[start, end)`` (UTC epoch seconds) into ``out``."""
 
     broker: str
-    symbol: str
-    timeframe: str
-    feed: str
+    symbol: str  # the venue's name for it (SPY, EUR_USD)
+    timeframe: str  # the venue's spelling (1Min, H1)
+    feed: str  # the venue's price source: Alpaca's feed (iex, sip), OANDA's price component (mid, bid, ask)
     start: int
     end: int
     out: Path
@@ -84,30 +90,59 @@ class FetchResult:
     bars: int
     resumed_from: int | None  # the bar open time an interrupted fetch was continued from
     unreadable: int  # venue bars that could not be read (logged, not written)
+    incomplete: int = 0  # bars the venue still had in progress (the range reached now): logged, not written
+
+
+class Chunk(NamedTuple):
+    """One request window's bars as file rows (venue order), and what was left out of it (each logged)."""
+
+    rows: list[dict[str, Any]]
+    unreadable: int = 0
+    incomplete: int = 0
+
+
+# (plan, the venue's REST client, bar seconds, lo, hi) -> the bars opening in [lo, hi)
+ChunkReader = Callable[[FetchPlan, Any, int, int, int], Awaitable[Chunk]]
+
+
+@dataclass(frozen=True, slots=True)
+class VenueFetch:
+    """What one venue contributes to a fetch; everything else is the same for every venue."""
+
+    timeframes: Mapping[str, int]  # the venue's spelling -> bar seconds
+    default_timeframe: Callable[[TradectlConfig], str]
+    feed: Callable[[argparse.Namespace, TradectlConfig], str]  # the price source, checked (one line)
+    symbol: Callable[[str], str]  # as typed -> the venue's name, checked (one line)
+    open_rest: Callable[[TradectlConfig, FetchPlan], Any]  # the adapter's own REST client (``close()``)
+    read_chunk: ChunkReader
+    # (config, --calendar as typed or None) -> (exchange calendar code, or the venue's own session rule)
+    sessions: Callable[[TradectlConfig, str | None], tuple[str | None, Sessions | None]]
 
 
 async def fetch(
-    plan: FetchPlan, rest: AlpacaRest, *, bar_seconds: int,
+    plan: FetchPlan, rest: Any, *, bar_seconds: int,
     progress: Callable[[int, int], None] | None = None,
 ) -> FetchResult:
     """Fetch ``plan`` chunk by chunk (resuming an interrupted one) and write ``plan.out``.
 
-    ``progress(seconds, bars)`` is called after each stored chunk with the span it covered. A failure
-    leaves the stored chunks for the next run and says so in its one-line message.
+    ``rest`` is the venue's own REST client (``plan.broker`` names the venue). ``progress(seconds, bars)`` is
+    called after each stored chunk with the span it covered. A failure leaves the stored chunks for the next
+    run and says so in its one-line message.
     """
     _check_out(plan)
+    read_chunk = _venue(plan.broker).read_chunk
     parts = _Parts(plan)
     position = await asyncio.to_thread(parts.open)
     resumed = position if position > plan.start else None
     if progress is not None and resumed is not None:
         progress(position - plan.start, 0)
-    unreadable = 0
+    unreadable = incomplete = 0
     try:
         while position < plan.end:
             chunk_end = min(position + plan.chunk_seconds, plan.end)
-            raw = await rest.bars(plan.symbol, _rfc3339(position), _rfc3339(chunk_end - 1))
-            rows, bad = _rows(plan.symbol, raw, bar_seconds, position, chunk_end)
+            rows, bad, forming = await read_chunk(plan, rest, bar_seconds, position, chunk_end)
             unreadable += bad
+            incomplete += forming
             await asyncio.to_thread(parts.store, rows, chunk_end)
             if progress is not None:
                 progress(chunk_end - position, len(rows))
@@ -116,7 +151,7 @@ async def fetch(
         raise BrokerError(f"{exc}; {parts.stored_bars:,} bars kept in {plan.parts}: run the same command "
                           "again to resume") from exc
     total = await asyncio.to_thread(parts.finish)
-    return FetchResult(plan.out, total, resumed, unreadable)
+    return FetchResult(plan.out, total, resumed, unreadable, incomplete)
 
 
 def _check_out(plan: FetchPlan) -> None:
@@ -126,6 +161,12 @@ def _check_out(plan: FetchPlan) -> None:
         raise ConfigError(f"--out {plan.out} already exists; delete it or choose another file")
     if not plan.out.parent.is_dir():
         raise ConfigError(f"--out {plan.out}: folder {plan.out.parent} does not exist")
+
+
+async def _alpaca_chunk(plan: FetchPlan, rest: Any, bar_seconds: int, lo: int, hi: int) -> Chunk:
+    """Alpaca's historical bars opening in ``[lo, hi)`` (``AlpacaRest.bars`` follows the pages)."""
+    raw = await rest.bars(plan.symbol, _rfc3339(lo), _rfc3339(hi - 1))
+    return Chunk(*_rows(plan.symbol, raw, bar_seconds, lo, hi))
 
 
 def _rows(symbol: str, raw: list[dict[str, Any]], bar_seconds: int, lo: int, hi: int) -> tuple[list[dict], int]:
@@ -212,8 +253,8 @@ class _Parts:
         if frame.empty:
             shutil.rmtree(self.dir)
             p = self.plan
-            raise DataError(f"{p.symbol}: the venue has no {p.timeframe} bars from {_rfc3339(p.start)} to "
-                            f"{_rfc3339(p.end)} (feed {p.feed}); nothing written")
+            raise DataError(f"{p.symbol}: {p.broker} has no {p.timeframe} bars from {_rfc3339(p.start)} to "
+                            f"{_rfc3339(p.end)} ({p.feed}); nothing written")
         out = self.plan.out
         if out.name.lower().endswith((".csv", ".csv.gz")):
             frame.to_csv(_tmp(out), index=False, date_format="%Y-%m-%dT%H:%M:%SZ",
@@ -262,38 +303,90 @@ def _rfc3339(ts: int) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+# ---------------------------------------------------------------------- the venues
+def _venue(broker: str) -> VenueFetch:
+    """The venue dispatch: imported on use (each venue's client library costs start-up time)."""
+    if broker == "alpaca":
+        return _alpaca()
+    if broker == "oanda":
+        from daemon.fetch_oanda import OANDA
+
+        return OANDA
+    raise ConfigError(f"--broker {broker!r}: data fetch knows {', '.join(BROKERS)}")
+
+
+def _alpaca_feed(args: argparse.Namespace, config: TradectlConfig) -> str:
+    if args.price is not None:
+        raise ConfigError("--price is OANDA's price component; Alpaca's bars come from --feed iex|sip")
+    return str(args.feed or config.broker.alpaca.feed)
+
+
+def _alpaca_symbol(text: str) -> str:
+    symbol = text.strip().upper()
+    if not symbol:
+        raise ConfigError("--symbol is empty")
+    return symbol
+
+
+def _alpaca_rest(config: TradectlConfig, plan: FetchPlan) -> Any:
+    from brokers.alpaca.rest import AlpacaRest
+    from daemon.venues import alpaca_settings
+
+    return AlpacaRest(dataclasses.replace(alpaca_settings(config), symbols=(plan.symbol,), feed=plan.feed,
+                                          timeframe=plan.timeframe))
+
+
+def _alpaca_sessions(config: TradectlConfig, calendar: str | None) -> tuple[str | None, Sessions | None]:
+    name = calendar or "XNYS"
+    return (None if name.lower() == "none" else name), None
+
+
+def _alpaca() -> VenueFetch:
+    from brokers.alpaca import TIMEFRAMES
+
+    return VenueFetch(timeframes=TIMEFRAMES, default_timeframe=lambda config: "1Min", feed=_alpaca_feed,
+                      symbol=_alpaca_symbol, open_rest=_alpaca_rest, read_chunk=_alpaca_chunk,
+                      sessions=_alpaca_sessions)
+
+
+BROKERS = ("alpaca", "oanda")
+
+
 # ---------------------------------------------------------------------- the command
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--broker", required=True, choices=["alpaca"], help="the venue to fetch from")
-    parser.add_argument("--symbol", required=True, help="e.g. SPY")
-    parser.add_argument("--timeframe", default="1Min", help="bar length in the venue's spelling (default 1Min)")
+    parser.add_argument("--broker", required=True, choices=list(BROKERS), help="the venue to fetch from")
+    parser.add_argument("--symbol", required=True, help="the venue's name: SPY (alpaca), EUR_USD (oanda)")
+    parser.add_argument("--timeframe", default=None, help="bar length in the venue's spelling (default: 1Min on "
+                        "alpaca, broker.oanda.granularity on oanda, e.g. M1 or H1)")
     parser.add_argument("--start", required=True, help="first bar opens at or after this (YYYY-MM-DD = UTC midnight,"
                         " or an ISO time)")
     parser.add_argument("--end", required=True, help="last bar opens before this (exclusive)")
     parser.add_argument("--out", required=True, type=Path, help="the file to write (.parquet, .pq, .csv, .csv.gz)")
-    parser.add_argument("--feed", choices=["iex", "sip"], default=None, help="default: broker.alpaca.feed")
+    parser.add_argument("--feed", choices=["iex", "sip"], default=None, help="alpaca: default broker.alpaca.feed")
+    parser.add_argument("--price", choices=["mid", "bid", "ask"], default=None,
+                        help="oanda: the candles' price component (default broker.oanda.price)")
     parser.add_argument("--chunk-days", type=float, default=7.0, help="days per request window and stored part")
-    parser.add_argument("--calendar", default="XNYS", help="exchange calendar for the gap check ('none': skip)")
+    parser.add_argument("--calendar", default=None, help="the gap check's sessions: an exchange calendar code "
+                        "(default XNYS on alpaca), on oanda by default the FX week of risk.window; 'none': skip")
     parser.add_argument("--outlier-z", type=float, default=10.0, help="outlier threshold in robust sd")
     parser.add_argument("--json", action="store_true", help="print the result and the quality report as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def plan_from_args(args: argparse.Namespace, feed: str) -> FetchPlan:
-    """The request as typed, checked: one line naming a bad value."""
-    from brokers.alpaca import TIMEFRAMES
-
-    if args.timeframe not in TIMEFRAMES:
-        raise ConfigError(f"--timeframe {args.timeframe!r}: the alpaca adapter reads {', '.join(TIMEFRAMES)} bars")
+def plan_from_args(args: argparse.Namespace, config: TradectlConfig) -> FetchPlan:
+    """The request as typed, checked against the venue: one line naming a bad value."""
+    venue = _venue(args.broker)
+    timeframe = args.timeframe or venue.default_timeframe(config)
+    if timeframe not in venue.timeframes:
+        raise ConfigError(f"--timeframe {timeframe!r}: the {args.broker} adapter reads "
+                          f"{', '.join(venue.timeframes)} bars")
     start, end = _when(args.start, "--start"), _when(args.end, "--end")
     if end <= start:
         raise ConfigError(f"--end {args.end} is not after --start {args.start}")
     if not args.chunk_days > 0:
         raise ConfigError(f"--chunk-days must be positive, not {args.chunk_days:g}")
-    symbol = args.symbol.strip().upper()
-    if not symbol:
-        raise ConfigError("--symbol is empty")
-    return FetchPlan(args.broker, symbol, args.timeframe, feed, start, end, Path(args.out),
+    symbol = venue.symbol(args.symbol)
+    return FetchPlan(args.broker, symbol, timeframe, venue.feed(args, config), start, end, Path(args.out),
                      max(60, int(args.chunk_days * _DAY)))
 
 
@@ -311,16 +404,14 @@ def _when(text: str, flag: str) -> int:
 
 
 def run(args: argparse.Namespace, config: TradectlConfig) -> int:
-    from brokers.alpaca import TIMEFRAMES
-    from brokers.alpaca.rest import AlpacaRest
     from brokers.history import load_bars
     from daemon.data_quality import assess
-    from daemon.venues import alpaca_settings
 
-    plan = plan_from_args(args, args.feed or config.broker.alpaca.feed)
-    settings = dataclasses.replace(alpaca_settings(config), symbols=(plan.symbol,), feed=plan.feed,
-                                   timeframe=plan.timeframe)
-    bar_seconds = TIMEFRAMES[plan.timeframe]
+    venue = _venue(args.broker)
+    plan = plan_from_args(args, config)
+    calendar, sessions = venue.sessions(config, args.calendar)
+    bar_seconds = venue.timeframes[plan.timeframe]
+    rest = venue.open_rest(config, plan)
     bar = None
     if not args.no_progress and not args.json:
         from tqdm import tqdm
@@ -337,7 +428,6 @@ def run(args: argparse.Namespace, config: TradectlConfig) -> int:
             bar.set_postfix(bars=f"{fetched[0]:,}", refresh=False)
 
     async def _main() -> FetchResult:
-        rest = AlpacaRest(settings)
         try:
             return await fetch(plan, rest, bar_seconds=bar_seconds, progress=progress)
         finally:
@@ -353,16 +443,18 @@ def run(args: argparse.Namespace, config: TradectlConfig) -> int:
         if bar is not None:
             bar.close()
     bars = load_bars(result.path, plan.symbol)  # as `tradectl backtest --data` reads it
-    calendar = None if args.calendar.lower() == "none" else args.calendar
     report = assess(bars, bar_seconds=bar_seconds, max_gap_seconds=config.guard.max_gap_seconds, calendar=calendar,
-                    start=plan.start, end=plan.end, outlier_z=args.outlier_z)
+                    sessions=sessions, start=plan.start, end=plan.end, outlier_z=args.outlier_z)
     if args.json:
         print(json.dumps({"file": str(result.path), "bars": result.bars, "unreadable": result.unreadable,
+                          "incomplete": result.incomplete,
                           "resumed_from": None if result.resumed_from is None else _rfc3339(result.resumed_from),
                           "quality": report.as_dict()}, indent=2))
     else:
         resumed = f" (resumed from {_rfc3339(result.resumed_from)})" if result.resumed_from is not None else ""
         unreadable = f"; {result.unreadable} unreadable bar(s) left out (logged)" if result.unreadable else ""
-        print(f"wrote {result.bars:,} bars to {result.path}{resumed}{unreadable}")
+        incomplete = (f"; {result.incomplete} bar(s) still in progress at the venue left out" if result.incomplete
+                      else "")
+        print(f"wrote {result.bars:,} bars to {result.path}{resumed}{unreadable}{incomplete}")
         print(report.render(str(result.path)))
     return 0

@@ -6,7 +6,9 @@ guard rejects it at replay time. It lists
 
 * gaps against the exchange calendar (``exchange_calendars``, e.g. XNYS): regular-session minutes with no
   bar, grouped into runs, for minute bars only (a calendar knows minutes, not a vendor's hourly grid);
-  bars outside the regular session (pre/post-market) are counted, not flagged;
+  bars outside the regular session (pre/post-market) are counted, not flagged; or, for a venue with its own
+  session rule (``risk.calendar.Sessions``: OANDA's FX week), every slot of the bar-length grid that opens in
+  session (bars that divide an hour: S5 to H1);
 * duplicate timestamps and out-of-order rows, in file order;
 * the bars the daemon's own ``BarGuard`` would reject, by its reason codes (the same checks, not a copy);
 * outliers: a bar whose open, high, low or close lies further from the median close of its neighbours
@@ -20,6 +22,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -28,12 +31,16 @@ from brokers.base import Bar
 from brokers.errors import DataError
 from daemon.bar_guard import BarGuard
 
+if TYPE_CHECKING:
+    from risk.calendar import Sessions
+
 __all__ = ["Gap", "Outlier", "QualityReport", "assess"]
 
 _EXAMPLES = 5  # gaps, duplicates, ... shown by name; the counts are always complete
 _NEIGHBOURS = 11  # bars in the centred window whose median close is an outlier's reference
 _MIN_MOVE = 1e-3  # a distance below 0.1% is never an outlier, however calm the series (a constant price)
 _MAD_TO_SD = 1.4826
+_HOUR = 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,12 +121,17 @@ def assess(
     bar_seconds: int,
     max_gap_seconds: int,
     calendar: str | None = "XNYS",
+    sessions: Sessions | None = None,
     start: int | None = None,
     end: int | None = None,
     outlier_z: float = 10.0,
 ) -> QualityReport:
     """Judge ``bars`` (file order, close-stamped). Calendar gaps are counted over bars *opening* in
-    ``[start, end)`` (UTC epoch seconds; default: from the file's first bar to its last)."""
+    ``[start, end)`` (UTC epoch seconds; default: from the file's first bar to its last).
+
+    ``sessions`` (a venue's own session rule, e.g. the FX week the OANDA adapter builds bars by) replaces the
+    exchange ``calendar``: every bar slot on the bar-length grid that opens in session is expected.
+    """
     report = QualityReport(rows=len(bars), bar_seconds=bar_seconds, outlier_z=outlier_z)
     stamps = np.array([b.ts for b in bars], dtype=np.int64)
     if len(stamps):
@@ -130,7 +142,14 @@ def assess(
         guard.check(bar)
     report.guard_rejections = dict(guard.rejected)
     report.outliers = _outliers(bars, outlier_z)
-    if calendar is None:
+    if sessions is not None:
+        if _HOUR % bar_seconds:
+            report.calendar_note = f"{bar_seconds} s bars; the session grid check needs bars that divide an hour"
+        elif start is None and not len(stamps):
+            report.calendar_note = "no bars"
+        else:
+            _session_gaps(report, stamps - bar_seconds, sessions, start, end)
+    elif calendar is None:
         report.calendar_note = "no calendar given"
     elif bar_seconds != 60:
         report.calendar_note = f"{bar_seconds} s bars; the calendar check needs minute bars"
@@ -196,7 +215,30 @@ def _calendar_gaps(report: QualityReport, opens: np.ndarray, name: str, start: i
     except exchange_calendars.errors.InvalidCalendarName as exc:
         raise DataError(f"unknown exchange calendar {name!r} (e.g. XNYS, XNAS, XLON)") from exc
     minutes = cal.minutes_in_range(pd.Timestamp(span_lo, unit="s", tz=UTC), pd.Timestamp(span_hi, unit="s", tz=UTC))
-    session = np.asarray(minutes.asi8 // 1_000_000_000, dtype=np.int64)
+    _gaps(report, name, present, np.asarray(minutes.asi8 // 1_000_000_000, dtype=np.int64), lo, hi)
+
+
+def _session_gaps(report: QualityReport, opens: np.ndarray, sessions: Sessions, start: int | None,
+                  end: int | None) -> None:
+    """The bar-length grid over the range and the file, each slot expected when it opens in ``sessions``."""
+    from risk.calendar import CalendarRangeError
+
+    step = report.bar_seconds
+    present = np.unique(opens)
+    lo = int(present[0]) if start is None else start
+    hi = int(present[-1]) + step if end is None else end
+    span_lo = min(lo, int(present[0])) if len(present) else lo
+    span_hi = max(hi, int(present[-1]) + step) if len(present) else hi
+    grid = range(span_lo - span_lo % step, span_hi, step)
+    try:
+        session = np.array([t for t in grid if sessions.seconds_to_close(t) is not None], dtype=np.int64)
+    except CalendarRangeError as exc:
+        raise DataError(f"the {sessions.name} sessions do not cover the file ({exc})") from None
+    _gaps(report, sessions.name, present, session, lo, hi)
+
+
+def _gaps(report: QualityReport, name: str, present: np.ndarray, session: np.ndarray, lo: int, hi: int) -> None:
+    """Expected bar opens (``session``, inside ``[lo, hi)``) against the file's: missing runs and outsiders."""
     expected = session[(session >= lo) & (session < hi)]
     missing = np.setdiff1d(expected, present, assume_unique=True)
     report.calendar = name
@@ -204,7 +246,7 @@ def _calendar_gaps(report: QualityReport, opens: np.ndarray, name: str, start: i
     report.missing_bars = len(missing)
     report.outside_session = int(np.count_nonzero(~np.isin(present, session)))
     if len(missing):
-        runs = np.split(missing, np.flatnonzero(np.diff(missing) != 60) + 1)
+        runs = np.split(missing, np.flatnonzero(np.diff(missing) != report.bar_seconds) + 1)
         gaps = [Gap(int(run[0]) + report.bar_seconds, len(run)) for run in runs]
         report.gaps = sorted(gaps, key=lambda g: (-g.bars, g.start))
 

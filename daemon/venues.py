@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from brokers.alpaca import AlpacaBroker, AlpacaSettings
     from brokers.ib import IbBroker, IbSettings
     from brokers.oanda import OandaBroker, OandaSettings
+    from risk.calendar import Sessions
 
 
 def load_data(config: TradectlConfig, override: Path | None = None) -> list[Bar]:
@@ -117,21 +118,28 @@ def open_alpaca(config: TradectlConfig, environ: Mapping[str, str] = os.environ)
                         connect_timeout=a.connect_timeout_seconds)
 
 
-def oanda_settings(config: TradectlConfig) -> OandaSettings:
+def session_rule(config: TradectlConfig) -> Sessions:
+    """The trading window's sessions (``risk.window``: the FX week unless a calendar is set)."""
+    from risk.calendar import sessions_for
+
+    window = config.risk.window
+    return sessions_for(window.calendar, start=window.calendar_start, close_hour=window.weekend_close_hour_utc,
+                        open_hour=window.weekend_open_hour_utc)
+
+
+def oanda_settings(config: TradectlConfig, *, account_id: str | None = None) -> OandaSettings:
     """``broker.oanda``, the token from the environment and the trading window's FX week as the adapter's settings.
 
-    The session rule is the risk layer's (``risk.window``: the FX week unless a calendar is set), so
-    "no bars" and "no new entries" over the weekend are one rule.
+    The session rule is the risk layer's (``session_rule``), so "no bars" and "no new entries" over the
+    weekend are one rule. ``account_id`` overrides the configured one (a candles-only client needs none).
     """
     from brokers.oanda import OandaSettings
-    from risk.calendar import CalendarRangeError, sessions_for
+    from risk.calendar import CalendarRangeError
 
     o, token = config.broker.oanda, config.oanda.token
     if token is None:
         raise ConfigError("oanda: set TRADECTL_OANDA__TOKEN in the environment")
-    window = config.risk.window
-    sessions = sessions_for(window.calendar, start=window.calendar_start, close_hour=window.weekend_close_hour_utc,
-                            open_hour=window.weekend_open_hour_utc)
+    sessions = session_rule(config)
 
     def session_open(ts: int) -> bool:
         try:
@@ -140,7 +148,8 @@ def oanda_settings(config: TradectlConfig) -> OandaSettings:
             return True
 
     return OandaSettings(
-        token=token.get_secret_value(), account_id=o.account_id, instruments=tuple(o.instruments),
+        token=token.get_secret_value(), account_id=o.account_id if account_id is None else account_id,
+        instruments=tuple(o.instruments),
         practice=o.practice, price=o.price, granularity=o.granularity,
         heartbeat_limit_seconds=o.heartbeat_limit_seconds, api_url=o.api_url, stream_url=o.stream_url,
         requests_per_second=o.requests_per_second, max_workers=o.max_worker_threads,

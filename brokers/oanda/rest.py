@@ -36,6 +36,7 @@ from oandapyV20.oandapyV20 import TRADING_ENVIRONMENTS
 from brokers.base import OrderRequest, OrderType, TimeInForce
 from brokers.errors import BrokerError
 from brokers.live import Offloader, RateLimited, RateLimiter, SubmitFailure, reset_delay
+from brokers.live.wire import WireError, epoch_seconds
 
 from .convert import reason_code
 from .settings import PRICE_COMPONENTS, OandaSettings
@@ -262,6 +263,39 @@ class OandaRest:
                   "count": min(count, _MAX_CANDLES)}
         answer = await self._call("candles", instruments.InstrumentsCandles(instrument, params=params))
         return answer.get("candles") or []
+
+    async def candles_between(self, instrument: str, from_ts: int, to_ts: int) -> list[dict[str, Any]]:
+        """Candles opening in ``[from_ts, to_ts)``, oldest first, every page (complete or not).
+
+        v20 answers at most 5,000 candles a request and refuses ``count`` beside both ``from`` and ``to``:
+        a span of at most 5,000 bar slots is asked as ``from``/``to``, a longer one in ``from``/``count``
+        pages, each starting where the previous page's last candle closed.
+        """
+        s = self.settings
+        step = s.bar_seconds
+        found: list[dict[str, Any]] = []
+        cursor = from_ts
+        while cursor < to_ts:
+            params: dict[str, Any] = {"granularity": s.granularity, "price": PRICE_COMPONENTS[s.price][0],
+                                      "from": rfc3339(cursor)}
+            whole = -(-(to_ts - cursor) // step) <= _MAX_CANDLES
+            if whole:
+                params["to"] = rfc3339(to_ts)
+            else:
+                params["count"] = _MAX_CANDLES
+            answer = await self._call("candles", instruments.InstrumentsCandles(instrument, params=params))
+            page = answer.get("candles") or []
+            found += page
+            if whole or not page:
+                break
+            try:
+                after = epoch_seconds(page[-1].get("time"), "time") + step
+            except (AttributeError, WireError):  # the caller's reader refuses the bad candle; paging stops here
+                break
+            if after <= cursor:
+                break
+            cursor = after
+        return found
 
     def close(self) -> None:
         self.offloader.close()

@@ -8,7 +8,9 @@ Rules (the venue's, simplified where a test does not need more):
   sell at the bid); a buy limit fills at the ask once the ask is at or below
   its price (a sell limit at the bid once it is at or above). Each fill is an
   ``ORDER_FILL`` transaction; ``max_fill_units`` (the partial-fill fault)
-  caps what one tick fills, and the order stays PENDING until complete.
+  caps what one tick fills, and the order stays PENDING until complete;
+  ``overfill_units`` (the position-escalation fault) makes the next fill
+  that many units larger than what the order had left.
 * Positions are FIFO trades per instrument; closing units realise
   ``(exit - entry) * units`` into the balance, less the commission.
 * Candles are built from the published ticks: ``mid`` is the exact midpoint
@@ -100,6 +102,7 @@ class Market:
         self.commission = commission
         self.instruments = instruments
         self.max_fill_units: Decimal | None = None
+        self.overfill_units = ZERO  # the overfill fault: the next fill is this much larger than the order's rest
         self.transactions: list[dict[str, Any]] = []
         self.orders: list[Order] = []
         self.ticks: dict[str, list[Tick]] = {i: [] for i in instruments}
@@ -204,6 +207,7 @@ class Market:
     def _fill(self, order: Order, price: Decimal) -> dict[str, Any]:
         remaining = abs(order.units) - order.filled
         quantity = remaining if self.max_fill_units is None else min(remaining, self.max_fill_units)
+        quantity, self.overfill_units = quantity + self.overfill_units, ZERO
         signed = quantity if order.units > 0 else -quantity
         pl = self._book(order.instrument, signed, price)
         commission = self.commission
@@ -274,14 +278,18 @@ class Market:
                 "pendingOrderCount": sum(1 for o in self.orders if o.state == "PENDING"),
                 "hedgingEnabled": False, "lastTransactionID": self.last_id, "createdTime": rfc3339(0)}
 
-    def candles(self, instrument: str, step: int, from_ts: int, count: int, components: str) -> list[dict[str, Any]]:
+    def candles(self, instrument: str, step: int, from_ts: int | None, count: int, components: str, *,
+                to_ts: int | None = None) -> list[dict[str, Any]]:
+        """Candles opening at or after ``from_ts`` and before ``to_ts``: the first ``count`` of them, or with
+        ``to_ts`` alone the last ``count`` (v20's rules for from / to / count)."""
         by_open: dict[int, list[Tick]] = {}
         for tick in self.ticks[instrument]:
             by_open.setdefault(tick.ts - tick.ts % step, []).append(tick)
+        opens = [t for t in sorted(by_open) if (from_ts is None or t >= from_ts) and (to_ts is None or t < to_ts)]
+        if from_ts is None and to_ts is not None:
+            opens = opens[-count:]
         found = []
-        for start in sorted(by_open):
-            if start < from_ts:
-                continue
+        for start in opens:
             ticks = by_open[start]
             candle: dict[str, Any] = {"complete": self.clock >= start + step, "volume": len(ticks),
                                       "time": rfc3339(start)}

@@ -23,7 +23,9 @@ Faults: ``go_silent`` (connections stay open and say nothing), ``drop_stream``
 ``rate_limit_next`` (429), ``fail_next`` (5xx), ``lose_next_submit_response``
 (the order is placed, the answer never comes), ``reject_next_order`` (400
 with a reject reason, or 201 with an immediate cancel as OANDA does for a
-market order without margin), ``max_fill_units`` (partial fills).
+market order without margin), ``max_fill_units`` (partial fills), ``overfill_next`` (a fill larger than
+the order). Candles answer ``from``/``count``, ``from``/``to`` (at most 5,000 slots; ``count`` beside both is
+refused) and ``to``/``count`` as v20 does.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class _Records:
     client_ids: list[str] = field(default_factory=list)  # every clientExtensions.id POSTed, repeats included
     stream_connections: int = 0
     lines: int = 0
+    candle_queries: list[dict[str, str]] = field(default_factory=list)  # each candles request's query, answered
 
     def duplicate_client_ids(self) -> dict[str, int]:
         return {cid: n for cid, n in Counter(self.client_ids).items() if n > 1}
@@ -210,6 +213,10 @@ class FakeOanda:
     def fail_next(self, n: int = 1, status: int = 500, *, path_prefix: str = "/v3") -> None:
         self._http_faults.extend([(path_prefix, status)] * n)
 
+    def overfill_next(self, units: object) -> None:
+        """The next fill executes ``units`` more than the order had left (OANDA's "position size escalation")."""
+        self.market.overfill_units = Decimal(str(units))
+
     def lose_next_submit_response(self, n: int = 1) -> None:
         self._lose_submits += n
 
@@ -313,15 +320,25 @@ class FakeOanda:
         granularity = q.get("granularity", "S5")
         if granularity not in _GRANULARITY:
             return _error(400, f"Invalid value specified for 'granularity': {granularity}")
-        from_text = q.get("from")
+        step = _GRANULARITY[granularity]
+        from_text, to_text = q.get("from"), q.get("to")
+        if from_text and to_text and "count" in q:  # v20: the range alone decides how many
+            return _error(400, "'count' cannot be specified when 'to' and 'from' parameters are also set",
+                          "INVALID_PARAMETER")
         try:
-            from_ts = _parse_time(from_text) if from_text else 0
+            from_ts = _parse_time(from_text) if from_text else None
+            to_ts = _parse_time(to_text) if to_text else None
             count = int(q.get("count", "500"))
         except ValueError:
-            return _error(400, "Invalid value specified for 'from' or 'count'")
+            return _error(400, "Invalid value specified for 'from', 'to' or 'count'")
+        if from_ts is not None and to_ts is not None:
+            if to_ts <= from_ts:
+                return _error(400, "Invalid value specified for 'to': not after 'from'")
+            count = -(-(to_ts - from_ts) // step)  # the range's candle slots
         if not 1 <= count <= 5000:
             return _error(400, "Maximum value for 'count' exceeded")
-        candles = self.market.candles(instrument, _GRANULARITY[granularity], from_ts, count, q.get("price", "M"))
+        self.records.candle_queries.append(dict(q))
+        candles = self.market.candles(instrument, step, from_ts, count, q.get("price", "M"), to_ts=to_ts)
         return web.json_response({"instrument": instrument, "granularity": granularity, "candles": candles})
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
