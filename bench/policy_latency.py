@@ -326,17 +326,19 @@ _STAGES = (
 
 
 async def _order_latency(
-    model: Path, db: Path, bars: list[Any], *, live: bool, synchronous: str = "full", config: Any = None
+    model: Path, db: Path, bars: list[Any], *, live: bool, synchronous: str = "full", config: Any = None,
+    pace: float = 0,
 ) -> dict[str, np.ndarray]:
     """Time every bar through on_bar and, for bars that send an order, when each stage on the way to the
     broker adapter's ``submit`` is reached (µs since on_bar was entered). ``config`` replaces the recurrent
-    default (bench/broker_latency.py runs the simulator with its Alpaca run's settings)."""
+    default and ``pace`` (bars per second, live only; 0: back to back) the replay's speed
+    (bench/broker_latency.py runs the simulator with its Alpaca run's settings, at its bars' pace)."""
     from daemon.runners import BacktestRunner, LiveRunner
 
     config = config or _recurrent_config(model, synchronous)
     runner: Any
     if live:
-        runner = await LiveRunner.open(config, db_path=db, bars=bars, pace=0)
+        runner = await LiveRunner.open(config, db_path=db, bars=bars, pace=pace)
     else:
         runner = await BacktestRunner.open(config, db_path=db, bars=bars)
     daemon = runner.daemon
