@@ -10,24 +10,15 @@ and 429 handling, are tested in ``tests/integration/test_alpaca_adapter.py``.)
 
 from __future__ import annotations
 
-import asyncio
-import json
-import math
 import os
-import signal
-import sqlite3
-import sys
 import time
-from collections import defaultdict
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
 
-from tests.e2e.test_run_and_status import _free_port
+from tests.e2e.live_run import LiveRun
 from tests.fakes.alpaca import KEY_ID, SECRET_KEY, FakeAlpaca
 
 pytestmark = pytest.mark.slow
@@ -35,22 +26,16 @@ BARS = 200
 SIZE = Decimal(10)
 
 
-async def _cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "daemon.cli", *args, env=env,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    return proc.returncode or 0, out.decode(), err.decode()
+class _Run(LiveRun):
+    """The Alpaca fake and `tradectl run` processes trading it (``tests/e2e/live_run.py``)."""
 
-
-class _Run:
-    """The fake (in this process, the test is the market) and `tradectl run` processes trading it, one at a time."""
+    symbol = "SPY"
+    units = str(SIZE)
+    bars_per_kill = BARS // 2
 
     def __init__(self, tmp_path: Path, fake: FakeAlpaca, t0: int) -> None:
-        self.tmp, self.fake, self.t0 = tmp_path, fake, t0
-        self.db = tmp_path / "run.db"
-        self.port = _free_port()
-        self.config = tmp_path / "alpaca.yaml"
-        self.config.write_text(f"""
+        self.fake = fake
+        super().__init__(tmp_path, t0, broker_yaml=f"""
 broker:
   kind: alpaca
   alpaca:
@@ -60,106 +45,23 @@ broker:
     trading_stream_url: {fake.trading_stream_url}
     backoff_floor_seconds: 0.1
     backoff_cap_seconds: 1
-data: {{symbol: SPY, bar_seconds: 60}}
-strategy: {{kind: sma_cross, sma_cross: {{fast: 3, slow: 8}}}}
-sizing: {{method: fixed, fixed: {{units: '{SIZE}'}}}}
-risk: {{stale_data: {{max_age_seconds: 100000}}}}
-api: {{port: {self.port}}}
-store: {{path: {self.db}}}
-""", encoding="utf-8")
-        self.env = {**os.environ, "TRADECTL_ALPACA__KEY_ID": KEY_ID, "TRADECTL_ALPACA__SECRET_KEY": SECRET_KEY}
-        self.proc: asyncio.subprocess.Process | None = None
-        self.published = 0
-        self.log = tmp_path / "daemon.log"
+""", env={**os.environ, "TRADECTL_ALPACA__KEY_ID": KEY_ID, "TRADECTL_ALPACA__SECRET_KEY": SECRET_KEY})
 
-    async def start(self, kill_at: str = "") -> None:
-        """A daemon (killable at ``kill_at``, see killable_run) whose streams are up."""
-        env = {**self.env, "TRADECTL_KILL_AT": kill_at}
-        with self.log.open("a") as log:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "tests.e2e.killable_run", "run", "--config", str(self.config), env=env,
-                stdout=log, stderr=log)
+    async def ready(self) -> None:
         await self.fake.wait_until(lambda: self.fake.market_data.subscribed("SPY") == 1, 60, "SPY subscribed")
         await self.fake.wait_listening(seconds=60)
 
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None
-
-    async def publish(self, n: int, *, while_alive: bool = False) -> None:
-        """The next ``n`` bars of one deterministic price path (an SMA 3/8 cross trades every few bars)."""
-        for _ in range(n):
-            if while_alive and not self.alive:
-                return
-            i = self.published
-            price = 100 + 5 * math.sin(i / 6)
-            await self.fake.publish_bar("SPY", datetime.fromtimestamp(self.t0 + i * 60, UTC), price, price + 0.3,
-                                        price - 0.3, price + 0.1)
-            self.published += 1
-            await asyncio.sleep(0.01)
-
-    async def caught_up(self) -> None:
-        """Until the daemon has decided on the last published bar, stored every execution the fake made and
-        shows (over its API) the fake's positions: the books are compared only once every update is booked.
-        An order sent on the last bar may still be open at the fake (no bar has filled it yet)."""
-        fake = self.fake
-        last = datetime.fromtimestamp(self.t0 + self.published * 60, UTC).isoformat()
-        deadline = time.monotonic() + 45
-        async with aiohttp.ClientSession() as http:
-            while True:
-                async with http.get(f"http://127.0.0.1:{self.port}/status") as response:
-                    doc = await response.json()
-                decided = (doc.get("last_decision") or {}).get("ts")
-                shown = {r["symbol"]: Decimal(str(r["quantity"])) for r in doc["positions"]}
-                booked = self.store("SELECT COUNT(*) FROM fills")[0][0]
-                if decided == last and shown == self.held() and booked == len(fake.executions):
-                    return
-                assert time.monotonic() < deadline, (decided, last, shown, self.held(), booked, len(fake.executions))
-                await asyncio.sleep(0.2)
+    async def publish_bar(self, open_ts: int, ohlc: tuple[float, float, float, float]) -> None:
+        await self.fake.publish_bar("SPY", datetime.fromtimestamp(open_ts, UTC), *ohlc)
 
     def held(self) -> dict[str, Decimal]:
         return {s: p.qty for s, p in self.fake.positions().items()}
 
-    async def until_killed(self, kill_at: str) -> None:
-        """A daemon that SIGKILLs itself at ``kill_at``, fed bars until it has."""
-        await self.start(kill_at=kill_at)
-        await self.publish(BARS // 2, while_alive=True)
-        assert self.proc is not None
-        assert await asyncio.wait_for(self.proc.wait(), 30) == -signal.SIGKILL, self.tail()
+    def executed(self) -> list[tuple[str, Decimal, Decimal]]:
+        return [(e.client_order_id, e.qty, e.price) for e in self.fake.executions]
 
-    async def stop(self) -> None:
-        assert self.proc is not None
-        if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(self.proc.wait(), 60) == 0, self.tail()
-
-    async def status(self) -> dict[str, Any]:
-        code, out, err = await _cli("status", "--json", "--config", str(self.config), env=self.env)
-        assert code == 0, err
-        return json.loads(out)
-
-    def tail(self) -> str:
-        return self.log.read_text()[-3000:]
-
-    def store(self, sql: str) -> list[tuple[Any, ...]]:
-        with sqlite3.connect(self.db) as db:
-            return list(db.execute(sql))
-
-    def assert_books_agree(self) -> None:
-        """The store's fills are the fake's executions, its positions the fake's, and no id went out twice."""
-        fake = self.fake
-        assert fake.records.duplicate_client_order_ids() == {}, "no client order id sent twice"
-        booked = sorted((cid, Decimal(q), Decimal(p)) for cid, q, p in
-                        self.store("SELECT client_order_id, quantity, price FROM fills"))
-        executed = sorted((e.client_order_id, e.qty, e.price) for e in fake.executions)
-        assert booked == executed, "every execution booked once, at the venue's price"
-        held: dict[str, Decimal] = defaultdict(Decimal)
-        for symbol, side, qty in self.store("SELECT symbol, side, quantity FROM fills"):
-            held[symbol] += Decimal(qty) if side == "buy" else -Decimal(qty)
-        assert {s: q for s, q in held.items() if q} == self.held()
-        sent = set(fake.received_client_order_ids)
-        journaled = {cid for (cid,) in self.store("SELECT client_order_id FROM orders")}
-        assert sent <= journaled, "every order the venue has was journaled first"
+    def sent(self) -> list[str]:
+        return list(self.fake.received_client_order_ids)
 
 
 def _t0() -> int:
