@@ -1,4 +1,4 @@
-"""The Alpaca adapter's own latency: bar message on the venue's websocket -> order request at the venue.
+"""Live adapters' own latency (Alpaca, OANDA): a bar's last message from the venue -> order request at the venue.
 
 Not a test: prints a table. One run measures, for the same bars (the bundled real EUR/USD prices, re-stamped
 as consecutive minute bars of SPY, the last closing now), the same strategy (the bundled recurrent model)
@@ -12,6 +12,18 @@ and the same settings (durable store, ``store.synchronous: full``):
 * **pipeline**: the simulator-backed live runner on the same bars, paced like the published ones (one bar
   every ``--gap-ms``): bar -> ``broker.submit`` inside ``on_bar`` (``bench/policy_latency.py``'s
   instrumentation, reused).
+
+OANDA (``--broker oanda``, or ``all``): the same, with ``broker.kind: oanda`` against ``tests/fakes/oanda``:
+from the instant the fake writes the HEARTBEAT at a bar's close to the pricing stream (the bar's four ticks go
+out in the same loop turn just before it; OANDA's bar is complete when the venue's clock passes its close, so
+that heartbeat is the bar's last message) to the arrival of ``POST .../orders``. It holds the stream's reader
+thread (oandapyV20's NDJSON lines), the hand-off to the loop, the bar builder, the pipeline and the REST
+submit in a worker thread through the limiter (50/s, scaled to the squeezed clock like Alpaca's). Fills are
+read from the account's transactions, polled once a second for real minute bars: here once a bar interval
+(else an open order would wait ~60 squeezed minutes for its fill, and the daemon sends little meanwhile). The bars are
+stamped from Tuesday 2024-01-09 00:00 UTC (inside the FX week, whatever today is), so the daemon cannot
+re-warm from the venue's history (asked relative to today's clock): every bar is published, the warm-up ones
+too, and the simulator replays the same bars.
 
 Like with like: both sides run the same strategy and settings on the same bars at the same pace. The pace
 matters: a bar that arrives after an idle gap costs this VM about twice what a back-to-back one does (caches
@@ -29,6 +41,7 @@ measured in one run.
     python bench/broker_latency.py              # 192 warm-up bars in the venue's history, 1,500 published
     python bench/broker_latency.py --bars 3000 --gap-ms 30
     python bench/broker_latency.py --strategy sma_cross --bars 600   # orders every few bars: a larger sample
+    python bench/broker_latency.py --broker oanda      # or --broker all: each venue beside its own simulator run
 """
 
 from __future__ import annotations
@@ -61,24 +74,27 @@ from tests.fakes.alpaca import KEY_ID, SECRET_KEY, FakeAlpaca  # noqa: E402
 CMD = [sys.executable, "-m", "daemon.cli"]
 SYMBOL = "SPY"
 WARMUP = 192  # the recurrent policy's warm-up, served from the venue's history
+OANDA_SYMBOL = "EURUSD"
+OANDA_T0 = 1704758400  # 2024-01-09T00:00:00Z, a Tuesday: the FX week stays open for the default bars and more
+OANDA_MAX_AGE = 1_000_000_000  # bars stamped in 2024: the stale-data layer must not judge them by today's clock
 
 
-def _bars(total: int) -> list[Bar]:
-    """The first ``total`` bundled bars as consecutive minute bars of SPY; the last one closes at the current
-    minute (fresh for the stale-data layer and the bar guard)."""
+def _bars(total: int, symbol: str = SYMBOL, first_close: int | None = None) -> list[Bar]:
+    """The first ``total`` bundled bars as consecutive minute bars of ``symbol``; by default the last one closes
+    at the current minute (fresh for the stale-data layer and the bar guard)."""
     year = load_bundled()[:total]
-    last_close = int(time.time()) // 60 * 60
-    first_close = last_close - (len(year) - 1) * 60
-    return [Bar(SYMBOL, first_close + 60 * i, b.open, b.high, b.low, b.close, b.volume) for i, b in enumerate(year)]
+    if first_close is None:
+        first_close = int(time.time()) // 60 * 60 - (len(year) - 1) * 60
+    return [Bar(symbol, first_close + 60 * i, b.open, b.high, b.low, b.close, b.volume) for i, b in enumerate(year)]
 
 
-def _settings_yaml(db: Path, strategy: str) -> str:
-    """What both runs share (the Alpaca run adds its broker section)."""
+def _settings_yaml(db: Path, strategy: str, symbol: str = SYMBOL, max_age: int = 100_000) -> str:
+    """What both runs share (the venue's run adds its broker section)."""
     return f"""
-data: {{symbol: {SYMBOL}, bar_seconds: 60}}
+data: {{symbol: {symbol}, bar_seconds: 60}}
 strategy: {{kind: {strategy}, sma_cross: {{fast: 3, slow: 8}}}}
 risk:  # minute bars squeezed into one UTC day: the day's order cap and the loss-streak pause would end the sample
-  stale_data: {{max_age_seconds: 100000}}
+  stale_data: {{max_age_seconds: {max_age}}}
   trade_count: {{enabled: false}}
   loss_streak: {{enabled: false}}
 store: {{path: {db}, synchronous: full}}
@@ -132,12 +148,66 @@ broker:
             log.close()
         frames = [f.sent_ns for f in fake.records.bar_frames]
         orders = [r.arrived_ns for r in fake.records.requests if r.method == "POST" and r.path == "/v2/orders"]
+    return _latencies(frames, orders), len(live)
+
+
+def _latencies(sent_ns: list[int], arrived_ns: list[int]) -> np.ndarray:
+    """Each order request's arrival less the last bar message sent before it (µs)."""
     latencies = []
-    for arrived in orders:
-        i = bisect.bisect_right(frames, arrived) - 1  # the last bar frame sent before the order arrived
+    for arrived in arrived_ns:
+        i = bisect.bisect_right(sent_ns, arrived) - 1
         if i >= 0:
-            latencies.append((arrived - frames[i]) / 1000.0)
-    return np.array(latencies), len(live)
+            latencies.append((arrived - sent_ns[i]) / 1000.0)
+    return np.array(latencies)
+
+
+def _oanda_requests_per_second(gap_ms: float) -> float:
+    """OANDA's limit per real second, scaled to the squeezed clock (one minute bar every ``gap_ms``)."""
+    from daemon.config import TradectlConfig
+
+    return TradectlConfig().broker.oanda.requests_per_second * 60_000 / gap_ms
+
+
+async def _oanda_wire(bars: list[Bar], folder: Path, gap_ms: float, strategy: str) -> tuple[np.ndarray, int]:
+    """A bar's closing heartbeat written to the fake's pricing stream -> order request received (µs)."""
+    from tests.brokers.harness import publish_oanda_bar
+    from tests.fakes.oanda import ACCOUNT_ID, TOKEN, FakeOanda
+
+    async with FakeOanda(start_time=bars[0].ts - 60, balance=10_000_000) as fake:
+        port = _free_port()
+        config = folder / "oanda.yaml"
+        config.write_text(_settings_yaml(folder / "oanda.db", strategy, OANDA_SYMBOL, OANDA_MAX_AGE) + f"""
+api: {{port: {port}}}
+broker:
+  kind: oanda
+  oanda:
+    account_id: {ACCOUNT_ID}
+    instruments: [EUR_USD]
+    granularity: M1
+    requests_per_second: {_oanda_requests_per_second(gap_ms)}
+    transactions_poll_seconds: {gap_ms / 1000}
+    api_url: {fake.base_url}
+    stream_url: {fake.base_url}
+""", encoding="utf-8")
+        env = {**os.environ, "TRADECTL_OANDA__TOKEN": TOKEN}
+        log = (folder / "oanda-daemon.log").open("w")
+        proc = await asyncio.create_subprocess_exec(*CMD, "run", "--config", str(config), env=env, cwd=ROOT,
+                                                    stdout=log, stderr=log)
+        try:
+            await fake.wait_streaming(1, seconds=120)
+            await asyncio.sleep(3.0)  # the start-up reconciliation is done before bars matter
+            for bar in bars:
+                ohlc = (round(bar.open, 5), round(bar.high, 5), round(bar.low, 5), round(bar.close, 5))
+                publish_oanda_bar(fake, bar.ts - 60, ohlc)
+                await asyncio.sleep(gap_ms / 1000)
+            await asyncio.sleep(1.0)
+        finally:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), 60)
+            log.close()
+        sent, orders = list(fake.records.heartbeats_sent_ns), list(fake.records.order_arrivals_ns)
+    return _latencies(sent, orders), len(bars)
 
 
 def _fake_bar(bar: Bar) -> Any:
@@ -155,8 +225,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def _pipeline(bars: list[Bar], folder: Path, strategy: str, gap_ms: float) -> np.ndarray:
-    """The simulator-backed live runner on the same bars, settings and pace: bar -> broker.submit (µs)."""
+async def _pipeline(bars: list[Bar], folder: Path, strategy: str, gap_ms: float, *, symbol: str = SYMBOL,
+                    max_age: int = 100_000, history: bool = True) -> np.ndarray:
+    """The simulator-backed live runner on the same bars, settings and pace: bar -> broker.submit (µs).
+
+    ``history``: the wire side serves the first ``WARMUP`` bars as the venue's history (False: it publishes
+    every bar, and so every bar is replayed here)."""
     import yaml
     from policy_latency import _SUBMIT, _order_latency  # bench/ is this script's folder
 
@@ -165,25 +239,31 @@ async def _pipeline(bars: list[Bar], folder: Path, strategy: str, gap_ms: float)
     from strategies.recurrent import default_model_path
 
     configure_logging("error", False)
-    settings = yaml.safe_load(_settings_yaml(folder / "sim.db", strategy))
+    settings = yaml.safe_load(_settings_yaml(folder / "sim.db", strategy, symbol, max_age))
     config = TradectlConfig(**settings, api={"enabled": False})
     # the bars the wire side trades: the recurrent daemon re-warms from the venue's history (the same bars go
     # through the simulator's pipeline, no order is possible before the policy is warm); the SMA starts cold
-    replay = bars if strategy == "recurrent" else bars[WARMUP:]
+    replay = bars if strategy == "recurrent" or not history else bars[WARMUP:]
     timings = await _order_latency(default_model_path(), folder / "sim.db", replay, live=True, config=config,
                                    pace=1000.0 / gap_ms)
     return timings[_SUBMIT]
 
 
-def _round(bars: list[Bar], folder: Path, args: argparse.Namespace, k: int) -> tuple[np.ndarray, np.ndarray, float]:
+def _round(bars: list[Bar], folder: Path, args: argparse.Namespace, k: int,
+           venue: str = "alpaca") -> tuple[np.ndarray, np.ndarray, float]:
     """One round: both sides (in alternating order from round to round), then the disk's fsync (µs)."""
     from durable_submit import bare_fsync_ms  # bench/ is this script's folder
 
     folder.mkdir()
     wire = pipeline = np.array([])
+    oanda = venue == "oanda"
     for side in ("wire", "pipeline") if k % 2 == 0 else ("pipeline", "wire"):
         if side == "wire":
-            wire, _ = asyncio.run(_wire(bars, folder, args.gap_ms, args.strategy))
+            measure = _oanda_wire if oanda else _wire
+            wire, _ = asyncio.run(measure(bars, folder, args.gap_ms, args.strategy))
+        elif oanda:
+            pipeline = asyncio.run(_pipeline(bars, folder, args.strategy, args.gap_ms, symbol=OANDA_SYMBOL,
+                                             max_age=OANDA_MAX_AGE, history=False))
         else:
             pipeline = asyncio.run(_pipeline(bars, folder, args.strategy, args.gap_ms))
     fsync = bare_fsync_ms(folder, 100, append=True, gap=args.gap_ms / 1000) * 1000.0
@@ -196,22 +276,47 @@ def _p50(t: np.ndarray) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--broker", choices=["alpaca", "oanda", "all"], default="alpaca",
+                        help="the venue measured (all: each in turn, beside its own simulator run)")
     parser.add_argument("--bars", type=int, default=1500, help="bars published after the warm-up")
     parser.add_argument("--strategy", choices=["recurrent", "sma_cross"], default="recurrent",
                         help="sma_cross (3/8) orders far more often: a larger sample of a cheaper pipeline")
     parser.add_argument("--gap-ms", type=float, default=15.0, help="pause between published bars")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of both sides, pooled")
     args = parser.parse_args(argv)
+    if args.broker in ("alpaca", "all"):
+        _alpaca(args)
+    if args.broker in ("oanda", "all"):
+        _oanda(args)
+
+
+def _alpaca(args: argparse.Namespace) -> None:
     rounds = []
     with tempfile.TemporaryDirectory() as tmp:
         for k in range(max(1, args.rounds)):
             bars = _bars(WARMUP + args.bars)  # stamped afresh: the last bar closes now
             rounds.append(_round(bars, Path(tmp) / f"round{k}", args, k))
-    wire = np.concatenate([r[0] for r in rounds])
-    pipeline = np.concatenate([r[1] for r in rounds])
     print(f"Alpaca adapter latency, {args.strategy}, {args.bars} bars published a round ({args.gap_ms:g} ms apart, "
           f"the simulator paced the same), {len(rounds)} rounds, store.synchronous=full, REST limit "
           f"{_requests_per_minute(args.gap_ms):,}/min (200 a minute, scaled to the squeezed minute)")
+    _report(rounds, "wire: bar frame sent by the fake -> order request at the fake")
+
+
+def _oanda(args: argparse.Namespace) -> None:
+    rounds = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in range(max(1, args.rounds)):
+            bars = _bars(WARMUP + args.bars, OANDA_SYMBOL, first_close=OANDA_T0 + 60)
+            rounds.append(_round(bars, Path(tmp) / f"round{k}", args, k, venue="oanda"))
+    print(f"OANDA adapter latency, {args.strategy}, {WARMUP + args.bars} bars published a round (warm-up included; "
+          f"{args.gap_ms:g} ms apart, the simulator paced the same), {len(rounds)} rounds, store.synchronous=full, "
+          f"REST limit {_oanda_requests_per_second(args.gap_ms):,.0f}/s (50 a second, scaled to the squeezed clock)")
+    _report(rounds, "wire: bar's closing heartbeat on the fake's stream -> order request")
+
+
+def _report(rounds: list[tuple[np.ndarray, np.ndarray, float]], wire_label: str) -> None:
+    wire = np.concatenate([r[0] for r in rounds])
+    pipeline = np.concatenate([r[1] for r in rounds])
     print(f"{'round':>5s} {'wire p50':>10s} {'pipeline p50':>13s} {'overhead':>10s} {'ratio':>7s} "
           f"{'orders wire/pipeline':>21s} {'disk fsync p50':>15s}  (µs)")
     for k, (w, p, fsync) in enumerate(rounds, 1):
@@ -219,20 +324,19 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{k:5d} {_p50(w):10.1f} {_p50(p):13.1f} {over:10.1f} {over / _p50(p):6.2f}x "
               f"{f'{len(w)}/{len(p)}':>21s} {fsync:15.1f}")
     print()
-    print(f"{'path, all rounds':60s} {'p50 µs':>9s} {'p99 µs':>9s} {'n':>5s}")
-    rows = {"wire: bar frame sent by the fake -> order request at the fake": wire,
-            "pipeline: bar -> broker.submit (simulator, same bars and pace)": pipeline}
+    print(f"{'path, all rounds':66s} {'p50 µs':>9s} {'p99 µs':>9s} {'n':>5s}")
+    rows = {wire_label: wire, "pipeline: bar -> broker.submit (simulator, same bars and pace)": pipeline}
     for name, t in rows.items():
         if len(t):
-            print(f"{name:60s} {np.percentile(t, 50):9.1f} {np.percentile(t, 99):9.1f} {len(t):5d}")
+            print(f"{name:66s} {np.percentile(t, 50):9.1f} {np.percentile(t, 99):9.1f} {len(t):5d}")
     if not len(wire) or not len(pipeline):
-        print("no orders on one side: nothing to compare (see the daemon's log)")
+        print("no orders on one side: nothing to compare (see the daemon's log)\n")
         return
     overhead = _p50(wire) - _p50(pipeline)
     ratio = overhead / _p50(pipeline)
-    print(f"{'adapter overhead at p50 (wire - pipeline)':60s} {overhead:9.1f}")
+    print(f"{'adapter overhead at p50 (wire - pipeline)':66s} {overhead:9.1f}")
     print(f"adapter overhead p50 / pipeline bar -> submit p50: {ratio:.2f}x  "
-          f"(target <= 1x: {'met' if ratio <= 1 else 'MISSED'})")
+          f"(target <= 1x: {'met' if ratio <= 1 else 'MISSED'})\n")
 
 
 if __name__ == "__main__":

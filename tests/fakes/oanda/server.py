@@ -60,6 +60,8 @@ class _Records:
     stream_connections: int = 0
     lines: int = 0
     candle_queries: list[dict[str, str]] = field(default_factory=list)  # each candles request's query, answered
+    order_arrivals_ns: list[int] = field(default_factory=list)  # time.monotonic_ns of each order create's arrival
+    heartbeats_sent_ns: list[int] = field(default_factory=list)  # time.monotonic_ns of each HEARTBEAT line written
 
     def duplicate_client_ids(self) -> dict[str, int]:
         return {cid: n for cid, n in Counter(self.client_ids).items() if n > 1}
@@ -228,6 +230,8 @@ class FakeOanda:
     # ------------------------------------------------------------------ plumbing
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Callable[..., Any]) -> web.StreamResponse:
+        if request.method == "POST" and request.path.endswith("/orders"):
+            self.records.order_arrivals_ns.append(time.monotonic_ns())
         self.records.requests.append((request.method, request.path))
         if request.headers.get("Authorization") != f"Bearer {self.token}":
             return _error(401, "Insufficient authorization to perform request.")
@@ -357,6 +361,8 @@ class FakeOanda:
         self.records.stream_connections += 1
         try:
             while (line := await queue.get()) is not None:
+                if line.startswith(b'{"type": "HEARTBEAT"'):
+                    self.records.heartbeats_sent_ns.append(time.monotonic_ns())
                 await response.write(line)
                 self.records.lines += 1
         except (ConnectionResetError, asyncio.CancelledError):
