@@ -166,7 +166,9 @@ async def test_drift_beyond_the_limit_and_a_failed_day_gate_roll_back_by_themsel
         async with _store(db) as store:
             await promote(store, far_sha, drift_limit=0.15, force=True, reason="large drift")
         await until(lambda: daemon.strategy.model_sha256 == far_sha, 5, "the far model switched in")
-        await until(lambda: daemon.strategy.model_sha256 == near_sha, 20, "rolled back by itself")
+        # the switch is visible before its alert is published: wait for both, or a stop in between drops it
+        await until(lambda: daemon.strategy.model_sha256 == near_sha and "model_rollback" in kinds, 20,
+                    "rolled back by itself, and said so")
     finally:
         daemon.request_stop()
         await asyncio.wait_for(trading, 30)
