@@ -54,10 +54,12 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import bisect  # noqa: E402
+import contextlib  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from collections.abc import AsyncIterator  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -130,10 +132,7 @@ broker:
     trading_stream_url: {fake.trading_stream_url}
 """, encoding="utf-8")
         env = {**os.environ, "TRADECTL_ALPACA__KEY_ID": KEY_ID, "TRADECTL_ALPACA__SECRET_KEY": SECRET_KEY}
-        log = (folder / "daemon.log").open("w")
-        proc = await asyncio.create_subprocess_exec(*CMD, "run", "--config",
-                                                    str(config), env=env, cwd=ROOT, stdout=log, stderr=log)
-        try:
+        async with _daemon(config, env, folder / "daemon.log"):
             await fake.wait_subscribed(SYMBOL, seconds=120)
             await fake.wait_listening(seconds=60)
             await asyncio.sleep(1.0)  # the start-up reconciliation and warm-up are done before bars matter
@@ -141,11 +140,6 @@ broker:
                 await fake.publish_bars([_fake_bar(bar)])
                 await asyncio.sleep(gap_ms / 1000)
             await asyncio.sleep(1.0)
-        finally:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(proc.wait(), 60)
-            log.close()
         frames = [f.sent_ns for f in fake.records.bar_frames]
         orders = [r.arrived_ns for r in fake.records.requests if r.method == "POST" and r.path == "/v2/orders"]
     return _latencies(frames, orders), len(live)
@@ -189,11 +183,7 @@ broker:
     api_url: {fake.base_url}
     stream_url: {fake.base_url}
 """, encoding="utf-8")
-        env = {**os.environ, "TRADECTL_OANDA__TOKEN": TOKEN}
-        log = (folder / "oanda-daemon.log").open("w")
-        proc = await asyncio.create_subprocess_exec(*CMD, "run", "--config", str(config), env=env, cwd=ROOT,
-                                                    stdout=log, stderr=log)
-        try:
+        async with _daemon(config, {**os.environ, "TRADECTL_OANDA__TOKEN": TOKEN}, folder / "oanda-daemon.log"):
             await fake.wait_streaming(1, seconds=120)
             await asyncio.sleep(3.0)  # the start-up reconciliation is done before bars matter
             for bar in bars:
@@ -201,13 +191,22 @@ broker:
                 publish_oanda_bar(fake, bar.ts - 60, ohlc)
                 await asyncio.sleep(gap_ms / 1000)
             await asyncio.sleep(1.0)
+        sent, orders = list(fake.records.heartbeats_sent_ns), list(fake.records.order_arrivals_ns)
+    return _latencies(sent, orders), len(bars)
+
+
+@contextlib.asynccontextmanager
+async def _daemon(config: Path, env: dict[str, str], log_path: Path) -> AsyncIterator[None]:
+    """`tradectl run --config config` for the block's duration (SIGTERM at its end), its output in ``log_path``."""
+    with log_path.open("w") as log:
+        proc = await asyncio.create_subprocess_exec(*CMD, "run", "--config", str(config), env=env, cwd=ROOT,
+                                                    stdout=log, stderr=log)
+        try:
+            yield
         finally:
             if proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)
             await asyncio.wait_for(proc.wait(), 60)
-            log.close()
-        sent, orders = list(fake.records.heartbeats_sent_ns), list(fake.records.order_arrivals_ns)
-    return _latencies(sent, orders), len(bars)
 
 
 def _fake_bar(bar: Bar) -> Any:

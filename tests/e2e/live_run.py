@@ -83,6 +83,10 @@ store: {{path: {self.db}}}
         """Every client order id the fake received, repeats included."""
         raise NotImplementedError
 
+    def filled_at_venue(self, client_order_id: str) -> bool:
+        """The fake has filled this order completely."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------------ the process
     async def start(self, kill_at: str = "") -> None:
         """A daemon (killable at ``kill_at``, see killable_run) whose streams are up."""
@@ -166,3 +170,88 @@ store: {{path: {self.db}}}
         assert {s: q for s, q in held.items() if q} == self.held()
         journaled = {cid for (cid,) in self.store("SELECT client_order_id FROM orders")}
         assert set(sent) <= journaled, "every order the venue has was journaled first"
+
+
+# ---------------------------------------------------------------------- the fault scenarios, for every venue
+async def killed_between_journal_and_send(run: LiveRun) -> None:
+    """SIGKILL after the second order's journal commit, before the venue is asked; then a restart trades on.
+    The journaled order is never sent: the restarted daemon looks it up, finds nothing and rejects it."""
+    await run.until_killed("after_journal:2")
+    assert len(run.sent()) == 1, "the second order died before it was sent"
+    (lost,) = [cid for (cid,) in run.store("SELECT client_order_id FROM orders WHERE status = 'new'")]
+    await run.start()
+    try:
+        await run.publish(60)
+        await run.caught_up()
+        doc = await run.status()
+    finally:
+        await run.stop()
+    assert lost not in run.sent(), "a journaled order that was never sent is not re-sent"
+    assert run.store(f"SELECT status FROM orders WHERE client_order_id = '{lost}'") == [("rejected",)]
+    assert len(run.sent()) >= 3, "the restarted daemon trades on"
+    shown = {r["symbol"]: Decimal(str(r["quantity"])) for r in doc["positions"]}
+    assert {s: q for s, q in shown.items() if q} == run.held(), "`tradectl status` shows the fake's positions"
+    run.assert_books_agree()
+
+
+async def killed_between_send_and_fill(run: LiveRun) -> str:
+    """SIGKILL after the first order reached the venue; the venue fills it while no daemon runs; the restarted
+    daemon finds it by client id and books the fill once. Returns the order's client id."""
+    await run.until_killed("after_send:1")
+    (sent,) = run.sent()
+    await run.publish(1)  # the venue fills the order while the daemon is down
+    assert run.filled_at_venue(sent)
+    assert run.store("SELECT COUNT(*) FROM fills") == [(0,)]
+    await run.start()
+    try:
+        deadline = time.monotonic() + 30
+        while run.store(f"SELECT COUNT(*) FROM fills WHERE client_order_id = '{sent}'") != [(1,)]:
+            assert time.monotonic() < deadline, f"the fill made while the daemon was down is not booked\n{run.tail()}"
+            await asyncio.sleep(0.05)
+        await run.publish(60)
+        await run.caught_up()
+    finally:
+        await run.stop()
+    assert run.sent().count(sent) == 1
+    assert len(run.sent()) >= 3, "the restarted daemon trades on"
+    run.assert_books_agree()
+    return sent
+
+
+async def oversized_fill_halts_and_alerts(run: LiveRun, bot: Any, *, ordered: Decimal, extra: Decimal) -> None:
+    """The venue's first execution is ``extra`` larger than its ``ordered`` order (the test has armed the fake;
+    ``bot`` is the fake Telegram Bot API the daemon alerts): the fill is booked as the venue made it, never
+    hidden, trading halts (orders/halt/overfill in ``risk_events``, the HALTED state stored), the alert goes out,
+    and no order follows the halt."""
+    from tests.e2e.test_telegram_process import OPS
+
+    await run.start()
+    try:
+        while not run.executed():  # bar by bar until an order meets a price (the fakes fill at the next one)
+            assert run.published < 150, run.tail()
+            await run.publish(1)
+        first = run.sent()[0]
+        assert run.executed()[0][:2] == (first, ordered + extra)
+        deadline = time.monotonic() + 30
+        while run.store("SELECT value FROM state WHERE key = 'trading_state'") != [("halted",)]:
+            assert time.monotonic() < deadline, f"trading not halted\n{run.tail()}"
+            await asyncio.sleep(0.05)
+        sent_at_halt = len(run.sent())
+        await run.publish(60)  # many crosses: none may become an order now
+        await run.caught_up()
+        doc = await run.status()
+        deadline = time.monotonic() + 30
+        while not any("overfill" in t for t in bot.texts(OPS)):
+            assert time.monotonic() < deadline, f"the overfill alert not sent\n{run.tail()}"
+            await asyncio.sleep(0.05)
+    finally:
+        await run.stop()
+    assert doc["state"] == "halted", doc["state"]
+    assert len(run.sent()) == sent_at_halt, "no order after the halt"
+    halts = run.store("SELECT layer, kind, reason, message FROM risk_events WHERE reason = 'overfill'")
+    assert ("orders", "halt", "overfill", f"{first}: filled {ordered + extra} of {ordered}") in halts, halts
+    outbox = run.store("SELECT kind, status FROM alert_outbox WHERE kind = 'overfill'")
+    assert outbox == [("overfill", "sent")], outbox
+    booked = run.store(f"SELECT quantity FROM fills WHERE client_order_id = '{first}'")
+    assert booked == [(str(ordered + extra),)], "the venue's execution is booked as it happened, never hidden"
+    run.assert_books_agree()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.live_run import LiveRun
+from tests.e2e.live_run import LiveRun, killed_between_journal_and_send, killed_between_send_and_fill
 from tests.fakes.alpaca import KEY_ID, SECRET_KEY, FakeAlpaca
 
 pytestmark = pytest.mark.slow
@@ -63,6 +63,10 @@ broker:
     def sent(self) -> list[str]:
         return list(self.fake.received_client_order_ids)
 
+    def filled_at_venue(self, client_order_id: str) -> bool:
+        order = self.fake.order(client_order_id)
+        return order is not None and order.status == "filled"
+
 
 def _t0() -> int:
     return int(time.time()) // 60 * 60 - BARS * 60  # the last bar closes about now
@@ -89,44 +93,13 @@ async def test_run_trades_the_fake_and_status_shows_its_positions(tmp_path: Path
 async def test_killed_between_journal_and_send_the_order_is_never_sent(tmp_path: Path) -> None:
     t0 = _t0()
     async with FakeAlpaca(start_time=datetime.fromtimestamp(t0, UTC)) as fake:
-        run = _Run(tmp_path, fake, t0)
-        await run.until_killed("after_journal:2")
-        assert len(fake.received_client_order_ids) == 1, "the second order died before it was sent"
-        (lost,) = [cid for (cid,) in run.store("SELECT client_order_id FROM orders WHERE status = 'new'")]
-        await run.start()
-        try:
-            await run.publish(60)
-            await run.caught_up()
-            doc = await run.status()
-        finally:
-            await run.stop()
-        assert lost not in fake.received_client_order_ids, "a journaled order that was never sent is not re-sent"
-        assert run.store(f"SELECT status FROM orders WHERE client_order_id = '{lost}'") == [("rejected",)]
-        assert len(fake.received_client_order_ids) >= 3, "the restarted daemon trades on"
-        assert {r["symbol"]: Decimal(str(r["quantity"])) for r in doc["positions"]} == run.held()
-        run.assert_books_agree()
+        await killed_between_journal_and_send(_Run(tmp_path, fake, t0))
 
 
 async def test_killed_between_send_and_fill_the_fill_is_booked_after_restart(tmp_path: Path) -> None:
     t0 = _t0()
     async with FakeAlpaca(start_time=datetime.fromtimestamp(t0, UTC)) as fake:
-        run = _Run(tmp_path, fake, t0)
-        await run.until_killed("after_send:1")
-        (sent,) = fake.received_client_order_ids
-        await run.publish(1)  # the venue fills the order while the daemon is down
-        assert fake.order(sent) is not None and fake.order(sent).status == "filled"
-        assert run.store("SELECT COUNT(*) FROM fills") == [(0,)]
-        await run.start()
-        try:
-            await fake.wait_until(lambda: run.store(f"SELECT COUNT(*) FROM fills WHERE client_order_id = '{sent}'")
-                                  == [(1,)], 30, "the fill made while the daemon was down is booked")
-            await run.publish(60)
-            await run.caught_up()
-        finally:
-            await run.stop()
-        assert fake.received_client_order_ids.count(sent) == 1
-        assert len(fake.received_client_order_ids) >= 3, "the restarted daemon trades on"
-        run.assert_books_agree()
+        await killed_between_send_and_fill(_Run(tmp_path, fake, t0))
 
 
 async def test_a_burst_of_429s_mid_run_loses_nothing_and_sends_nothing_twice(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.brokers.harness import publish_oanda_bar
-from tests.e2e.live_run import LiveRun
+from tests.e2e.live_run import LiveRun, killed_between_journal_and_send, killed_between_send_and_fill
 from tests.e2e.test_telegram_process import OPS, _telegram_env
 from tests.e2e.test_telegram_process import TOKEN as BOT_TOKEN
 from tests.fakes.oanda import ACCOUNT_ID, TOKEN, FakeOanda
@@ -78,50 +78,22 @@ broker:
     def sent(self) -> list[str]:
         return list(self.fake.records.client_ids)
 
+    def filled_at_venue(self, client_order_id: str) -> bool:
+        order = self.fake.order(client_order_id)
+        return order is not None and order.state == "FILLED"
+
 
 async def test_killed_between_journal_and_send_the_order_is_never_sent(tmp_path: Path) -> None:
     async with FakeOanda(start_time=T0, commission="0.05", heartbeat_every=1.0) as fake:
-        run = _Run(tmp_path, fake)
-        await run.until_killed("after_journal:2")
-        assert len(run.sent()) == 1, "the second order died before it was sent"
-        (lost,) = [cid for (cid,) in run.store("SELECT client_order_id FROM orders WHERE status = 'new'")]
-        await run.start()
-        try:
-            await run.publish(60)
-            await run.caught_up()
-            doc = await run.status()
-        finally:
-            await run.stop()
-        assert lost not in run.sent(), "a journaled order that was never sent is not re-sent"
-        assert run.store(f"SELECT status FROM orders WHERE client_order_id = '{lost}'") == [("rejected",)]
-        assert len(run.sent()) >= 3, "the restarted daemon trades on"
-        shown = {r["symbol"]: Decimal(str(r["quantity"])) for r in doc["positions"]}
-        assert {s: q for s, q in shown.items() if q} == run.held()
-        run.assert_books_agree()
+        await killed_between_journal_and_send(_Run(tmp_path, fake))
 
 
 async def test_killed_between_send_and_fill_the_fill_is_booked_after_restart(tmp_path: Path) -> None:
     async with FakeOanda(start_time=T0, commission="0.05", heartbeat_every=1.0) as fake:
         run = _Run(tmp_path, fake)
-        await run.until_killed("after_send:1")
-        (sent,) = run.sent()
-        await run.publish(1)  # the venue fills the order while no daemon runs
-        order = fake.order(sent)
-        assert order is not None and order.state == "FILLED"
-        assert run.store("SELECT COUNT(*) FROM fills") == [(0,)]
-        await run.start()
-        try:
-            await fake.wait_until(lambda: run.store(f"SELECT COUNT(*) FROM fills WHERE client_order_id = '{sent}'")
-                                  == [(1,)], 30, "the fill made while the daemon was down is booked")
-            await run.publish(60)
-            await run.caught_up()
-        finally:
-            await run.stop()
-        assert run.sent().count(sent) == 1
-        assert len(run.sent()) >= 3, "the restarted daemon trades on"
-        (fee,) = run.store(f"SELECT fee FROM fills WHERE client_order_id = '{sent}'")[0]
-        assert Decimal(fee) == Decimal("0.05"), "the venue's commission is the fill's fee"
-        run.assert_books_agree()
+        sent = await killed_between_send_and_fill(run)
+    (fee,) = run.store(f"SELECT fee FROM fills WHERE client_order_id = '{sent}'")[0]
+    assert Decimal(fee) == Decimal("0.05"), "the venue's commission is the fill's fee"
 
 
 async def test_an_oversized_fill_is_booked_halts_trading_and_alerts(tmp_path: Path) -> None:
