@@ -7,7 +7,7 @@ process the n-th time it reaches ``point`` (the crash test's switch, ``tests.int
 * ``after_send`` — the venue has the order (and may fill it); the daemon has not recorded its answer.
 
 Tests only: the daemon itself has no kill points. The hook wraps each live venue's ``submit`` (Alpaca,
-OANDA), which the order manager calls after the journal commit, so nothing else about the run differs.
+OANDA, IB), which the order manager calls after the journal commit, so nothing else about the run differs.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 
 from brokers.alpaca import AlpacaBroker
 from brokers.base import OrderRequest, OrderUpdate
+from brokers.ib import IbBroker
 from brokers.oanda import OandaBroker
 from daemon.cli import main
 from tests.integration.fakes.crash_runner import KILL
@@ -35,7 +36,7 @@ def _killable(submit: Submit) -> Submit:
     return killable_submit
 
 
-for _venue in (AlpacaBroker, OandaBroker):
+for _venue in (AlpacaBroker, OandaBroker, IbBroker):
     _venue.submit = _killable(_venue.submit)  # type: ignore[method-assign]
 
 if __name__ == "__main__":

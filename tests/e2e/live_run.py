@@ -17,6 +17,7 @@ import sqlite3
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -153,6 +154,13 @@ store: {{path: {self.db}}}
     def tail(self) -> str:
         return self.log.read_text()[-3000:]
 
+    async def until(self, check: Callable[[], bool], what: str, seconds: float = 30) -> None:
+        """Until ``check()`` holds; fails naming ``what`` with the daemon's log tail after ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while not check():
+            assert time.monotonic() < deadline, f"not within {seconds:g} s: {what}\n{self.tail()}"
+            await asyncio.sleep(0.05)
+
     def store(self, sql: str) -> list[tuple[Any, ...]]:
         with sqlite3.connect(self.db) as db:
             return list(db.execute(sql))
@@ -204,10 +212,8 @@ async def killed_between_send_and_fill(run: LiveRun) -> str:
     assert run.store("SELECT COUNT(*) FROM fills") == [(0,)]
     await run.start()
     try:
-        deadline = time.monotonic() + 30
-        while run.store(f"SELECT COUNT(*) FROM fills WHERE client_order_id = '{sent}'") != [(1,)]:
-            assert time.monotonic() < deadline, f"the fill made while the daemon was down is not booked\n{run.tail()}"
-            await asyncio.sleep(0.05)
+        await run.until(lambda: run.store(f"SELECT COUNT(*) FROM fills WHERE client_order_id = '{sent}'") == [(1,)],
+                        "the fill made while the daemon was down is booked")
         await run.publish(60)
         await run.caught_up()
     finally:
@@ -232,18 +238,13 @@ async def oversized_fill_halts_and_alerts(run: LiveRun, bot: Any, *, ordered: De
             await run.publish(1)
         first = run.sent()[0]
         assert run.executed()[0][:2] == (first, ordered + extra)
-        deadline = time.monotonic() + 30
-        while run.store("SELECT value FROM state WHERE key = 'trading_state'") != [("halted",)]:
-            assert time.monotonic() < deadline, f"trading not halted\n{run.tail()}"
-            await asyncio.sleep(0.05)
+        await run.until(lambda: run.store("SELECT value FROM state WHERE key = 'trading_state'") == [("halted",)],
+                        "trading halted")
         sent_at_halt = len(run.sent())
         await run.publish(60)  # many crosses: none may become an order now
         await run.caught_up()
         doc = await run.status()
-        deadline = time.monotonic() + 30
-        while not any("overfill" in t for t in bot.texts(OPS)):
-            assert time.monotonic() < deadline, f"the overfill alert not sent\n{run.tail()}"
-            await asyncio.sleep(0.05)
+        await run.until(lambda: any("overfill" in t for t in bot.texts(OPS)), "the overfill alert sent")
     finally:
         await run.stop()
     assert doc["state"] == "halted", doc["state"]

@@ -22,9 +22,14 @@ from pathlib import Path
 import pytest
 
 from tests.brokers.harness import publish_oanda_bar
-from tests.e2e.live_run import LiveRun, killed_between_journal_and_send, killed_between_send_and_fill
-from tests.e2e.test_telegram_process import OPS, _telegram_env
+from tests.e2e.live_run import (
+    LiveRun,
+    killed_between_journal_and_send,
+    killed_between_send_and_fill,
+    oversized_fill_halts_and_alerts,
+)
 from tests.e2e.test_telegram_process import TOKEN as BOT_TOKEN
+from tests.e2e.test_telegram_process import _telegram_env
 from tests.fakes.oanda import ACCOUNT_ID, TOKEN, FakeOanda
 from tests.fakes.telegram import FakeBotApi
 
@@ -100,28 +105,4 @@ async def test_an_oversized_fill_is_booked_halts_trading_and_alerts(tmp_path: Pa
     async with FakeBotApi(BOT_TOKEN) as bot, FakeOanda(start_time=T0, heartbeat_every=1.0) as fake:
         run = _Run(tmp_path, fake, env=_telegram_env(bot))
         fake.overfill_next(500)  # the first fill of the run executes 1,500 units of a 1,000-unit order
-        await run.start()
-        try:
-            while not fake.fills:  # bar by bar until an order meets a tick (the fake fills at the next one)
-                assert run.published < 150, run.tail()
-                await run.publish(1)
-            first = run.sent()[0]
-            assert abs(Decimal(fake.fills[0]["units"])) == UNITS + 500
-            await fake.wait_until(lambda: run.store("SELECT value FROM state WHERE key = 'trading_state'")
-                                  == [("halted",)], 30, "trading halted")
-            sent_at_halt = len(run.sent())
-            await run.publish(60)  # many crosses: none may become an order now
-            await run.caught_up()
-            doc = await run.status()
-            await fake.wait_until(lambda: any("overfill" in t for t in bot.texts(OPS)), 30, "the overfill alert sent")
-        finally:
-            await run.stop()
-        assert doc["state"] == "halted", doc["state"]
-        assert len(run.sent()) == sent_at_halt, "no order after the halt"
-        halts = run.store("SELECT layer, kind, reason, message FROM risk_events WHERE reason = 'overfill'")
-        assert ("orders", "halt", "overfill", f"{first}: filled 1500 of 1000") in halts, halts
-        outbox = run.store("SELECT kind, status FROM alert_outbox WHERE kind = 'overfill'")
-        assert outbox == [("overfill", "sent")], outbox
-        booked = run.store(f"SELECT quantity FROM fills WHERE client_order_id = '{first}'")
-        assert booked == [(str(UNITS + 500),)], "the venue's execution is booked as it happened, never hidden"
-        run.assert_books_agree()
+        await oversized_fill_halts_and_alerts(run, bot, ordered=UNITS, extra=Decimal(500))

@@ -10,8 +10,8 @@ error 10000 naming the message id so a test never hangs on a silent fake.
 Fault injection (test side): ``connectivity_lost`` (1100: no market data flows), ``connectivity_restored``
 (1101 drops every market-data subscription, 1102 keeps them), ``drop_connections`` (sockets closed, the
 listener stays), ``go_away``/``come_back`` (refused connections, state kept), ``reject_next_order``,
-``hold_commissions`` (commission reports withheld until ``release_commissions``), ``read_only``, and
-``max_fill_qty_per_bar`` for partial fills.
+``hold_commissions`` (commission reports withheld until ``release_commissions``), ``read_only``,
+``max_fill_qty_per_bar`` for partial fills and ``overfill_next`` (an execution larger than the order).
 """
 
 from __future__ import annotations
@@ -131,6 +131,7 @@ class FakeTws:
                     wap = (bar.high + bar.low + bar.close) / 3
                     session.send(wire.real_time_bar(sub.req_id, bar.ts_open, bar.open, bar.high, bar.low, bar.close,
                                                     bar.volume, wap.quantize(Decimal("0.00001")), 1))
+                    self.records.bar_writes_ns.append((bar.ts_open, time.monotonic_ns()))
         await self._drain()
 
     def add_history(self, symbol: str, bars: Sequence[tuple[int, object, object, object, object, object]]) -> None:
@@ -160,6 +161,10 @@ class FakeTws:
 
     def reject_next_order(self, reason: str = "Insufficient buying power") -> None:
         self._rejections.append(reason)
+
+    def overfill_next(self, shares: object) -> None:
+        """The next execution is ``shares`` larger than its order's rest (a venue that misreports or double-fills)."""
+        self.venue.overfill_qty = Decimal(str(shares))
 
     def hold_commissions(self, n: int = 1) -> None:
         """The commission reports of the next ``n`` executions are withheld until ``release_commissions``."""
@@ -340,6 +345,7 @@ class FakeTws:
         # ocaGroup, account, openClose, origin, orderRef, ...
         order_id, con_id = int(f[1]), int(f[2] or 0)
         action, quantity, order_type, lmt, tif, order_ref = f[16], _d(f[17]), f[18], f[19], f[21], f[26]
+        self.records.order_arrivals_ns.append(time.monotonic_ns())
         self.records.order_refs.append(order_ref)
         if self.read_only:
             s.send(wire.error(order_id, 321, "Error validating request:-'bN' : cause - The API interface is "
@@ -362,7 +368,8 @@ class FakeTws:
         s.send_many([wire.open_order(order.fields(), instrument), self._status(order)])
 
     def _status(self, order: Order) -> list[wire.Field]:
-        return wire.order_status(order.order_id, order.status, order.filled, order.remaining, order.avg_price,
+        return wire.order_status(order.order_id, order.status, order.filled, max(order.remaining, Decimal(0)),
+                                 order.avg_price,
                                  order.perm_id, order.last_price, order.client_id)
 
     def _cancel(self, s: Session, f: list[str]) -> None:

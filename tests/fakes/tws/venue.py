@@ -108,6 +108,7 @@ class Venue:
     currency: str = "USD"
     max_fill_qty_per_bar: Decimal | None = None
     instruments: tuple[Instrument, ...] = DEFAULT_INSTRUMENTS
+    overfill_qty: Decimal = Decimal(0)  # the overfill fault: the next execution is this much larger than the rest
 
     def __post_init__(self) -> None:
         self.initial_cash = self.cash
@@ -176,6 +177,7 @@ class Venue:
         qty = order.remaining
         if self.max_fill_qty_per_bar is not None:
             qty = min(qty, self.max_fill_qty_per_bar)
+        qty, self.overfill_qty = qty + self.overfill_qty, Decimal(0)
         return self._fill(order, qty, price, bar.ts_open)
 
     def _fill(self, order: Order, qty: Decimal, price: Decimal, ts: int) -> Execution:
@@ -187,7 +189,7 @@ class Venue:
         order.filled += qty
         order.notional += qty * price
         order.last_price = price
-        if order.remaining == 0:
+        if order.remaining <= 0:  # below zero only under the overfill fault
             self.finish(order, "Filled")
         seq = next(self._exec)
         fields = ExecutionFields(
@@ -243,6 +245,8 @@ class Records:
 
     order_refs: list[str] = field(default_factory=list)  # every placeOrder's orderRef, in arrival order
     messages: list[tuple[int, float]] = field(default_factory=list)  # (message id, loop time) of each request
+    order_arrivals_ns: list[int] = field(default_factory=list)  # time.monotonic_ns() of each placeOrder's arrival
+    bar_writes_ns: list[tuple[int, int]] = field(default_factory=list)  # (ts_open, monotonic ns) of each bar sent
     connections: int = 0
     client_ids: list[int] = field(default_factory=list)
 
