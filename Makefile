@@ -32,6 +32,8 @@ backtest: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/replay_throughput.py
 	$(BIN)/python bench/policy_latency.py
+	$(BIN)/python bench/train_throughput.py
+	$(BIN)/python bench/broker_latency.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache *.egg-info
