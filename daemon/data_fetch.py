@@ -4,10 +4,12 @@
         --start 2026-10-01 --end 2026-11-01 --out spy.parquet
     tradectl data fetch --broker oanda --symbol EUR_USD --timeframe H1 \\
         --start 2024-01-01 --end 2024-07-01 --out eurusd.parquet
+    tradectl data fetch --broker ib --symbol SPY --timeframe "1 min" \\
+        --start 2026-10-01 --end 2026-11-01 --out spy.parquet
 
 One path for every venue: chunks, resume, progress and the quality report are this module's; what differs
 (bar lengths, the REST client, reading one chunk, the session rule of the report) is a ``VenueFetch``
-(``_venue``): Alpaca's is below, OANDA's in ``daemon.fetch_oanda``.
+(``_venue``): Alpaca's is below, OANDA's in ``daemon.fetch_oanda``, Interactive Brokers' in ``daemon.fetch_ib``.
 
 The range is bars *opening* in ``[start, end)`` (dates are UTC midnight). It is fetched in chunks of
 ``--chunk-days`` through the adapter's own REST client (``brokers.alpaca.rest.AlpacaRest.bars``: its
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import inspect
 import json
 import os
 import shutil
@@ -50,7 +53,7 @@ if TYPE_CHECKING:  # pandas is imported where it is used: every `tradectl` comma
 
     from risk.calendar import Sessions
 
-__all__ = ["Chunk", "FetchPlan", "FetchResult", "VenueFetch", "add_arguments", "fetch", "run"]
+__all__ = ["Chunk", "FetchPlan", "FetchResult", "VenueFetch", "add_arguments", "fetch", "plain_symbol", "run"]
 
 log = structlog.get_logger(__name__)
 
@@ -113,10 +116,11 @@ class VenueFetch:
     default_timeframe: Callable[[TradectlConfig], str]
     feed: Callable[[argparse.Namespace, TradectlConfig], str]  # the price source, checked (one line)
     symbol: Callable[[str], str]  # as typed -> the venue's name, checked (one line)
-    open_rest: Callable[[TradectlConfig, FetchPlan], Any]  # the adapter's own REST client (``close()``)
+    open_rest: Callable[[TradectlConfig, FetchPlan], Any]  # the adapter's own client (``close()``, may be async)
     read_chunk: ChunkReader
-    # (config, --calendar as typed or None) -> (exchange calendar code, or the venue's own session rule)
-    sessions: Callable[[TradectlConfig, str | None], tuple[str | None, Sessions | None]]
+    # (config, --calendar as typed or None, the plan's symbol) -> (exchange calendar code, or the venue's own
+    # session rule)
+    sessions: Callable[[TradectlConfig, str | None, str], tuple[str | None, Sessions | None]]
 
 
 async def fetch(
@@ -312,6 +316,10 @@ def _venue(broker: str) -> VenueFetch:
         from daemon.fetch_oanda import OANDA
 
         return OANDA
+    if broker == "ib":
+        from daemon.fetch_ib import IB
+
+        return IB
     raise ConfigError(f"--broker {broker!r}: data fetch knows {', '.join(BROKERS)}")
 
 
@@ -321,7 +329,8 @@ def _alpaca_feed(args: argparse.Namespace, config: TradectlConfig) -> str:
     return str(args.feed or config.broker.alpaca.feed)
 
 
-def _alpaca_symbol(text: str) -> str:
+def plain_symbol(text: str) -> str:
+    """A ticker as typed, stripped and upper-cased (Alpaca, IB); one line when it is empty."""
     symbol = text.strip().upper()
     if not symbol:
         raise ConfigError("--symbol is empty")
@@ -336,7 +345,7 @@ def _alpaca_rest(config: TradectlConfig, plan: FetchPlan) -> Any:
                                           timeframe=plan.timeframe))
 
 
-def _alpaca_sessions(config: TradectlConfig, calendar: str | None) -> tuple[str | None, Sessions | None]:
+def _alpaca_sessions(config: TradectlConfig, calendar: str | None, symbol: str) -> tuple[str | None, Sessions | None]:
     name = calendar or "XNYS"
     return (None if name.lower() == "none" else name), None
 
@@ -345,29 +354,33 @@ def _alpaca() -> VenueFetch:
     from brokers.alpaca import TIMEFRAMES
 
     return VenueFetch(timeframes=TIMEFRAMES, default_timeframe=lambda config: "1Min", feed=_alpaca_feed,
-                      symbol=_alpaca_symbol, open_rest=_alpaca_rest, read_chunk=_alpaca_chunk,
+                      symbol=plain_symbol, open_rest=_alpaca_rest, read_chunk=_alpaca_chunk,
                       sessions=_alpaca_sessions)
 
 
-BROKERS = ("alpaca", "oanda")
+BROKERS = ("alpaca", "oanda", "ib")
 
 
 # ---------------------------------------------------------------------- the command
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--broker", required=True, choices=list(BROKERS), help="the venue to fetch from")
-    parser.add_argument("--symbol", required=True, help="the venue's name: SPY (alpaca), EUR_USD (oanda)")
+    parser.add_argument("--symbol", required=True, help="the venue's name: SPY (alpaca), EUR_USD (oanda); on ib "
+                        "one of broker.ib.contracts (SPY, EURUSD) or else a US stock")
     parser.add_argument("--timeframe", default=None, help="bar length in the venue's spelling (default: 1Min on "
-                        "alpaca, broker.oanda.granularity on oanda, e.g. M1 or H1)")
+                        "alpaca, broker.oanda.granularity on oanda, e.g. M1 or H1; IB's bar size on ib, e.g. "
+                        "'1 min', default broker.ib.bar_seconds)")
     parser.add_argument("--start", required=True, help="first bar opens at or after this (YYYY-MM-DD = UTC midnight,"
                         " or an ISO time)")
     parser.add_argument("--end", required=True, help="last bar opens before this (exclusive)")
     parser.add_argument("--out", required=True, type=Path, help="the file to write (.parquet, .pq, .csv, .csv.gz)")
     parser.add_argument("--feed", choices=["iex", "sip"], default=None, help="alpaca: default broker.alpaca.feed")
     parser.add_argument("--price", choices=["mid", "bid", "ask"], default=None,
-                        help="oanda: the candles' price component (default broker.oanda.price)")
+                        help="oanda: the candles' price component (default broker.oanda.price); ib: MIDPOINT, BID "
+                        "or ASK bars (default the contract's own: TRADES, MIDPOINT for FX)")
     parser.add_argument("--chunk-days", type=float, default=7.0, help="days per request window and stored part")
     parser.add_argument("--calendar", default=None, help="the gap check's sessions: an exchange calendar code "
-                        "(default XNYS on alpaca), on oanda by default the FX week of risk.window; 'none': skip")
+                        "(default XNYS on alpaca and for IB stocks, CMES for IB futures), on oanda and for IB FX "
+                        "pairs by default the FX week of risk.window; 'none': skip")
     parser.add_argument("--outlier-z", type=float, default=10.0, help="outlier threshold in robust sd")
     parser.add_argument("--json", action="store_true", help="print the result and the quality report as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -409,7 +422,7 @@ def run(args: argparse.Namespace, config: TradectlConfig) -> int:
 
     venue = _venue(args.broker)
     plan = plan_from_args(args, config)
-    calendar, sessions = venue.sessions(config, args.calendar)
+    calendar, sessions = venue.sessions(config, args.calendar, plan.symbol)
     bar_seconds = venue.timeframes[plan.timeframe]
     rest = venue.open_rest(config, plan)
     bar = None
@@ -431,7 +444,9 @@ def run(args: argparse.Namespace, config: TradectlConfig) -> int:
         try:
             return await fetch(plan, rest, bar_seconds=bar_seconds, progress=progress)
         finally:
-            rest.close()
+            closing = rest.close()
+            if inspect.isawaitable(closing):  # IB's adapter closes its socket in the loop
+                await closing
 
     try:
         result = asyncio.run(_main())

@@ -89,7 +89,7 @@ async def _chunk(plan: FetchPlan, rest: OandaRest, bar_seconds: int, lo: int, hi
     return Chunk(rows, unreadable, incomplete)
 
 
-def _sessions(config: TradectlConfig, calendar: str | None) -> tuple[str | None, Sessions | None]:
+def _sessions(config: TradectlConfig, calendar: str | None, symbol: str) -> tuple[str | None, Sessions | None]:
     """The adapter's own session rule unless an exchange calendar (or 'none') is named."""
     if calendar is None:
         from daemon.venues import session_rule

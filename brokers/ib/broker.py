@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import math
 import random
 import time
@@ -70,6 +71,12 @@ from .settings import ContractSpec, IbSettings
 __all__ = ["IbBroker"]
 
 log = structlog.get_logger(__name__)
+# ib_async logs every TWS error event and a failed or lost socket at ERROR itself; the daemon turns any ERROR
+# record into an operator alert, and a CLI command must fail in one line. Each of those is ours to report once
+# (``_on_error`` logs every error event with its code; a refused or lost socket is the supervisor's BrokerError),
+# so the library's own records below CRITICAL are dropped, as the OANDA adapter does with oandapyV20's.
+for _name in ("ib_async.client", "ib_async.wrapper"):
+    logging.getLogger(_name).setLevel(logging.CRITICAL)
 _DIV = Context(prec=28, rounding=ROUND_HALF_EVEN)
 _TIF = {"gtc": "GTC", "day": "DAY", "ioc": "IOC"}
 
@@ -261,6 +268,8 @@ class IbBroker:
 
     async def _subscribe_bars(self) -> None:
         self._rt_requests.clear()
+        if not self.settings.realtime_bars:
+            return  # a history-only connection (a data fetch) takes no market-data line
         for spec in self.settings.contracts:
             await self.limiter.acquire()
             bars = self.ib.reqRealTimeBars(self.contracts[spec.symbol], 5, spec.show, self.settings.use_rth)
@@ -313,6 +322,10 @@ class IbBroker:
             self.history_limiter.pause_until(15.0, reason=message)
         if 2100 <= code < 2200 or code in (2104, 2106, 2158):
             log.info("ib notice", code=code, message=message)
+        elif req_id > 0 and req_id not in self._rt_requests:
+            # the answer to a request being awaited: it raises there with this code and message
+            # (RaiseRequestErrors) and its caller reports it, once
+            log.info("ib request refused", req_id=req_id, code=code, message=message)
         else:
             log.warning("ib error", req_id=req_id, code=code, message=message)
 
@@ -460,6 +473,9 @@ class IbBroker:
             except TimeoutError:
                 raise BrokerError(f"ib historical bars of {symbol}: no answer within "
                                   f"{s.request_timeout_seconds:g} s") from None
+            except ConnectionError:
+                raise BrokerError(f"ib historical bars of {symbol}: the connection to TWS closed during the "
+                                  "request") from None
 
     def feed_status(self) -> dict[str, Any]:
         sup = self.supervisor

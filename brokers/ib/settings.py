@@ -63,6 +63,7 @@ class IbSettings:
     backoff_floor_seconds: float = 1.0
     backoff_cap_seconds: float = 60.0
     max_bars_per_request: int = 2000
+    realtime_bars: bool = True  # False: history only (`tradectl data fetch`), no real-time bar subscriptions
     seed: int | None = None  # backoff jitter RNG seed (tests)
 
     def __post_init__(self) -> None:

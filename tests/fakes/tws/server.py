@@ -324,6 +324,8 @@ class FakeTws:
         # keepUpToDate, chartOptions
         req_id, con_id = int(f[1]), int(f[2] or 0)
         end_text, bar_size, duration, format_date = f[15], f[16], f[17], f[20]
+        self.records.history_requests.append({"end": end_text, "duration": duration, "bar_size": bar_size,
+                                              "what_to_show": f[19]})
         seconds = _BAR_SIZES.get(bar_size)
         if seconds is None or format_date != "2":
             s.send(wire.error(req_id, 321, f"Error validating request:-'bQ' : cause - bar size {bar_size!r}"))

@@ -247,6 +247,7 @@ class Records:
     messages: list[tuple[int, float]] = field(default_factory=list)  # (message id, loop time) of each request
     order_arrivals_ns: list[int] = field(default_factory=list)  # time.monotonic_ns() of each placeOrder's arrival
     bar_writes_ns: list[tuple[int, int]] = field(default_factory=list)  # (ts_open, monotonic ns) of each bar sent
+    history_requests: list[dict[str, str]] = field(default_factory=list)  # end, duration, bar_size, what_to_show
     connections: int = 0
     client_ids: list[int] = field(default_factory=list)
 
