@@ -1,4 +1,4 @@
-"""Live adapters' own latency (Alpaca, OANDA): a bar's last message from the venue -> order request at the venue.
+"""Live adapters' own latency (Alpaca, OANDA, IB): a bar's last message from the venue -> order request at the venue.
 
 Not a test: prints a table. One run measures, for the same bars (the bundled real EUR/USD prices, re-stamped
 as consecutive minute bars of SPY, the last closing now), the same strategy (the bundled recurrent model)
@@ -42,6 +42,16 @@ measured in one run.
     python bench/broker_latency.py --bars 3000 --gap-ms 30
     python bench/broker_latency.py --strategy sma_cross --bars 600   # orders every few bars: a larger sample
     python bench/broker_latency.py --broker oanda      # or --broker all: each venue beside its own simulator run
+    python bench/broker_latency.py --broker ib
+
+Interactive Brokers (``--broker ib``): the same with ``broker.kind: ib`` against the fake TWS
+(``tests/fakes/tws``), the daemon's ib_async client on the TWS socket protocol: from the instant the fake writes
+the 5-second real-time bar that completes a minute bar (the twelfth of its 5-second bars; IB stamps them at the
+open, the adapter sums them and stamps the minute at its close) to the arrival of the placeOrder message that bar
+caused. It holds ib_async's decoder and events in the daemon's loop, the aggregation, the pipeline and
+placeOrder through the 50-messages-a-second bucket (not scaled: IB's limit is per real second, and a squeezed
+minute bar sends one order at most). The recurrent policy warms up from the fake's historical bars, as on
+Alpaca, and the simulator replays the same bars.
 """
 
 from __future__ import annotations
@@ -258,7 +268,7 @@ def _round(bars: list[Bar], folder: Path, args: argparse.Namespace, k: int,
     oanda = venue == "oanda"
     for side in ("wire", "pipeline") if k % 2 == 0 else ("pipeline", "wire"):
         if side == "wire":
-            measure = _oanda_wire if oanda else _wire
+            measure = {"alpaca": _wire, "oanda": _oanda_wire, "ib": _ib_wire}[venue]
             wire, _ = asyncio.run(measure(bars, folder, args.gap_ms, args.strategy))
         elif oanda:
             pipeline = asyncio.run(_pipeline(bars, folder, args.strategy, args.gap_ms, symbol=OANDA_SYMBOL,
@@ -275,7 +285,7 @@ def _p50(t: np.ndarray) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--broker", choices=["alpaca", "oanda", "all"], default="alpaca",
+    parser.add_argument("--broker", choices=["alpaca", "oanda", "ib", "all"], default="alpaca",
                         help="the venue measured (all: each in turn, beside its own simulator run)")
     parser.add_argument("--bars", type=int, default=1500, help="bars published after the warm-up")
     parser.add_argument("--strategy", choices=["recurrent", "sma_cross"], default="recurrent",
@@ -287,6 +297,8 @@ def main(argv: list[str] | None = None) -> None:
         _alpaca(args)
     if args.broker in ("oanda", "all"):
         _oanda(args)
+    if args.broker in ("ib", "all"):
+        _ib(args)
 
 
 def _alpaca(args: argparse.Namespace) -> None:
@@ -311,6 +323,46 @@ def _oanda(args: argparse.Namespace) -> None:
           f"{args.gap_ms:g} ms apart, the simulator paced the same), {len(rounds)} rounds, store.synchronous=full, "
           f"REST limit {_oanda_requests_per_second(args.gap_ms):,.0f}/s (50 a second, scaled to the squeezed clock)")
     _report(rounds, "wire: bar's closing heartbeat on the fake's stream -> order request")
+
+
+async def _ib_wire(bars: list[Bar], folder: Path, gap_ms: float, strategy: str) -> tuple[np.ndarray, int]:
+    """The 5-second bar completing a minute bar written by the fake TWS -> placeOrder received (µs)."""
+    from tests.fakes.tws import FakeTws
+
+    history, live = bars[:WARMUP], bars[WARMUP:]
+    async with FakeTws(cash=10_000_000) as fake:
+        # the warm-up as the venue's history: one 5-second bar at each minute's open (the fake sums history)
+        fake.add_history(SYMBOL, [(b.ts - 60, b.open, b.high, b.low, b.close, max(b.volume, 1.0)) for b in history])
+        config = folder / "ib.yaml"
+        config.write_text(_settings_yaml(folder / "ib.db", strategy) + f"""
+api: {{port: {_free_port()}}}
+broker:
+  kind: ib
+  ib: {{port: {fake.port}, client_id: 5, bar_seconds: 60}}
+""", encoding="utf-8")
+        async with _daemon(config, dict(os.environ), folder / "ib-daemon.log"):
+            await fake.wait_until(lambda: fake.subscribed(SYMBOL) == 1, 120, "real-time bars subscribed")
+            await asyncio.sleep(1.0)  # the start-up reconciliation and warm-up are done before bars matter
+            for bar in live:
+                await fake.publish_long_bar(SYMBOL, bar.ts - 60, 60, bar.open, bar.high, bar.low, bar.close,
+                                            max(bar.volume, 1.0))
+                await asyncio.sleep(gap_ms / 1000)
+            await asyncio.sleep(1.0)
+        closing = [ns for ts_open, ns in fake.records.bar_writes_ns if (ts_open + 5) % 60 == 0]
+        orders = list(fake.records.order_arrivals_ns)
+    return _latencies(closing, orders), len(live)
+
+
+def _ib(args: argparse.Namespace) -> None:
+    rounds = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in range(max(1, args.rounds)):
+            bars = _bars(WARMUP + args.bars)  # stamped afresh: the last bar closes now
+            rounds.append(_round(bars, Path(tmp) / f"round{k}", args, k, venue="ib"))
+    print(f"IB adapter latency, {args.strategy}, {args.bars} bars published a round as twelve 5-second bars each "
+          f"({args.gap_ms:g} ms apart, the simulator paced the same), {len(rounds)} rounds, store.synchronous=full, "
+          "50 messages/s")
+    _report(rounds, "wire: bar-completing 5-s bar sent by the fake TWS -> placeOrder")
 
 
 def _report(rounds: list[tuple[np.ndarray, np.ndarray, float]], wire_label: str) -> None:

@@ -42,7 +42,6 @@ pytestmark = pytest.mark.slow
 BARS = 240
 SIZE = Decimal(10)
 CLIENT_ID = 3
-_STEP = 5  # IB's real-time bar
 
 
 class _Run(LiveRun):
@@ -71,12 +70,7 @@ broker:
         await self.fake.wait_until(lambda: self.fake.subscribed("SPY") == 1, 60, "SPY real-time bars subscribed")
 
     async def publish_bar(self, open_ts: int, ohlc: tuple[float, float, float, float]) -> None:
-        """Twelve 5-second bars from the open to the close; one reaches the high, one the low."""
-        o, h, low, c = (round(p, 4) for p in ohlc)
-        n = 60 // _STEP
-        for k in range(n):
-            p = round(o + (c - o) * k / (n - 1), 4)
-            await self.fake.publish_bar("SPY", open_ts + k * _STEP, p, h if k == 3 else p, low if k == 7 else p, p)
+        await self.fake.publish_long_bar("SPY", open_ts, 60, *(round(p, 4) for p in ohlc))
 
     def held(self) -> dict[str, Decimal]:
         position = self.fake.position("SPY")

@@ -134,6 +134,17 @@ class FakeTws:
                     self.records.bar_writes_ns.append((bar.ts_open, time.monotonic_ns()))
         await self._drain()
 
+    async def publish_long_bar(self, symbol: str, ts_open: int, seconds: int, o: float, h: float, low: float,
+                               c: float, volume: float = 1200) -> None:
+        """One bar of ``seconds`` as the 5-second bars TWS streams: from the open to the close in even steps (four
+        decimals), the fourth reaching the high and the eighth the low (each the last when there are fewer); a
+        daemon summing them gets exactly ``o, h, low, c``."""
+        n = seconds // 5
+        for k in range(n):
+            p = round(o + (c - o) * k / (n - 1), 4) if n > 1 else c
+            await self.publish_bar(symbol, ts_open + 5 * k, o if k == 0 else p, h if k == min(3, n - 1) else p,
+                                   low if k == min(7, n - 1) else p, c if k == n - 1 else p, volume / n)
+
     def add_history(self, symbol: str, bars: Sequence[tuple[int, object, object, object, object, object]]) -> None:
         """5-second bars for the historical API only (warm-up data): (ts_open, o, h, l, c, volume) each."""
         instrument = next(i for i in self.venue.instruments if i.local_symbol == symbol or i.symbol == symbol)
