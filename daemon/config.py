@@ -210,11 +210,17 @@ class IbContractConfig(_Section):
         return self
 
 
+_IB_LIVE_PORTS = {7496: ("TWS", 7497), 4001: ("IB Gateway", 4002)}  # live port -> (application, its paper port)
+
+
 class IbBrokerConfig(_Section):
     """Interactive Brokers through TWS or IB Gateway (ib_async): the API socket of a logged-in session."""
 
     host: str = Field("127.0.0.1", description="where TWS/Gateway listens (its API settings must trust us)")
     port: int = Field(7497, ge=1, le=65535, description="API port: TWS paper 7497, live 7496; Gateway 4002/4001")
+    live: bool = Field(
+        False, description="trade a live account: needs TRADECTL_LIVE_CONFIRM equal to the account id; false = paper"
+        " accounts (DU...) only, a live port (7496, 4001) or a live account is refused")
     client_id: int = Field(1, ge=0, description="API client id; unique per connection to the same TWS")
     account: str = Field("", description="account to trade; '' = the login's only account")
     contracts: list[IbContractConfig] = Field(
@@ -240,6 +246,10 @@ class IbBrokerConfig(_Section):
 
         if self.bar_seconds not in BAR_SIZES:
             raise ValueError(f"bar_seconds {self.bar_seconds} is not an IB bar size: one of {sorted(BAR_SIZES)}")
+        if self.port in _IB_LIVE_PORTS and not self.live:
+            app, paper = _IB_LIVE_PORTS[self.port]
+            raise ValueError(f"port {self.port} is {app}'s live-trading port: set live: true (and TRADECTL_LIVE_CONFIRM"
+                             f" to the account id) to trade real money, or use the paper port {paper}")
         if self.backoff_floor_seconds > self.backoff_cap_seconds:
             raise ValueError("backoff_floor_seconds must not exceed backoff_cap_seconds")
         names = [c.symbol for c in self.contracts]

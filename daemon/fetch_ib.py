@@ -74,7 +74,7 @@ class _IbHistory:
         if self._broker is None:
             from brokers.ib import IbBroker
 
-            broker = IbBroker(self.settings)
+            broker = IbBroker(self.settings, look_only=True)  # history only: no order, no live confirmation
             await broker.connect()
             self._broker = broker
         before = self._broker.quarantine.count

@@ -2,7 +2,8 @@
 
 The adapter's own start-up runs (handshake, client id, read-only check,
 contract qualification, real-time bar subscriptions), so every refusal is the
-same one line the daemon would print. Read-only: nothing is placed or cancelled.
+same one line the daemon would print. Read-only: nothing is placed or cancelled, so a live account is shown
+(with the id TRADECTL_LIVE_CONFIRM must hold) before that confirmation is set.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ async def check_ib(config: TradectlConfig, *, stream: bool = True) -> dict[str, 
     from daemon.venues import ib_settings
 
     settings = replace(ib_settings(config), allow_read_only=True)  # a look needs no orders
-    broker = IbBroker(settings)
+    broker = IbBroker(settings, look_only=True)  # places nothing: a live account is shown before it is confirmed
     try:
         await broker.connect()
         account = await broker.account()

@@ -110,12 +110,20 @@ def open_alpaca(config: TradectlConfig, environ: Mapping[str, str] = os.environ)
     from brokers.alpaca import AlpacaBroker
 
     a = config.broker.alpaca
+    confirm = live_confirmation(a.live, "broker.alpaca", "Alpaca account number", environ)
+    return AlpacaBroker(alpaca_settings(config), live_confirm=confirm, connect_timeout=a.connect_timeout_seconds)
+
+
+def live_confirmation(live: bool, section: str, account: str, environ: Mapping[str, str]) -> str | None:
+    """``TRADECTL_LIVE_CONFIRM`` for a section that trades live (refusing to start without it), else None.
+
+    Live trading is switched on twice: ``live: true`` in the file and the account's own id in the
+    environment; the adapter compares that id with the account the venue reports when it connects."""
     confirm = environ.get(LIVE_CONFIRM_ENV) or None
-    if a.live and confirm is None:
-        raise ConfigError(f"broker.alpaca.live is true: live trading also needs {LIVE_CONFIRM_ENV} set to the "
-                          "Alpaca account number; refusing to start")
-    return AlpacaBroker(alpaca_settings(config), live_confirm=confirm if a.live else None,
-                        connect_timeout=a.connect_timeout_seconds)
+    if live and confirm is None:
+        raise ConfigError(f"{section}.live is true: live trading also needs {LIVE_CONFIRM_ENV} set to the {account};"
+                          " refusing to start")
+    return confirm if live else None
 
 
 def session_rule(config: TradectlConfig) -> Sessions:
@@ -179,7 +187,7 @@ def ib_settings(config: TradectlConfig) -> IbSettings:
         for c in ib.contracts
     )
     return IbSettings(
-        contracts=contracts, host=ib.host, port=ib.port, client_id=ib.client_id, account=ib.account,
+        contracts=contracts, host=ib.host, port=ib.port, client_id=ib.client_id, account=ib.account, live=ib.live,
         bar_seconds=ib.bar_seconds, use_rth=ib.use_rth, allow_read_only=ib.allow_read_only,
         messages_per_second=ib.messages_per_second, historical_per_10_minutes=ib.historical_per_10_minutes,
         connect_timeout_seconds=ib.connect_timeout_seconds, request_timeout_seconds=ib.request_timeout_seconds,
@@ -188,11 +196,13 @@ def ib_settings(config: TradectlConfig) -> IbSettings:
     )
 
 
-def open_ib(config: TradectlConfig) -> IbBroker:
-    """The IB adapter (TWS or IB Gateway at ``broker.ib.host``/``port``)."""
+def open_ib(config: TradectlConfig, environ: Mapping[str, str] = os.environ) -> IbBroker:
+    """The IB adapter (TWS or IB Gateway at ``broker.ib.host``/``port``), refusing live trading that is not
+    confirmed twice (config and environment), as for Alpaca."""
     from brokers.ib import IbBroker
 
-    return IbBroker(ib_settings(config))
+    confirm = live_confirmation(config.broker.ib.live, "broker.ib", "IB account id", environ)
+    return IbBroker(ib_settings(config), live_confirm=confirm)
 
 
 def open_backtest_broker(config: TradectlConfig, bars: Sequence[Bar]) -> Venue:

@@ -55,6 +55,7 @@ from brokers.base import (
 )
 from brokers.errors import BrokerError, OrderRejected
 from brokers.live import Backoff, ConnectionState, ConnectionSupervisor, ForwardOnly, Quarantine, SeenIds, submit_once
+from brokers.live.confirm import confirm_live_account
 
 from . import convert
 from .rest import AlpacaError, AlpacaRest, classify_submit
@@ -137,10 +138,7 @@ class AlpacaBroker:
     def _check_live(self, account_number: str) -> None:
         if self.settings.paper:
             return
-        if not self._live_confirm:
-            raise BrokerError("alpaca live trading: set TRADECTL_LIVE_CONFIRM to the account number to confirm")
-        if self._live_confirm != account_number:
-            raise BrokerError("alpaca live trading: TRADECTL_LIVE_CONFIRM does not match this account's number")
+        confirm_live_account("alpaca", account_number, self._live_confirm)
 
     async def close(self) -> None:
         self.stop_bars()

@@ -12,7 +12,10 @@
   1102 backfills (the subscriptions were kept).
 * Start-up refuses, each with one clear line: a refused connection, a client
   id already in use (326), a read-only API session (321, unless allowed), a
-  contract that does not qualify (the venue's message).
+  contract that does not qualify (the venue's message), and a live account
+  (IB's paper accounts start with D) unless ``settings.live`` and
+  ``live_confirm`` (TRADECTL_LIVE_CONFIRM) equals its id; a look (``look_only``:
+  broker check, data fetch) places nothing and skips that check.
 * Bars: real-time 5-second bars aggregated to ``bar_seconds`` and stamped at
   the close (``bars.Aggregator``); warm-up, backfill and a bucket joined
   mid-way come from historical bars within IB's pacing (``history_limiter``),
@@ -61,6 +64,7 @@ from brokers.live import (
     SubmitFailure,
     submit_once,
 )
+from brokers.live.confirm import confirm_live_account
 from brokers.live.linkstate import LinkState
 from brokers.live.outlets import BarOutlet, UpdateOutlet
 
@@ -107,8 +111,10 @@ class _Order:
 
 
 class IbBroker:
-    def __init__(self, settings: IbSettings) -> None:
+    def __init__(self, settings: IbSettings, *, live_confirm: str | None = None, look_only: bool = False) -> None:
         self.settings = settings
+        self._live_confirm = live_confirm
+        self._look_only = look_only
         self.name = "ib"
         self.ib = IB()
         self.ib.RaiseRequestErrors = True  # a request TWS refuses raises with its code and message
@@ -220,6 +226,8 @@ class IbBroker:
             self.account_id = s.account or (accounts[0] if accounts else "")
             if s.account and s.account not in accounts:
                 raise BrokerError(f"ib: account {s.account!r} is not managed by this login (it has {accounts})")
+            if not self._look_only:
+                self._check_live()
             await self._check_read_only()
             if not self.contracts:
                 await self._qualify()
@@ -227,6 +235,15 @@ class IbBroker:
         except BaseException:
             self.ib.disconnect()
             raise
+
+    def _check_live(self) -> None:
+        """Paper accounts (DU...) trade unless the config says live; anything else needs both keys."""
+        if self.account_id.startswith("D") and not self.settings.live:
+            return
+        if not self.settings.live:
+            raise BrokerError(f"ib: account {self.account_id} is a live account: trading it needs broker.ib.live: true "
+                              "and TRADECTL_LIVE_CONFIRM set to its id; refusing to start")
+        confirm_live_account("ib", self.account_id, self._live_confirm, noun="id")
 
     async def _check_read_only(self) -> None:
         """TWS answers an open-orders request in a read-only API session with error 321 ("Read-Only mode")."""

@@ -54,6 +54,7 @@ class IbSettings:
     bar_seconds: int = 60
     use_rth: bool = False  # bars from regular trading hours only
     allow_read_only: bool = False  # a read-only API session may connect (no orders), else start-up is refused
+    live: bool = False  # a live account may trade (confirmed by its id, see IbBroker); False = paper accounts only
     messages_per_second: float = 50.0  # IB's API limit: every request we send passes this bucket
     historical_per_10_minutes: int = 60  # IB's historical-data pacing
     historical_burst: int = 5  # fewer than 6 requests for one contract within 2 s

@@ -64,12 +64,13 @@ class Session:
 
 class FakeTws:
     def __init__(self, *, cash: object = 1_000_000, max_fill_qty_per_bar: object | None = None,
-                 next_order_id: int = 1, read_only: bool = False) -> None:
+                 next_order_id: int = 1, read_only: bool = False, account: str = ACCOUNT) -> None:
         self.venue = Venue(cash=Decimal(str(cash)),
                            max_fill_qty_per_bar=None if max_fill_qty_per_bar is None else Decimal(
                                str(max_fill_qty_per_bar)))
         self.records = Records()
         self.read_only = read_only
+        self.account = account  # the login's one managed account: DU... is a paper account, U... a live one
         self.port = 0
         self.sessions: list[Session] = []
         self._server: asyncio.Server | None = None
@@ -303,7 +304,7 @@ class FakeTws:
         self.sessions.append(s)
         top = max([self._next_order_id] + [o.order_id + 1 for o in self.venue.orders.values()
                                            if o.client_id == client_id])
-        s.send_many([wire.next_valid_id(top), wire.managed_accounts([ACCOUNT])])
+        s.send_many([wire.next_valid_id(top), wire.managed_accounts([self.account])])
 
     def _contract_details(self, s: Session, f: list[str]) -> None:
         # 9, 8, reqId, conId, symbol, secType, lastTrade, strike, right, multiplier, exchange, primaryExch, currency...
@@ -436,7 +437,7 @@ class FakeTws:
         for con_id, (qty, avg) in self.venue.positions.items():
             instrument = self.venue.by_con_id(con_id)
             assert instrument is not None
-            out.append(wire.position(ACCOUNT, instrument, qty, avg))
+            out.append(wire.position(self.account, instrument, qty, avg))
         s.send_many([*out, wire.position_end()])
 
     def _account_summary(self, s: Session, f: list[str]) -> None:
@@ -446,8 +447,8 @@ class FakeTws:
         values = {"AccountType": ("INDIVIDUAL", ""), "TotalCashValue": (str(v.cash), v.currency),
                   "NetLiquidation": (str(equity), v.currency), "BuyingPower": (str(equity * 4), v.currency),
                   "AvailableFunds": (str(v.cash), v.currency)}
-        s.send_many([*(wire.account_summary(req_id, ACCOUNT, tag, value, cur) for tag, (value, cur) in values.items()),
-                     wire.account_summary_end(req_id)])
+        rows = [wire.account_summary(req_id, self.account, tag, value, cur) for tag, (value, cur) in values.items()]
+        s.send_many([*rows, wire.account_summary_end(req_id)])
 
     def _current_time(self, s: Session, f: list[str]) -> None:
         s.send(wire.current_time(int(time.time())))
