@@ -50,8 +50,9 @@ the 5-second real-time bar that completes a minute bar (the twelfth of its 5-sec
 open, the adapter sums them and stamps the minute at its close) to the arrival of the placeOrder message that bar
 caused. It holds ib_async's decoder and events in the daemon's loop, the aggregation, the pipeline and
 placeOrder through the 50-messages-a-second bucket (not scaled: IB's limit is per real second, and a squeezed
-minute bar sends one order at most). The recurrent policy warms up from the fake's historical bars, as on
-Alpaca, and the simulator replays the same bars.
+minute bar sends one order at most). The recurrent policy warms up from the fake's historical bars (480, so
+that its first paced look-back suffices; publishing starts once the daemon's API answers, i.e. after the
+warm-up), and the simulator replays the last 192 of those and the bars published.
 """
 
 from __future__ import annotations
@@ -89,6 +90,9 @@ WARMUP = 192  # the recurrent policy's warm-up, served from the venue's history
 OANDA_SYMBOL = "EURUSD"
 OANDA_T0 = 1704758400  # 2024-01-09T00:00:00Z, a Tuesday: the FX week stays open for the default bars and more
 OANDA_MAX_AGE = 1_000_000_000  # bars stamped in 2024: the stale-data layer must not judge them by today's clock
+# IB's history: enough minute bars for the recurrent re-warm's first look-back (features + 240 steps), else the
+# daemon widens it four times, each wider request paced at 60 per 10 minutes (a quarter of an hour of start-up)
+IB_WARMUP = 480
 
 
 def _bars(total: int, symbol: str = SYMBOL, first_close: int | None = None) -> list[Bar]:
@@ -273,6 +277,8 @@ def _round(bars: list[Bar], folder: Path, args: argparse.Namespace, k: int,
         elif oanda:
             pipeline = asyncio.run(_pipeline(bars, folder, args.strategy, args.gap_ms, symbol=OANDA_SYMBOL,
                                              max_age=OANDA_MAX_AGE, history=False))
+        elif venue == "ib":  # the last WARMUP of IB's longer history, then the bars the wire side trades
+            pipeline = asyncio.run(_pipeline(bars[IB_WARMUP - WARMUP:], folder, args.strategy, args.gap_ms))
         else:
             pipeline = asyncio.run(_pipeline(bars, folder, args.strategy, args.gap_ms))
     fsync = bare_fsync_ms(folder, 100, append=True, gap=args.gap_ms / 1000) * 1000.0
@@ -329,20 +335,21 @@ async def _ib_wire(bars: list[Bar], folder: Path, gap_ms: float, strategy: str) 
     """The 5-second bar completing a minute bar written by the fake TWS -> placeOrder received (µs)."""
     from tests.fakes.tws import FakeTws
 
-    history, live = bars[:WARMUP], bars[WARMUP:]
+    history, live = bars[:IB_WARMUP], bars[IB_WARMUP:]
     async with FakeTws(cash=10_000_000) as fake:
         # the warm-up as the venue's history: one 5-second bar at each minute's open (the fake sums history)
         fake.add_history(SYMBOL, [(b.ts - 60, b.open, b.high, b.low, b.close, max(b.volume, 1.0)) for b in history])
-        config = folder / "ib.yaml"
+        config, port = folder / "ib.yaml", _free_port()
         config.write_text(_settings_yaml(folder / "ib.db", strategy) + f"""
-api: {{port: {_free_port()}}}
+api: {{port: {port}}}
 broker:
   kind: ib
   ib: {{port: {fake.port}, client_id: 5, bar_seconds: 60}}
 """, encoding="utf-8")
         async with _daemon(config, dict(os.environ), folder / "ib-daemon.log"):
             await fake.wait_until(lambda: fake.subscribed(SYMBOL) == 1, 120, "real-time bars subscribed")
-            await asyncio.sleep(1.0)  # the start-up reconciliation and warm-up are done before bars matter
+            await _api_up(port)  # the daemon's API starts once the warm-up's paced history requests are done
+            await asyncio.sleep(1.0)  # the start-up reconciliation is done before bars matter
             for bar in live:
                 await fake.publish_long_bar(SYMBOL, bar.ts - 60, 60, bar.open, bar.high, bar.low, bar.close,
                                             max(bar.volume, 1.0))
@@ -353,11 +360,28 @@ broker:
     return _latencies(closing, orders), len(live)
 
 
+async def _api_up(port: int, seconds: float = 120.0) -> None:
+    import aiohttp
+
+    deadline = time.monotonic() + seconds
+    async with aiohttp.ClientSession() as http:
+        while True:
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/status") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the daemon's API did not answer within {seconds:g} s")
+            await asyncio.sleep(0.2)
+
+
 def _ib(args: argparse.Namespace) -> None:
     rounds = []
     with tempfile.TemporaryDirectory() as tmp:
         for k in range(max(1, args.rounds)):
-            bars = _bars(WARMUP + args.bars)  # stamped afresh: the last bar closes now
+            bars = _bars(IB_WARMUP + args.bars)  # stamped afresh: the last bar closes now
             rounds.append(_round(bars, Path(tmp) / f"round{k}", args, k, venue="ib"))
     print(f"IB adapter latency, {args.strategy}, {args.bars} bars published a round as twelve 5-second bars each "
           f"({args.gap_ms:g} ms apart, the simulator paced the same), {len(rounds)} rounds, store.synchronous=full, "
