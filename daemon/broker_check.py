@@ -87,18 +87,8 @@ async def check(config: TradectlConfig, *, stream: bool = True, venue: str | Non
 
 async def _feed(broker: Any) -> dict[str, Any]:
     """Connect the market-data stream alone, wait for the subscription answer, and report it."""
-    supervisor = broker.market_data
     settings = broker.settings
-    supervisor.start()
-    try:
-        async with asyncio.timeout(_FEED_TIMEOUT):
-            await supervisor.wait_connected()
-    except (TimeoutError, BrokerError):
-        error = supervisor.status()["last_error"] or supervisor.reason
-        raise BrokerError(f"market data ({settings.bars_stream}): not subscribed within {_FEED_TIMEOUT:g} s: "
-                          f"{error}") from None
-    finally:
-        await supervisor.stop("check done")
+    await wait_for_stream(broker.market_data, f"market data ({settings.bars_stream})", _FEED_TIMEOUT)
     return {"checked": True, "url": settings.bars_stream, "feed": settings.data_feed,
             "subscribed_bars": broker.market_data_session.subscribed}
 
@@ -126,3 +116,19 @@ def render(report: dict[str, Any]) -> str:
     if clock["is_open"] is False:
         lines.append(f"note: the market is closed; no bars until {clock['next_open']}")
     return "\n".join(lines)
+
+
+async def wait_for_stream(supervisor: Any, what: str, seconds: float) -> None:
+    """Bring one stream up alone (its supervisor's ready hook passed) within ``seconds``, then stop it again.
+
+    One line when it does not come up: what it is, and the supervisor's last error.
+    """
+    supervisor.start()
+    try:
+        async with asyncio.timeout(seconds):
+            await supervisor.wait_connected()
+    except (TimeoutError, BrokerError):
+        error = supervisor.status()["last_error"] or supervisor.reason
+        raise BrokerError(f"{what}: not up within {seconds:g} s: {error}") from None
+    finally:
+        await supervisor.stop("check done")

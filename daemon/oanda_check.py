@@ -10,10 +10,10 @@ week of ``risk.window``, the rule the adapter and the entry layer apply.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-from brokers.errors import BrokerError, ConfigError
+from brokers.errors import ConfigError
+from daemon.broker_check import wait_for_stream
 from daemon.config import TradectlConfig
 
 __all__ = ["check_oanda"]
@@ -89,18 +89,8 @@ async def _accounts(config: TradectlConfig) -> dict[str, Any]:
 
 async def _feed(broker: Any) -> dict[str, Any]:
     """Bring the pricing stream up alone (first message within the limit) and report it."""
-    supervisor = broker.pricing
     settings = broker.settings
-    supervisor.start()
-    try:
-        async with asyncio.timeout(_FEED_TIMEOUT):
-            await supervisor.wait_connected()
-    except (TimeoutError, BrokerError):
-        error = supervisor.status()["last_error"] or supervisor.reason
-        raise BrokerError(f"pricing stream ({settings.stream_origin}): not up within {_FEED_TIMEOUT:g} s: "
-                          f"{error}") from None
-    finally:
-        await supervisor.stop("check done")
+    await wait_for_stream(broker.pricing, f"pricing stream ({settings.stream_origin})", _FEED_TIMEOUT)
     return {"checked": True, "url": settings.stream_origin, "feed": f"pricing ({settings.price})",
             "subscribed_bars": [settings.symbol(i) for i in settings.instruments]}
 
