@@ -13,12 +13,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from brokers.errors import BrokerError
 from daemon.config import TradectlConfig
 
-__all__ = ["add_arguments", "check", "render", "run"]
+if TYPE_CHECKING:
+    from brokers.base import OrderUpdate, Position
+
+__all__ = ["add_arguments", "check", "holdings", "render", "run", "wait_for_stream"]
 
 _FEED_TIMEOUT = 10.0
 
@@ -49,7 +53,7 @@ async def check(config: TradectlConfig, *, stream: bool = True, venue: str | Non
         return await check_ib(config, stream=stream)
     if kind != "alpaca":
         return {"broker": config.broker.kind, "note": "the simulated broker runs inside tradectl: nothing to check"}
-    from brokers.alpaca import AlpacaBroker, convert
+    from brokers.alpaca import AlpacaBroker
     from daemon.venues import alpaca_settings
 
     settings = alpaca_settings(config)
@@ -57,8 +61,8 @@ async def check(config: TradectlConfig, *, stream: bool = True, venue: str | Non
     rest = broker.rest
     try:
         account = await rest.account()
-        positions = [convert.position(p) for p in await rest.positions()]
-        orders = [convert.order_update(o) for o in await rest.open_orders()]
+        positions = await broker.positions()
+        orders = await broker.open_orders()
         clock = await rest.clock()
         feed = await _feed(broker) if stream else {"checked": False}
     finally:
@@ -75,13 +79,20 @@ async def check(config: TradectlConfig, *, stream: bool = True, venue: str | Non
             "buying_power": account.get("buying_power"),
             "trading_blocked": bool(account.get("trading_blocked")),
         },
+        **holdings(positions, orders),
+        "clock": {"is_open": bool(clock.get("is_open")), "timestamp": clock.get("timestamp"),
+                  "next_open": clock.get("next_open"), "next_close": clock.get("next_close")},
+        "feed": feed,
+    }
+
+
+def holdings(positions: Iterable[Position], orders: Iterable[OrderUpdate]) -> dict[str, list[dict[str, str]]]:
+    """The report's ``positions`` and ``open_orders``, as every venue's check shows them."""
+    return {
         "positions": [{"symbol": p.symbol, "quantity": str(p.quantity), "average_price": str(p.average_price)}
                       for p in positions],
         "open_orders": [{"client_order_id": o.client_order_id, "symbol": o.symbol, "status": o.status.value,
                          "filled": str(o.filled_quantity)} for o in orders],
-        "clock": {"is_open": bool(clock.get("is_open")), "timestamp": clock.get("timestamp"),
-                  "next_open": clock.get("next_open"), "next_close": clock.get("next_close")},
-        "feed": feed,
     }
 
 

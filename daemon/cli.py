@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import sys
 import time
@@ -35,6 +36,27 @@ def _api_args(parser: argparse.ArgumentParser) -> None:
     _config_arg(parser)
     parser.add_argument("--host", default=None, help="daemon API host (default from config)")
     parser.add_argument("--port", type=int, default=None, help="daemon API port (default from config)")
+
+
+# Commands whose module has ``add_arguments(parser)`` and ``run(args, config)``: the module (imported on use:
+# numpy, pandas and the venues' clients cost start-up time) and the log level of its run (its table or report,
+# not each replay's risk warnings or the connection's chatter).
+_MODULE_COMMANDS: dict[str, tuple[str, str]] = {
+    "validate": ("daemon.validate", "error"),
+    "report": ("daemon.reporting.command", "error"),
+    "shadow": ("daemon.shadow", "error"),
+    "walkforward": ("daemon.walkforward", "error"),
+    "tune": ("daemon.tune", "error"),
+    "broker": ("daemon.broker_check", "error"),
+    "data": ("daemon.data_fetch", "warning"),
+}
+
+
+def _module_parser(sub: Any, name: str, text: str, command: str) -> None:
+    """The subcommand ``name`` of one of ``_MODULE_COMMANDS``: --config and the module's own options."""
+    parser = sub.add_parser(name, help=text)
+    _config_arg(parser)
+    importlib.import_module(_MODULE_COMMANDS[command][0]).add_arguments(parser)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -73,35 +95,14 @@ def _build_parser() -> argparse.ArgumentParser:
 
     _train_arguments(train)
 
-    validate = sub.add_parser("validate", help="judge a model by the validation gates on data it did not train on")
-    _config_arg(validate)
-    from daemon.validate import add_arguments as _validate_arguments
-
-    _validate_arguments(validate)
-
-    report = sub.add_parser("report", help="a run, a model's latest run or the week as one HTML file with charts")
-    _config_arg(report)
-    from daemon.reporting.command import add_arguments as _report_arguments
-
-    _report_arguments(report)
-
-    shadow = sub.add_parser("shadow", help="replay a candidate model beside the production model over recent days")
-    _config_arg(shadow)
-    from daemon.shadow import add_arguments as _shadow_arguments
-
-    _shadow_arguments(shadow)
-
-    walkforward = sub.add_parser("walkforward", help="train per fold, trade each next window unseen, stitch them")
-    _config_arg(walkforward)
-    from daemon.walkforward import add_arguments as _walkforward_arguments
-
-    _walkforward_arguments(walkforward)
-
-    tune = sub.add_parser("tune", help="a hyperparameter grid of cyclic trainings on Ray Tune (the tune extra)")
-    _config_arg(tune)
-    from daemon.tune import add_arguments as _tune_arguments
-
-    _tune_arguments(tune)
+    for name, text in (
+        ("validate", "judge a model by the validation gates on data it did not train on"),
+        ("report", "a run, a model's latest run or the week as one HTML file with charts"),
+        ("shadow", "replay a candidate model beside the production model over recent days"),
+        ("walkforward", "train per fold, trade each next window unseen, stitch them"),
+        ("tune", "a hyperparameter grid of cyclic trainings on Ray Tune (the tune extra)"),
+    ):
+        _module_parser(sub, name, text, name)
 
     models = sub.add_parser("models", help="the model registry (gold model for drawdown rollbacks)")
     models_sub = models.add_subparsers(dest="models_command", required=True, metavar="SUBCOMMAND")
@@ -125,21 +126,17 @@ def _build_parser() -> argparse.ArgumentParser:
 
     broker = sub.add_parser("broker", help="the configured broker")
     broker_sub = broker.add_subparsers(dest="broker_command", required=True, metavar="SUBCOMMAND")
-    broker_check = broker_sub.add_parser(
-        "check", help="connect; print account, buying power, positions, open orders, clock and data feed; exit")
-    _config_arg(broker_check)
-    from daemon.broker_check import add_arguments as _broker_check_arguments
-
-    _broker_check_arguments(broker_check)
+    _module_parser(
+        broker_sub, "check", "connect; print account, buying power, positions, open orders, clock and data feed; exit",
+        "broker",
+    )
 
     data = sub.add_parser("data", help="bar data from a broker")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
-    data_fetch = data_sub.add_parser("fetch", help="fetch historical bars into a file backtest/train read (resumable)"
-                                     ", with a quality report")
-    _config_arg(data_fetch)
-    from daemon.data_fetch import add_arguments as _data_fetch_arguments
-
-    _data_fetch_arguments(data_fetch)
+    _module_parser(
+        data_sub, "fetch", "fetch historical bars into a file backtest/train read (resumable), with a quality report",
+        "data",
+    )
 
     risk = sub.add_parser("risk", help="trading state and each risk layer's figures against its limit")
     _api_args(risk)
@@ -166,14 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "risk": _cmd_risk,
         "models": _cmd_models,
         "config": _cmd_config,
-        "broker": _cmd_broker,
-        "data": _cmd_data,
         "train": _cmd_train,
-        "validate": _cmd_validate,
-        "walkforward": _cmd_walkforward,
-        "shadow": _cmd_shadow,
-        "report": _cmd_report,
-        "tune": _cmd_tune,
+        **dict.fromkeys(_MODULE_COMMANDS, _cmd_module),
     }
     try:
         code = handlers[args.command](args)
@@ -356,61 +347,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return run_training(args, config)
 
 
-def _cmd_validate(args: argparse.Namespace) -> int:
-    from daemon.validate import run as run_validation
-
+def _cmd_module(args: argparse.Namespace) -> int:
+    """validate, report, shadow, walkforward, tune, broker check, data fetch: the module's ``run``."""
+    module, level = _MODULE_COMMANDS[args.command]
+    run = importlib.import_module(module).run
     config = load_config(args.config)
-    configure_logging("error", config.logging.json_output)  # the gate table, not the runs' risk warnings
-    return run_validation(args, config)
-
-
-def _cmd_report(args: argparse.Namespace) -> int:
-    from daemon.reporting.command import run as run_report
-
-    config = load_config(args.config)
-    configure_logging("error", config.logging.json_output)  # the baselines' replays log every risk denial
-    return run_report(args, config)
-
-
-def _cmd_shadow(args: argparse.Namespace) -> int:
-    from daemon.shadow import run as run_shadow
-
-    config = load_config(args.config)
-    configure_logging("error", config.logging.json_output)  # the report, not the runs' risk warnings
-    return run_shadow(args, config)
-
-
-def _cmd_walkforward(args: argparse.Namespace) -> int:
-    from daemon.walkforward import run as run_walkforward
-
-    config = load_config(args.config)
-    configure_logging("error", config.logging.json_output)  # the fold table, not each run's risk warnings
-    return run_walkforward(args, config)
-
-
-def _cmd_tune(args: argparse.Namespace) -> int:
-    from daemon.tune import run as run_tune
-
-    config = load_config(args.config)
-    configure_logging("error", config.logging.json_output)  # the trial table, not the evaluations' risk log
-    return run_tune(args, config)
-
-
-# ---------------------------------------------------------------------- broker
-def _cmd_broker(args: argparse.Namespace) -> int:
-    from daemon.broker_check import run as run_check
-
-    config = load_config(args.config)
-    configure_logging("error", config.logging.json_output)  # the report, not the connection's own chatter
-    return run_check(args, config)
-
-
-def _cmd_data(args: argparse.Namespace) -> int:
-    from daemon.data_fetch import run as run_fetch
-
-    config = load_config(args.config)
-    configure_logging("warning", config.logging.json_output)  # the progress bar and the report, not chatter
-    return run_fetch(args, config)
+    configure_logging(level, config.logging.json_output)
+    return run(args, config)
 
 
 # ---------------------------------------------------------------------- config

@@ -8,11 +8,10 @@ same one line the daemon would print. Read-only: nothing is placed or cancelled,
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC
 from typing import Any
 
-from brokers.errors import BrokerError
+from daemon.broker_check import holdings
 from daemon.config import TradectlConfig
 
 __all__ = ["check_ib"]
@@ -32,11 +31,7 @@ async def check_ib(config: TradectlConfig, *, stream: bool = True) -> dict[str, 
         account = await broker.account()
         positions = await broker.positions()
         orders = [] if broker.read_only else await broker.open_orders()
-        try:
-            async with asyncio.timeout(settings.request_timeout_seconds):
-                tws_time = await broker.ib.reqCurrentTimeAsync()
-        except TimeoutError:
-            raise BrokerError("ib: TWS did not tell its time") from None
+        tws_time = await broker.venue_time()
         contracts = {symbol: contract.conId for symbol, contract in broker.contracts.items()}
     finally:
         await broker.close()
@@ -52,10 +47,7 @@ async def check_ib(config: TradectlConfig, *, stream: bool = True) -> dict[str, 
             "buying_power": str(account.equity),
             "trading_blocked": broker.read_only,
         },
-        "positions": [{"symbol": p.symbol, "quantity": str(p.quantity), "average_price": str(p.average_price)}
-                      for p in positions],
-        "open_orders": [{"client_order_id": o.client_order_id, "symbol": o.symbol, "status": o.status.value,
-                         "filled": str(o.filled_quantity)} for o in orders],
+        **holdings(positions, orders),
         "clock": {"is_open": None, "timestamp": tws_time.astimezone(UTC).isoformat(), "next_open": None,
                   "next_close": None},
         "feed": {"checked": stream, "feed": f"real-time 5 s bars, {settings.bar_seconds} s bars",

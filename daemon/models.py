@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict
@@ -21,25 +20,17 @@ from typing import TYPE_CHECKING, Any
 
 from brokers.errors import ModelError, TradectlError
 from daemon.store import Promotion, Store
-from strategies.model_file import read_metadata
+from strategies.model_file import file_sha256, read_metadata
 
 if TYPE_CHECKING:
     from daemon.config import TradectlConfig
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _inspect(path: Path) -> tuple[Path, dict[str, Any], str]:
     model = path.resolve()
     meta = read_metadata(model)
     try:
-        return model, meta, _file_sha256(model)
+        return model, meta, file_sha256(model)
     except OSError as exc:
         raise ModelError(f"{model}: cannot read model file: {exc.strerror or exc}") from None
 

@@ -10,11 +10,14 @@ week of ``risk.window``, the rule the adapter and the entry layer apply.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from brokers.errors import ConfigError
-from daemon.broker_check import wait_for_stream
+from daemon.broker_check import holdings, wait_for_stream
 from daemon.config import TradectlConfig
+
+if TYPE_CHECKING:
+    from brokers.oanda.settings import OandaSettings
 
 __all__ = ["check_oanda"]
 
@@ -28,12 +31,13 @@ async def check_oanda(config: TradectlConfig, *, stream: bool = True) -> dict[st
     from brokers.oanda.rest import OandaRest
     from daemon.venues import oanda_settings
 
-    if not config.broker.oanda.account_id:
-        return await _accounts(config)
+    listing = not config.broker.oanda.account_id  # no account configured: list the token's own
     try:
-        settings = oanda_settings(config)
+        settings = oanda_settings(config, account_id="-" if listing else None)
     except ValueError as exc:
         raise ConfigError(f"broker.oanda: {exc}") from None
+    if listing:
+        return await _accounts(settings)
     broker = OandaBroker(settings)
     rest: OandaRest = broker.rest
     try:
@@ -57,33 +61,23 @@ async def check_oanda(config: TradectlConfig, *, stream: bool = True) -> dict[st
             "buying_power": summary.get("marginAvailable"),
             "trading_blocked": False,
         },
-        "positions": [{"symbol": p.symbol, "quantity": str(p.quantity), "average_price": str(p.average_price)}
-                      for p in positions],
-        "open_orders": [{"client_order_id": o.client_order_id, "symbol": o.symbol, "status": o.status.value,
-                         "filled": str(o.filled_quantity)} for o in orders],
+        **holdings(positions, orders),
         "clock": {"is_open": session(now), "timestamp": _iso(now), "next_open": _iso(_next(session, now, True)),
                   "next_close": _iso(_next(session, now, False))},
         "feed": feed,
     }
 
 
-async def _accounts(config: TradectlConfig) -> dict[str, Any]:
+async def _accounts(settings: OandaSettings) -> dict[str, Any]:
     """No account id configured: the accounts this token may use."""
     from brokers.oanda.rest import OandaRest
-    from brokers.oanda.settings import OandaSettings
 
-    o, token = config.broker.oanda, config.oanda.token
-    if token is None:
-        raise ConfigError("oanda: set TRADECTL_OANDA__TOKEN in the environment")
-    settings = OandaSettings(token=token.get_secret_value(), account_id="-", instruments=tuple(o.instruments),
-                             practice=o.practice, api_url=o.api_url, stream_url=o.stream_url,
-                             request_timeout_seconds=o.request_timeout_seconds)
     rest = OandaRest(settings)
     try:
         ids = [str(a.get("id")) for a in await rest.accounts()]
     finally:
         rest.close()
-    return {"broker": "oanda-practice" if o.practice else "oanda-live", "accounts": ids,
+    return {"broker": "oanda-practice" if settings.practice else "oanda-live", "accounts": ids,
             "note": f"broker.oanda.account_id is not set; this token's accounts: {', '.join(ids) or 'none'}"}
 
 

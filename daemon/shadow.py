@@ -269,23 +269,21 @@ async def _read_back(
 ) -> ModelReplay:
     from daemon.store import Store
     from daemon.store.reports import Scope, trace
-    from daemon.store.runs import run_fill_totals
+    from daemon.store.runs import run_fill_totals, run_last_unrealized
     from strategies.model_file import read_metadata
 
     store = await Store.open(db, batched=True)
     try:
         rows = await trace(store, Scope(run_id=run.run_id))
         totals = await run_fill_totals(store, run.run_id)
-        last = await store.query(
-            "SELECT unrealized_pnl FROM equity_snapshots WHERE run_id = ? ORDER BY rowid DESC LIMIT 1", (run.run_id,)
-        )
+        unrealized = await run_last_unrealized(store, run.run_id)
         judged = [await judge_stored_day(store, run.run_id, day, action_map, config) for day in days]
     finally:
         await store.close()
     decisions = _expand(rows, [b.ts for b in bars], bars[first].ts)
     return ModelReplay(
         role, path, str(read_metadata(path)["sha256"]), source, run, totals.fills, totals.realized, totals.fees,
-        float(last[0][0]) if last else 0.0, decisions, judged,
+        unrealized, decisions, judged,
     )
 
 

@@ -51,11 +51,11 @@ from brokers.base import (
     OrderUpdate,
     Position,
     Side,
-    UpdateInbox,
 )
 from brokers.errors import BrokerError, OrderRejected
-from brokers.live import Backoff, ConnectionState, ConnectionSupervisor, ForwardOnly, Quarantine, SeenIds, submit_once
+from brokers.live import Backoff, ConnectionState, ConnectionSupervisor, Quarantine, SeenIds, submit_once
 from brokers.live.confirm import confirm_live_account
+from brokers.live.outlets import BarOutlet, UpdateOutlet
 
 from . import convert
 from .rest import AlpacaError, AlpacaRest, classify_submit
@@ -80,17 +80,14 @@ class AlpacaBroker:
         self._live_confirm = live_confirm
         self._connect_timeout = connect_timeout
         self.account_number: str | None = None
-        self._inbox = UpdateInbox()
-        self._bars: asyncio.Queue[Bar | None] = asyncio.Queue()
-        self._bars_stopped = False
+        self._updates = UpdateOutlet()  # updates only move forward; the client ids still working (``working``)
+        self._bars = BarOutlet()  # the queue only: the repeat rule is ``_on_bar``'s
         self._recent: dict[str, deque[int]] = {}
         self._last_ts: dict[str, int] = {}
         self._last_bar: Bar | None = None
         self._now = 0
         self._executions = SeenIds()
         self._fills = SeenIds()
-        self._forward = ForwardOnly()
-        self._open: set[str] = set()  # client ids this process has seen working (recovered after a reconnect)
         self._raw: dict[str, dict[str, Any]] = {}  # latest venue order object per client id (duplicate check)
         self._delivered: OrderedDict[str, list[Fill]] = OrderedDict()  # fills handed on, per order (latest orders)
         self.market_open: bool | None = None
@@ -154,17 +151,11 @@ class AlpacaBroker:
         self._connected = False
 
     # ------------------------------------------------------------------ market data
-    async def bars(self) -> AsyncIterator[Bar]:
-        while True:
-            bar = await self._bars.get()
-            if bar is None:
-                return
-            yield bar
+    def bars(self) -> AsyncIterator[Bar]:
+        return self._bars.bars()
 
     def stop_bars(self) -> None:
-        if not self._bars_stopped:
-            self._bars_stopped = True
-            self._bars.put_nowait(None)
+        self._bars.stop()
 
     def now(self) -> int:
         """The wall clock (UTC epoch seconds), never behind a bar already delivered and never going back."""
@@ -183,8 +174,7 @@ class AlpacaBroker:
         self._now = max(self._now, bar.ts)
         self._last_bar = bar
         self.counts["bars"] += 1
-        if not self._bars_stopped:
-            self._bars.put_nowait(bar)
+        self._bars.hand_on(bar)
 
     async def _market_data_ready(self, reconnect: bool) -> None:
         """After a reconnect: every bar missed since the last delivered one, in order, before live bars resume."""
@@ -263,24 +253,19 @@ class AlpacaBroker:
 
     # ------------------------------------------------------------------ order updates
     async def next_update(self) -> OrderUpdate:
-        return await self._inbox.get()
+        return await self._updates.next()
 
     def drain_updates(self) -> list[OrderUpdate]:
-        return self._inbox.drain()
+        return self._updates.drain()
 
     def _deliver(self, update: OrderUpdate) -> None:
-        update = self._forward(update)
-        if update.status.is_terminal:
-            self._open.discard(update.client_order_id)
-        else:
-            self._open.add(update.client_order_id)
+        update = self._updates.put(update)
         self.counts["updates"] += 1
         if update.fill is not None:
             self._delivered.setdefault(update.client_order_id, []).append(update.fill)
             self._delivered.move_to_end(update.client_order_id)
             if len(self._delivered) > _RECENT_ORDERS:
                 self._delivered.popitem(last=False)
-        self._inbox.put(update)
 
     def _on_trade_update(self, data: dict[str, Any]) -> None:
         try:
@@ -304,7 +289,7 @@ class AlpacaBroker:
         """After a reconnect: what the stream missed for every order still open here, before updates resume."""
         if not reconnect:
             return
-        for client_order_id in sorted(self._open):
+        for client_order_id in sorted(self._updates.working):
             report = await self.get_order(client_order_id)
             if report is None:
                 continue
@@ -313,7 +298,7 @@ class AlpacaBroker:
                     self.counts["recovered_updates"] += 1
                     self._deliver(dataclasses.replace(report, fill=fill, ts=max(report.ts, fill.ts)))
             self._deliver(report)
-        log.info("trade updates recovered after reconnect", orders=len(self._open))
+        log.info("trade updates recovered after reconnect", orders=len(self._updates.working))
 
     # ------------------------------------------------------------------ orders
     async def submit(self, client_order_id: str, request: OrderRequest) -> OrderUpdate:
@@ -332,7 +317,7 @@ class AlpacaBroker:
             deadline=self.settings.in_flight_deadline_seconds, same_order=self._same_order,
         )
         if not update.status.is_terminal:
-            self._open.add(client_order_id)
+            self._updates.working.add(client_order_id)
         return update
 
     def _same_order(self, found: OrderUpdate, request: OrderRequest) -> bool:

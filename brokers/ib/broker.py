@@ -878,6 +878,16 @@ class IbBroker:
             out.append(Position(symbol, quantity, _DIV.divide(cost, multiplier)))
         return sorted(out, key=lambda p: p.symbol)
 
+    async def venue_time(self) -> datetime:
+        """TWS's own clock (what ``broker check`` shows); a TWS that does not answer in time is one error."""
+        self._require_socket()
+        await self.limiter.acquire()
+        try:
+            async with asyncio.timeout(self.settings.request_timeout_seconds):
+                return await self.ib.reqCurrentTimeAsync()
+        except TimeoutError:
+            raise BrokerError("ib: TWS did not tell its time") from None
+
     async def account(self) -> AccountSnapshot:
         """Cash and net liquidation from a one-off account summary (subscribed, read, cancelled)."""
         self._require_socket()

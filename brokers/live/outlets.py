@@ -37,9 +37,13 @@ class BarOutlet:
         self.last_ts[bar.symbol] = bar.ts
         self.last_bar = bar
         self.delivered += 1
+        self.hand_on(bar)
+        return True
+
+    def hand_on(self, bar: Bar) -> None:
+        """Queue ``bar`` for ``bars()`` without the check of ``put`` (an adapter with its own repeat rule)."""
         if not self._stopped:
             self._queue.put_nowait(bar)
-        return True
 
     async def bars(self) -> AsyncIterator[Bar]:
         while True:

@@ -48,6 +48,14 @@ async def run_equity(store: Store, run_id: int, *, since_ts: int | None = None) 
     return [(int(ts), float(equity)) for ts, equity in rows]
 
 
+async def run_last_unrealized(store: Store, run_id: int) -> float:
+    """The open position's P&L at the run's last equity snapshot (0 for a run without snapshots)."""
+    rows = await store.query(
+        "SELECT unrealized_pnl FROM equity_snapshots WHERE run_id = ? ORDER BY rowid DESC LIMIT 1", (run_id,)
+    )
+    return float(rows[0][0]) if rows else 0.0
+
+
 @dataclass(frozen=True, slots=True)
 class FillTotals:
     """What a run's fills add up to: gross realized P&L and fees, exact (``Decimal``)."""

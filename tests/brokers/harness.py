@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Protocol
+from typing import Any, Protocol
 
 from brokers.alpaca import AlpacaBroker, AlpacaSettings
 from brokers.base import Bar, Broker, OrderUpdate
@@ -95,8 +95,29 @@ async def sim_harness(*, max_fill_quantity: Decimal | None = None) -> SimHarness
     return SimHarness(broker)
 
 
+class _OnAFake:
+    """What the live harnesses share: the adapter's bar stream opened once, each bar awaited with a deadline,
+    the adapter then its fake closed."""
+
+    broker: Any
+    fake: Any
+
+    def __post_init__(self) -> None:
+        self._bars = self.broker.bars()
+
+    async def _delivered(self) -> Bar:
+        async with asyncio.timeout(5):
+            return await anext(self._bars)
+
+    async def close(self) -> None:
+        try:
+            await self.broker.close()
+        finally:
+            await self.fake.close()
+
+
 @dataclass
-class AlpacaHarness:
+class AlpacaHarness(_OnAFake):
     """The Alpaca adapter against the wire-level fake (tests/fakes/alpaca): one minute bar per ``next_bar``."""
 
     broker: AlpacaBroker
@@ -106,28 +127,18 @@ class AlpacaHarness:
     unreachable_bid: Decimal = Decimal("0.5000")
     published: int = 0
 
-    def __post_init__(self) -> None:
-        self._bars = self.broker.bars()
-
     async def next_bar(self) -> Bar:
         o, h, lo, c = _OHLC[self.published % len(_OHLC)]
         ts_open = datetime.fromtimestamp(self.t0 + self.published * 60, UTC)
         self.published += 1
         await self.fake.publish_bar(self.symbol, ts_open, o, h, lo, c, 100)
-        async with asyncio.timeout(5):
-            return await anext(self._bars)
+        return await self._delivered()
 
     async def updates(self) -> list[OrderUpdate]:
         session = self.broker.trade_updates_session
         await self.fake.wait_until(lambda: session.messages >= len(self.fake.records.trade_updates),
                                    what="the adapter received every trade update sent")
         return self.broker.drain_updates()
-
-    async def close(self) -> None:
-        try:
-            await self.broker.close()
-        finally:
-            await self.fake.close()
 
 
 def alpaca_settings(fake: FakeAlpaca, **overrides: object) -> AlpacaSettings:
@@ -162,7 +173,7 @@ OANDA_INSTRUMENT = "EUR_USD"
 
 
 @dataclass
-class OandaHarness:
+class OandaHarness(_OnAFake):
     """The OANDA adapter against the wire-level fake (tests/fakes/oanda): one M1 bar per ``next_bar``.
 
     A bar is four ticks (open, high, low, close as mids, 0.0001 either side) and a heartbeat at its close;
@@ -176,26 +187,16 @@ class OandaHarness:
     unreachable_bid: Decimal = Decimal("0.5000")
     published: int = 0
 
-    def __post_init__(self) -> None:
-        self._bars = self.broker.bars()
-
     async def next_bar(self) -> Bar:
         o, h, lo, c = _OHLC[self.published % len(_OHLC)]
         start = self.t0 + self.published * 60
         self.published += 1
         publish_oanda_bar(self.fake, start, (o, h, lo, c))
-        async with asyncio.timeout(5):
-            return await anext(self._bars)
+        return await self._delivered()
 
     async def updates(self) -> list[OrderUpdate]:
         await self.broker.poll_transactions()
         return self.broker.drain_updates()
-
-    async def close(self) -> None:
-        try:
-            await self.broker.close()
-        finally:
-            await self.fake.close()
 
 
 def publish_oanda_bar(fake: FakeOanda, start: int, ohlc: tuple[float, float, float, float],
@@ -245,7 +246,7 @@ IB_SYMBOL = "SPY"
 
 
 @dataclass
-class IbHarness:
+class IbHarness(_OnAFake):
     """The IB adapter (ib_async) against the fake TWS (tests/fakes/tws): one 5-second bar per ``next_bar``."""
 
     broker: IbBroker
@@ -255,27 +256,17 @@ class IbHarness:
     unreachable_bid: Decimal = Decimal("0.5000")
     published: int = 0
 
-    def __post_init__(self) -> None:
-        self._bars = self.broker.bars()
-
     async def next_bar(self) -> Bar:
         o, h, lo, c = _OHLC[self.published % len(_OHLC)]
         ts_open = self.t0 + self.published * 5
         self.published += 1
         await self.fake.publish_bar(self.symbol, ts_open, o, h, lo, c, 100)
-        async with asyncio.timeout(5):
-            return await anext(self._bars)
+        return await self._delivered()
 
     async def updates(self) -> list[OrderUpdate]:
         await self.fake.wait_until(lambda: self.broker.ib.client.isReady(), what="the adapter's socket is up")
         await asyncio.sleep(0.05)  # the fake wrote its reports before returning; the loop reads them meanwhile
         return self.broker.drain_updates()
-
-    async def close(self) -> None:
-        try:
-            await self.broker.close()
-        finally:
-            await self.fake.close()
 
 
 def ib_settings(fake: FakeTws, **overrides: object) -> IbSettings:
